@@ -1,0 +1,1 @@
+"""relay adapters: one folder per adapter, same file names in each."""

@@ -1,0 +1,3 @@
+"""relay: a drop-shipping order relay daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,79 @@
+"""Outbound HTTP: sessions that follow the egress policy, and one mapping from status to error.
+
+Every request to a storefront or factory goes through a session from `new_session`, which
+never follows redirects, applies connect and total timeouts, and refuses addresses the
+egress policy forbids (see `relay.egress`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from relay.config import EgressSettings
+from relay.egress import SafeResolver, egress_middleware
+from relay.exceptions import (
+    AdapterError,
+    AuthError,
+    EndpointGone,
+    FatalAdapterError,
+    RetriableAdapterError,
+)
+
+MAX_QUOTED_BODY = 2048
+
+
+def new_session(egress: EgressSettings, **kwargs: Any) -> aiohttp.ClientSession:
+    """An aiohttp session bound to the egress policy. Callers close it."""
+    timeout = aiohttp.ClientTimeout(
+        total=kwargs.pop("total_timeout_s", egress.total_timeout_s),
+        connect=kwargs.pop("connect_timeout_s", egress.connect_timeout_s),
+    )
+    connector = aiohttp.TCPConnector(
+        resolver=SafeResolver(allow_private=egress.allow_private_addresses),
+        limit=kwargs.pop("limit", 100),
+        ttl_dns_cache=60,
+    )
+    middleware = egress_middleware(
+        allow_plain_http=egress.allow_plain_http,
+        allow_private=egress.allow_private_addresses,
+        max_response_bytes=egress.max_response_bytes,
+    )
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, middlewares=(middleware,), raise_for_status=False, **kwargs
+    )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_for_status(status: int, body: str, headers: Mapping[str, str]) -> AdapterError:
+    """Map a non-2xx response to the error tree. Redirects are failures and are never followed."""
+    quoted = body[:MAX_QUOTED_BODY]
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if status in (401, 403):
+        return AuthError(f"HTTP {status}: credentials refused", status=status, body=quoted)
+    if status == 410:
+        return EndpointGone(f"HTTP {status}: endpoint gone", status=status, body=quoted)
+    if status in (408, 425, 429) or status >= 500:
+        return RetriableAdapterError(
+            f"HTTP {status}", status=status, body=quoted, retry_after=retry_after
+        )
+    return FatalAdapterError(f"HTTP {status}: rejected", status=status, body=quoted)

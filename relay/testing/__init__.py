@@ -1,0 +1,1 @@
+"""Test kit shipped with relay: fake servers, the adapter contract suite, helpers."""

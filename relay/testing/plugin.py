@@ -1,0 +1,1 @@
+"""pytest plugin (registered through `pytest11`): fixtures for adapter contract suites."""
