@@ -1,0 +1,413 @@
+"""WooCommerce storefront adapter: REST API v3 orders in, tracking out (order note or Shipment Tracking).
+
+Listing is keyset-paged on the modification time: each request asks for `orderby=modified&order=asc`
+after the newest modification already read (less one second, since WordPress compares whole seconds and
+either inclusively or not), and page numbers only advance inside one such window. Plain `page=N` paging
+skips a record whenever an order read on an earlier page is modified during the scan and moves to the
+end; the keyset way cannot, and records read twice are dropped by (id, date_modified_gmt).
+"""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, Literal, TypeVar
+
+import aiohttp
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
+from relay.config import Secret
+from relay.contracts import AdapterContext, OrderPage
+from relay.exceptions import AdapterError, RetriableAdapterError
+from relay.http import error_for_status
+from relay.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
+
+T = TypeVar("T")
+
+ATTEMPTS = 4
+MAX_IN_CALL_WAIT_S = 30.0
+GMT_FORMAT = "%Y-%m-%dT%H:%M:%S"
+USER_AGENT = "relay-woocommerce/0.1"
+
+PAID_STATUSES = frozenset({"processing", "completed"})
+UNPAID_STATUSES = frozenset({"pending", "on-hold", "failed", "checkout-draft"})
+CANCELLED_STATUSES = frozenset({"cancelled", "refunded", "trash"})
+LEAVE_ALONE_STATUSES = frozenset({"completed", "failed"}) | CANCELLED_STATUSES
+
+
+class WooCommerceOptions(BaseModel):
+    """`[storefronts.NAME]` keys for `adapter = "woocommerce"`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store_url: AnyHttpUrl
+    """Site root, e.g. https://shop.example.com (the API is at {store_url}/wp-json/)."""
+    consumer_key: Secret
+    consumer_secret: Secret
+    tracking: Literal["shipment_tracking", "note"] = "note"
+    """`shipment_tracking` needs the Shipment Tracking extension; `note` works on any store."""
+    page_size: int = Field(default=100, ge=1, le=100)
+    notify_customer: bool = True
+    """Tracking notes are customer notes (WooCommerce emails them) unless false."""
+    query_string_auth: bool = False
+    """Send the key as `?consumer_key=&consumer_secret=` for hosts that strip the Authorization header."""
+
+
+class WooCommerceStorefront:
+    """A WooCommerce store reached through its REST API with a consumer key and secret."""
+
+    Options: ClassVar[type[BaseModel]] = WooCommerceOptions
+    is_sorted: ClassVar[bool] = True
+
+    def __init__(self, name: str, options: WooCommerceOptions, context: AdapterContext) -> None:
+        self.name = name
+        self._options = options
+        self._context = context
+        self._log = context.log.bind(adapter="woocommerce", storefront=name)
+        self._session: aiohttp.ClientSession | None = None
+        self._client: WooCommerceClient | None = None
+
+    # --- listing ----------------------------------------------------------------------------------
+
+    async def fetch_orders(self, since: datetime | None) -> AsyncIterator[OrderPage]:
+        """Yield pages of orders modified at or after `since`, oldest modification first."""
+        floor = None if since is None else _whole_second(since)
+        after = None if floor is None else floor - timedelta(seconds=1)
+        page = 1
+        seen: set[tuple[str, str]] = set()
+        while True:
+            params = self._list_params(after, page)
+            response = await self._call(partial(self._api().list_orders, params))
+            records = response.data
+            if not isinstance(records, list):
+                raise RetriableAdapterError("order listing is not a JSON array")
+            batch: list[Order | Malformed] = []
+            for raw in records:
+                key = _seen_key(raw)
+                if key in seen:
+                    continue
+                seen.add(key)
+                item = _to_record(raw)
+                if floor is not None and isinstance(item, Order) and item.updated_at < floor:
+                    continue
+                batch.append(item)
+            if batch:
+                yield batch
+            if _last_page(response.headers, page, len(records), self._options.page_size):
+                return
+            newest = _newest_modification(records)
+            if newest is not None and (after is None or newest - timedelta(seconds=1) > after):
+                after, page = newest - timedelta(seconds=1), 1
+            else:
+                page += 1
+
+    def _list_params(self, after: datetime | None, page: int) -> dict[str, str]:
+        params = {
+            "status": "any",
+            "orderby": "modified",
+            "order": "asc",
+            "per_page": str(self._options.page_size),
+            "page": str(page),
+            "dates_are_gmt": "true",
+        }
+        if after is not None:
+            params["modified_after"] = after.astimezone(UTC).strftime(GMT_FORMAT)
+        return params
+
+    # --- tracking ---------------------------------------------------------------------------------
+
+    async def push_shipment(self, push: ShipmentPush) -> PushReceipt:
+        """Add the parcel's tracking once (looked up first, so repeats are no-ops); complete when all shipped.
+
+        Each in-call retry repeats the look-up, so a create whose answer was lost is not created twice.
+        """
+
+        async def attempt() -> str:
+            if self._options.tracking == "shipment_tracking":
+                reference = await self._ensure_tracking_item(push)
+            else:
+                reference = await self._ensure_tracking_note(push)
+            if push.order_fully_shipped:
+                await self._ensure_completed(push.order_id)
+            return reference
+
+        return PushReceipt(reference=await self._call(attempt))
+
+    async def _ensure_tracking_item(self, push: ShipmentPush) -> str:
+        api = self._api()
+        existing = (await api.list_trackings(push.order_id)).data
+        for item in existing if isinstance(existing, list) else []:
+            if isinstance(item, dict) and str(item.get("tracking_number", "")).strip() == push.tracking_number:
+                self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
+                return f"tracking:{item.get('tracking_id')}"
+        body = {"tracking_number": push.tracking_number, "date_shipped": self._today()}
+        if push.tracking_url:
+            body |= {"custom_tracking_provider": push.carrier, "custom_tracking_link": push.tracking_url}
+        else:
+            body["tracking_provider"] = push.carrier
+        created = (await api.create_tracking(push.order_id, body)).data
+        return f"tracking:{created.get('tracking_id') if isinstance(created, dict) else None}"
+
+    async def _ensure_tracking_note(self, push: ShipmentPush) -> str:
+        api = self._api()
+        notes = (await api.list_notes(push.order_id)).data
+        for note in notes if isinstance(notes, list) else []:
+            if isinstance(note, dict) and push.key in str(note.get("note", "")):
+                self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
+                return f"note:{note.get('id')}"
+        customer_note = self._options.notify_customer and push.notify_customer
+        created = (await api.create_note(push.order_id, tracking_note(push), customer_note=customer_note)).data
+        return f"note:{created.get('id') if isinstance(created, dict) else None}"
+
+    async def _ensure_completed(self, order_id: str) -> None:
+        order = (await self._api().get_order(order_id)).data
+        status = order.get("status") if isinstance(order, dict) else None
+        if status in LEAVE_ALONE_STATUSES:
+            if status != "completed":
+                self._log.warning("order_not_completed", order_id=order_id, status=status)
+            return
+        await self._api().update_order(order_id, {"status": "completed"})
+
+    def _today(self) -> str:
+        return datetime.fromtimestamp(self._context.clock(), UTC).strftime("%Y-%m-%d")
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _api(self) -> WooCommerceClient:
+        if self._client is None:
+            self._session = self._context.new_session(
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"}
+            )
+            self._client = WooCommerceClient(
+                self._session,
+                str(self._options.store_url),
+                self._options.consumer_key.get_secret_value(),
+                self._options.consumer_secret.get_secret_value(),
+                query_string_auth=self._options.query_string_auth,
+            )
+        return self._client
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation`, retrying retriable failures in-call (bounded; Retry-After honoured)."""
+        retrying = AsyncRetrying(
+            stop=_stop,
+            wait=_wait,
+            retry=retry_if_exception_type(RetriableAdapterError),
+            sleep=self._context.sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                result = await _mapped(operation)
+        return result
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self._log.warning("woocommerce_retry", attempt=state.attempt_number, error=str(exc))
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        session, self._session, self._client = self._session, None, None
+        if session is not None:
+            await session.close()
+
+
+def tracking_note(push: ShipmentPush) -> str:
+    """The order note written for one parcel. `Ref:` carries the push key that makes re-pushes no-ops."""
+    lines = [f"Shipped via {push.carrier}", f"Tracking number: {push.tracking_number}"]
+    if push.tracking_url:
+        lines.append(f"Track your parcel: {push.tracking_url}")
+    lines.append(f"Ref: {push.key}")
+    return "\n".join(lines)
+
+
+# --- retry policy ---------------------------------------------------------------------------------
+
+_backoff = wait_random_exponential(multiplier=0.5, max=8)
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, AdapterError) and exc.retry_after is not None:
+        return exc.retry_after
+    return float(_backoff(state))
+
+
+def _stop(state: RetryCallState) -> bool:
+    """Stop after ATTEMPTS, or at once when the server asks for a longer pause than we wait in-call."""
+    exc = state.outcome.exception() if state.outcome else None
+    too_long = isinstance(exc, AdapterError) and (exc.retry_after or 0) > MAX_IN_CALL_WAIT_S
+    return too_long or state.attempt_number >= ATTEMPTS
+
+
+async def _mapped(operation: Callable[[], Awaitable[T]]) -> T:
+    """Translate client and transport failures into relay's error tree."""
+    try:
+        return await operation()
+    except WooCommerceError as exc:
+        raise _adapter_error(exc) from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise RetriableAdapterError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _adapter_error(exc: WooCommerceError) -> AdapterError:
+    if 200 <= exc.status < 300:
+        return RetriableAdapterError(f"HTTP {exc.status}: body is not JSON", status=exc.status, body=exc.body)
+    err = error_for_status(exc.status, exc.body, exc.headers)
+    detail = f" ({exc.code}: {exc.message})" if exc.code else ""
+    if exc.code == "rest_no_route":
+        detail += "; check store_url and pretty permalinks, and for tracking = \"shipment_tracking\" that the "
+        detail += "Shipment Tracking extension is active"
+    return type(err)(f"{err}{detail}", status=err.status, body=err.body, retry_after=err.retry_after)
+
+
+# --- paging helpers -------------------------------------------------------------------------------
+
+
+def _whole_second(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def _last_page(headers: Mapping[str, str], page: int, count: int, page_size: int) -> bool:
+    if count == 0:
+        return True
+    try:
+        total_pages = int(headers["X-WP-TotalPages"])
+    except (KeyError, ValueError):
+        return count < page_size
+    return page >= total_pages
+
+
+def _seen_key(raw: Any) -> tuple[str, str]:
+    if isinstance(raw, dict):
+        return str(raw.get("id")), str(raw.get("date_modified_gmt"))
+    return "", repr(raw)
+
+
+def _newest_modification(records: list[Any]) -> datetime | None:
+    newest = None
+    for raw in records:
+        try:
+            stamp = _gmt(raw["date_modified_gmt"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        newest = stamp if newest is None else max(newest, stamp)
+    return newest
+
+
+# --- mapping --------------------------------------------------------------------------------------
+
+
+def _to_record(raw: Any) -> Order | Malformed:
+    """One listing record as an `Order`, or `Malformed` when it does not map."""
+    try:
+        return _to_order(raw)
+    except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+        external_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
+        reason = f"{type(exc).__name__}: {exc}"[:1000]
+        return Malformed(external_id=external_id, reason=reason, raw=_jsonable(raw))
+
+
+def _to_order(raw: dict[str, Any]) -> Order:
+    status = str(raw.get("status") or "")
+    if status in PAID_STATUSES:
+        paid = True
+    elif status in UNPAID_STATUSES:
+        paid = False
+    else:
+        paid = raw.get("date_paid_gmt") is not None
+    billing = raw.get("billing") or {}
+    created = _gmt(raw["date_created_gmt"])
+    return Order(
+        external_id=str(raw["id"]),
+        number=_text(raw.get("number")) or str(raw["id"]),
+        created_at=created,
+        updated_at=_gmt(raw["date_modified_gmt"]) if raw.get("date_modified_gmt") else created,
+        currency=raw["currency"],
+        total=None if raw.get("total") is None else _decimal(raw["total"]),
+        email=_text(billing.get("email")),
+        paid=paid,
+        cancelled=status in CANCELLED_STATUSES,
+        shipping_address=_address(raw.get("shipping") or {}, billing),
+        lines=tuple(_line(item) for item in raw["line_items"]),
+    )
+
+
+def _address(shipping: dict[str, Any], billing: dict[str, Any]) -> Address:
+    name = " ".join(p for p in (_text(shipping.get("first_name")), _text(shipping.get("last_name"))) if p)
+    return Address(
+        name=name,
+        company=_text(shipping.get("company")),
+        line1=_text(shipping.get("address_1")),
+        line2=_text(shipping.get("address_2")),
+        city=_text(shipping.get("city")),
+        region=_text(shipping.get("state")),
+        postal_code=_text(shipping.get("postcode")),
+        country_code=_text(shipping.get("country")),
+        phone=_text(shipping.get("phone")) or _text(billing.get("phone")),
+    )
+
+
+def _line(item: dict[str, Any]) -> OrderLine:
+    quantity = item["quantity"]
+    price = item.get("price")
+    unit_price = _decimal(price) if price is not None else _decimal(item["subtotal"]) / Decimal(quantity)
+    variant = item.get("variation_id") or item.get("product_id")
+    properties = {
+        meta["key"]: meta["value"]
+        for meta in item.get("meta_data") or []
+        if isinstance(meta, dict)
+        and isinstance(meta.get("key"), str)
+        and not meta["key"].startswith("_")
+        and isinstance(meta.get("value"), str)
+    }
+    return OrderLine(
+        line_id=str(item["id"]),
+        sku=_text(item.get("sku")) or None,
+        variant_id=str(variant) if variant else None,
+        title=html.unescape(_text(item.get("name"))),
+        quantity=quantity,
+        unit_price=unit_price,
+        properties=properties,
+    )
+
+
+def _gmt(value: Any) -> datetime:
+    """A WooCommerce `*_gmt` timestamp (naive, in GMT) as an aware UTC datetime."""
+    parsed = datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _decimal(value: Any) -> Decimal:
+    """Money from WooCommerce JSON: strings ("29.35") or numbers already parsed as Decimal/int."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"not an amount: {value!r}")
+    if isinstance(value, float):
+        value = repr(value)
+    amount = Decimal(value)
+    if not amount.is_finite():
+        raise ValueError(f"not an amount: {value!r}")
+    return amount
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """A copy safe for JSON (Decimals from the parser become numbers again) for the quarantine."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
