@@ -56,6 +56,8 @@ class WooCommerceOptions(BaseModel):
     """Tracking notes are customer notes (WooCommerce emails them) unless false."""
     query_string_auth: bool = False
     """Send the key as `?consumer_key=&consumer_secret=` for hosts that strip the Authorization header."""
+    test_order_meta: dict[str, str] = Field(default_factory=lambda: {"_wcpay_mode": "test"})
+    """Order meta (key: value) marking a test order; WooCommerce has no test flag, WooPayments sets this."""
 
 
 class WooCommerceStorefront:
@@ -92,7 +94,7 @@ class WooCommerceStorefront:
                 if key in seen:
                     continue
                 seen.add(key)
-                item = _to_record(raw)
+                item = _to_record(raw, self._options.test_order_meta)
                 if floor is not None and isinstance(item, Order) and item.updated_at < floor:
                     continue
                 batch.append(item)
@@ -128,12 +130,15 @@ class WooCommerceStorefront:
         """
 
         async def attempt() -> str:
+            order = (await self._api().get_order(push.order_id)).data
+            if not isinstance(order, dict):
+                raise RetriableAdapterError("order is not a JSON object")
             if self._options.tracking == "shipment_tracking":
                 reference = await self._ensure_tracking_item(push)
             else:
-                reference = await self._ensure_tracking_note(push)
+                reference = await self._ensure_tracking_note(push, order)
             if push.order_fully_shipped:
-                await self._ensure_completed(push.order_id)
+                await self._ensure_completed(push.order_id, order)
             return reference
 
         return PushReceipt(reference=await self._call(attempt))
@@ -142,7 +147,7 @@ class WooCommerceStorefront:
         api = self._api()
         existing = (await api.list_trackings(push.order_id)).data
         for item in existing if isinstance(existing, list) else []:
-            if isinstance(item, dict) and str(item.get("tracking_number", "")).strip() == push.tracking_number:
+            if isinstance(item, dict) and str(item.get("tracking_number", "")).strip() == push.tracking_number.strip():
                 self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
                 return f"tracking:{item.get('tracking_id')}"
         body = {"tracking_number": push.tracking_number, "date_shipped": self._today()}
@@ -153,7 +158,7 @@ class WooCommerceStorefront:
         created = (await api.create_tracking(push.order_id, body)).data
         return f"tracking:{created.get('tracking_id') if isinstance(created, dict) else None}"
 
-    async def _ensure_tracking_note(self, push: ShipmentPush) -> str:
+    async def _ensure_tracking_note(self, push: ShipmentPush, order: dict[str, Any]) -> str:
         api = self._api()
         notes = (await api.list_notes(push.order_id)).data
         for note in notes if isinstance(notes, list) else []:
@@ -161,12 +166,12 @@ class WooCommerceStorefront:
                 self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
                 return f"note:{note.get('id')}"
         customer_note = self._options.notify_customer and push.notify_customer
-        created = (await api.create_note(push.order_id, tracking_note(push), customer_note=customer_note)).data
+        note = tracking_note(push, order)
+        created = (await api.create_note(push.order_id, note, customer_note=customer_note)).data
         return f"note:{created.get('id') if isinstance(created, dict) else None}"
 
-    async def _ensure_completed(self, order_id: str) -> None:
-        order = (await self._api().get_order(order_id)).data
-        status = order.get("status") if isinstance(order, dict) else None
+    async def _ensure_completed(self, order_id: str, order: dict[str, Any]) -> None:
+        status = order.get("status")
         if status in LEAVE_ALONE_STATUSES:
             if status != "completed":
                 self._log.warning("order_not_completed", order_id=order_id, status=status)
@@ -204,8 +209,19 @@ class WooCommerceStorefront:
         )
         async for attempt in retrying:
             with attempt:
-                result = await _mapped(operation)
+                result = await self._mapped(operation)
         return result
+
+    async def _mapped(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Translate client and transport failures into relay's error tree."""
+        try:
+            return await operation()
+        except WooCommerceError as exc:
+            raise _adapter_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # aiohttp messages may quote the URL, which holds the secret under query_string_auth.
+            message = str(exc).replace(self._options.consumer_secret.get_secret_value(), "***")
+            raise RetriableAdapterError(f"{type(exc).__name__}: {message}") from None
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -218,11 +234,20 @@ class WooCommerceStorefront:
             await session.close()
 
 
-def tracking_note(push: ShipmentPush) -> str:
-    """The order note written for one parcel. `Ref:` carries the push key that makes re-pushes no-ops."""
+def tracking_note(push: ShipmentPush, order: dict[str, Any]) -> str:
+    """The order note for one parcel: carrier, tracking, the parcel's items, and the push key as `Ref:`."""
+    names = {
+        str(item.get("id")): html.unescape(_text(item.get("name")))
+        for item in order.get("line_items") or []
+        if isinstance(item, dict)
+    }
     lines = [f"Shipped via {push.carrier}", f"Tracking number: {push.tracking_number}"]
     if push.tracking_url:
         lines.append(f"Track your parcel: {push.tracking_url}")
+    lines.append("Items:")
+    lines += [
+        f"- {line.quantity} × {names.get(line.line_id) or 'item'} (item #{line.line_id})" for line in push.lines
+    ]
     lines.append(f"Ref: {push.key}")
     return "\n".join(lines)
 
@@ -244,16 +269,6 @@ def _stop(state: RetryCallState) -> bool:
     exc = state.outcome.exception() if state.outcome else None
     too_long = isinstance(exc, AdapterError) and (exc.retry_after or 0) > MAX_IN_CALL_WAIT_S
     return too_long or state.attempt_number >= ATTEMPTS
-
-
-async def _mapped(operation: Callable[[], Awaitable[T]]) -> T:
-    """Translate client and transport failures into relay's error tree."""
-    try:
-        return await operation()
-    except WooCommerceError as exc:
-        raise _adapter_error(exc) from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RetriableAdapterError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _adapter_error(exc: WooCommerceError) -> AdapterError:
@@ -306,17 +321,17 @@ def _newest_modification(records: list[Any]) -> datetime | None:
 # --- mapping --------------------------------------------------------------------------------------
 
 
-def _to_record(raw: Any) -> Order | Malformed:
+def _to_record(raw: Any, test_meta: Mapping[str, str]) -> Order | Malformed:
     """One listing record as an `Order`, or `Malformed` when it does not map."""
     try:
-        return _to_order(raw)
+        return _to_order(raw, test_meta)
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
         external_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
         reason = f"{type(exc).__name__}: {exc}"[:1000]
         return Malformed(external_id=external_id, reason=reason, raw=_jsonable(raw))
 
 
-def _to_order(raw: dict[str, Any]) -> Order:
+def _to_order(raw: dict[str, Any], test_meta: Mapping[str, str]) -> Order:
     status = str(raw.get("status") or "")
     if status in PAID_STATUSES:
         paid = True
@@ -335,6 +350,10 @@ def _to_order(raw: dict[str, Any]) -> Order:
         total=None if raw.get("total") is None else _decimal(raw["total"]),
         email=_text(billing.get("email")),
         paid=paid,
+        test=any(
+            isinstance(meta, dict) and test_meta.get(str(meta.get("key"))) == meta.get("value")
+            for meta in raw.get("meta_data") or []
+        ),
         cancelled=status in CANCELLED_STATUSES,
         shipping_address=_address(raw.get("shipping") or {}, billing),
         lines=tuple(_line(item) for item in raw["line_items"]),

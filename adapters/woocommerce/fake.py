@@ -16,8 +16,9 @@ Implements `relay.testing.vendor.FakeStorefront`. What it emulates, from the pub
   `woocommerce_rest_authentication_error`.
 
 A fulfilment is a Shipment Tracking item, or an order note with a `Tracking number: X` line (and
-`Shipped via CARRIER`), which is what the adapter writes. WooCommerce tracks whole orders, so recorded
-fulfilments carry no line ids.
+`Shipped via CARRIER`, and `- QTY × NAME (item #LINE_ID)` lines), which is what the adapter writes.
+Tracking items say nothing about lines, so their recorded fulfilments carry no line ids. Seeded orders
+are paid with WooPayments; `test=True` orders carry its `_wcpay_mode: test` meta.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class FakeWooCommerce:
         currency: str = "USD",
         updated_at: float | None = None,
     ) -> str:
-        """Create an order (`test` is ignored: WooCommerce has no test flag); return its id."""
+        """Create an order; `test` marks it as a WooPayments test-mode order. Return its id."""
         order_id = next(self._ids)
         now = time.time() if updated_at is None else updated_at
         doc = copy.deepcopy(self._template)
@@ -183,7 +184,9 @@ class FakeWooCommerce:
             shipping_total="0.00",
             shipping_lines=[],
             line_items=items,
-            meta_data=[],
+            payment_method="woocommerce_payments",
+            payment_method_title="Credit card / debit card",
+            meta_data=[{"id": next(self._item_ids), "key": "_wcpay_mode", "value": "test" if test else "prod"}],
             needs_payment=not paid,
             transaction_id=doc["transaction_id"] if paid else "",
         )
@@ -398,7 +401,8 @@ class FakeWooCommerce:
         note = self._add_note(order, body["note"], customer=bool(body.get("customer_note")), author="API")
         if found := re.search(r"^Tracking number: *(\S+)", note["note"], re.MULTILINE):
             carrier = re.search(r"^Shipped via *(.+)$", note["note"], re.MULTILINE)
-            self._record(order, carrier[1].strip() if carrier else "", found[1])
+            items = re.findall(r"^- (\d+) × .*\(item #(\d+)\)$", note["note"], re.MULTILINE)
+            self._record(order, carrier[1].strip() if carrier else "", found[1], items)
         return _json(note, status=201)
 
     def _add_note(self, order: _Order, text: str, *, customer: bool = False, author: str = "system") -> dict[str, Any]:
@@ -453,13 +457,17 @@ class FakeWooCommerce:
             },
         }
         order.trackings.append(item)
-        self._record(order, provider, number)
+        self._record(order, provider, number, [])
         return _json(item, status=201, headers={"Location": f"{base}/{tracking_id}"})
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _record(self, order: _Order, carrier: str, tracking_number: str) -> None:
-        order.fulfilments.append(RecordedFulfilment(str(order.doc["id"]), carrier, tracking_number, (), ()))
+    def _record(self, order: _Order, carrier: str, tracking_number: str, items: list[tuple[str, str]]) -> None:
+        line_ids = tuple(line_id for _, line_id in items)
+        quantities = tuple(int(quantity) for quantity, _ in items)
+        order.fulfilments.append(
+            RecordedFulfilment(str(order.doc["id"]), carrier, tracking_number, line_ids, quantities)
+        )
 
     def _order(self, order_id: str) -> _Order:
         return self._orders[int(order_id)]

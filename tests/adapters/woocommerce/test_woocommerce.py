@@ -210,6 +210,28 @@ async def test_unpaid_then_paid_and_cancelled_orders(fake: FakeWooCommerce, make
     assert first[cancelled].cancelled
 
 
+@pytest.mark.parametrize(
+    ("meta", "option", "test"),
+    [
+        ({"_wcpay_mode": "test"}, None, True),
+        ({"_wcpay_mode": "prod"}, None, False),
+        ({"_gateway_sandbox": "yes"}, {"_gateway_sandbox": "yes"}, True),
+        ({"_wcpay_mode": "test"}, {}, False),
+    ],
+)
+async def test_test_orders_are_recognised_by_meta(
+    fake: FakeWooCommerce, make_adapter: Make, meta: dict[str, str], option: dict[str, str] | None, test: bool
+) -> None:
+    doc = load_fixture("order.json")
+    doc["meta_data"] += [{"id": 1, "key": k, "value": v} for k, v in meta.items()]
+    fake.add_document(doc)
+    adapter = make_adapter() if option is None else make_adapter(test_order_meta=option)
+
+    (order,) = flat(await collect(adapter))
+
+    assert isinstance(order, Order) and order.test is test
+
+
 async def test_seeded_money_and_missing_sku(fake: FakeWooCommerce, make_adapter: Make) -> None:
     fake.add_order([SeedLine("A", 3, Decimal("0.10")), SeedLine(None, 1, Decimal("1234567.89"))], currency="JPY")
 
@@ -235,8 +257,11 @@ async def test_note_push_writes_customer_note_and_completes(fake: FakeWooCommerc
     assert note["customer_note"] is True
     assert "DHL" in note["note"] and "00340434161094042557" in note["note"]
     assert "https://track.example/00340434161094042557" in note["note"] and push.key in note["note"]
+    line_id = fake.line_ids(order_id)[0]
+    assert f"- 1 × Product MUG-1 (item #{line_id})" in note["note"]
     (fulfilment,) = fake.fulfilments(order_id)
     assert (fulfilment.carrier, fulfilment.tracking_number) == ("DHL", "00340434161094042557")
+    assert (fulfilment.line_ids, fulfilment.quantities) == ((line_id,), (1,))
     assert fake.status(order_id) == "completed"
 
 

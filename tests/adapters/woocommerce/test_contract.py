@@ -1,0 +1,5 @@
+from adapters.woocommerce import WooCommerceStorefront
+from adapters.woocommerce.fake import FakeWooCommerce
+from relay.testing.contract import get_storefront_test_class
+
+TestWooCommerceContract = get_storefront_test_class(WooCommerceStorefront, FakeWooCommerce)
