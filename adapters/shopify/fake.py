@@ -243,7 +243,8 @@ class FakeShopify:
         self._refilled_at = clock()
         self._orders: dict[int, _Order] = {}
         self._ids = iter(range(1, 10**9))
-        self._failures: deque[tuple[int, float | None]] = deque()
+        self._failures: deque[tuple[int, float | None, bool]] = deque()
+        self._fulfillment_rejections: deque[str] = deque()
         self._hangs = 0
         self._rejected: int | None = None
         self._requests: list[tuple[str, str]] = []
@@ -371,9 +372,19 @@ class FakeShopify:
         """`notifyCustomer` of each fulfilment of the order, in creation order."""
         return [f.notify_customer for f in self._order(order_id).fulfillments]
 
-    def fail_next(self, status: int, *, times: int = 1, retry_after: float | None = None) -> None:
-        """429 answers as Shopify throttles GraphQL: HTTP 200, `THROTTLED`, a bucket `retry_after` s short."""
-        self._failures.extend([(status, retry_after)] * times)
+    def fail_next(
+        self, status: int, *, times: int = 1, retry_after: float | None = None, plain_http: bool = False
+    ) -> None:
+        """Answer the next `times` requests with `status` (and Retry-After when given).
+
+        429 is answered as Shopify throttles GraphQL (HTTP 200, `THROTTLED`, a bucket `retry_after`
+        seconds short of the query's cost) unless `plain_http`, which sends a bare HTTP 429.
+        """
+        self._failures.extend([(status, retry_after, plain_http)] * times)
+
+    def reject_next_fulfillment(self, message: str) -> None:
+        """Make the next `fulfillmentCreate` fail with this `userErrors` message."""
+        self._fulfillment_rejections.append(message)
 
     def hang_next(self, *, times: int = 1) -> None:
         self._hangs += times
@@ -405,8 +416,7 @@ class FakeShopify:
             return web.json_response({"errors": {"query": "Required parameter missing or invalid"}}, status=400)
         cost = 10 * len(roots) if kind == "mutation" else sum(requested_cost(r) for r in roots)
         if self._failures:
-            status, retry_after = self._failures.popleft()
-            return self._failure(status, retry_after, cost)
+            return self._failure(*self._failures.popleft(), cost)
         if self._rejected is not None or request.headers.get("X-Shopify-Access-Token") != self.access_token:
             status = self._rejected or 401
             return web.json_response(_fixture("invalid_token.json") if status == 401 else FORBIDDEN_BODY, status=status)
@@ -461,8 +471,8 @@ class FakeShopify:
         body["extensions"]["cost"] = self._cost(cost, None, available, rate)
         return body
 
-    def _failure(self, status: int, retry_after: float | None, cost: int) -> web.Response:
-        if status == 429:
+    def _failure(self, status: int, retry_after: float | None, plain_http: bool, cost: int) -> web.Response:
+        if status == 429 and not plain_http:
             wait = cost / self.restore_rate if retry_after is None else retry_after
             rate = self.restore_rate
             available = cost - wait * rate
@@ -642,6 +652,8 @@ class FakeShopify:
                     items.append((item, quantity))
         if len(owners) > 1:
             errors.append(_user_error("lineItemsByFulfillmentOrder", "Fulfillment orders must belong to the same order."))
+        if self._fulfillment_rejections:
+            errors.append(_user_error("trackingInfo", self._fulfillment_rejections.popleft()))
         if errors or not items:
             return {"fulfillment": None, "userErrors": errors or [_user_error("fulfillment", "Nothing to fulfill.")]}
         order = self._orders[owners.pop()]

@@ -1,0 +1,412 @@
+"""Shopify-specific behaviour: throttle math, cost limits, mapping, fulfilment details, options."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.shopify import ShopifyStorefront
+from adapters.shopify.adapter import (
+    API_VERSION,
+    MAX_QUERY_COST,
+    ORDERS_QUERY,
+    THROTTLE_ATTEMPTS,
+    ShopifyOptions,
+    lines_per_order,
+    order_from_node,
+    relay_error,
+)
+from adapters.shopify.client import ShopifyConnectionError, ShopifyGraphQLError, throttle_wait
+from adapters.shopify.fake import FakeShopify, parse_operation, requested_cost
+from relay.contracts import AdapterContext
+from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
+from relay.models import Malformed, Order, ShipmentLine, ShipmentPush
+from relay.testing.contract import RecordingSleep, SessionTracker, drain, loopback_egress, make_context
+from relay.testing.vendor import SeedLine
+
+T0 = 1_790_000_000
+
+
+def fixture(name: str) -> Any:
+    return json.loads((resources.files("adapters.shopify") / "fixtures" / name).read_text("utf-8"))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeShopify]:
+    fake = FakeShopify()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+async def make_adapter(fake: FakeShopify, context: AdapterContext, **options: Any) -> ShopifyStorefront:
+    return ShopifyStorefront("shop", ShopifyOptions.model_validate(fake.adapter_options() | options), context)
+
+
+@pytest.fixture
+async def adapter(fake: FakeShopify, adapter_context: AdapterContext) -> AsyncIterator[ShopifyStorefront]:
+    adapter = await make_adapter(fake, adapter_context)
+    yield adapter
+    await adapter.aclose()
+
+
+def push_for(fake: FakeShopify, order_id: str, tracking: str, lines: list[tuple[int, int]], **kw: Any) -> ShipmentPush:
+    line_ids = fake.line_ids(order_id)
+    return ShipmentPush(
+        key=f"sp_{tracking}",
+        storefront="shop",
+        order_id=order_id,
+        order_number="#1001",
+        carrier=kw.pop("carrier", "DHL Express"),
+        tracking_number=tracking,
+        lines=tuple(ShipmentLine(line_id=line_ids[i], quantity=q) for i, q in lines),
+        order_fully_shipped=False,
+        **kw,
+    )
+
+
+# --- throttle math -------------------------------------------------------------------------------
+
+
+def test_throttle_wait_is_the_missing_points_over_the_restore_rate() -> None:
+    cost = fixture("throttled.json")["extensions"]["cost"]
+    assert throttle_wait(cost) == (752 - 552) / 100.0
+
+
+@pytest.mark.parametrize(
+    ("cost", "wait"),
+    [
+        ({"requestedQueryCost": 100, "throttleStatus": {"currentlyAvailable": 150, "restoreRate": 50}}, 0.0),
+        ({"requestedQueryCost": 101, "throttleStatus": {"currentlyAvailable": 0, "restoreRate": 300}}, 0.337),
+        ({"requestedQueryCost": 100}, 1.0),
+        ({"requestedQueryCost": 100, "throttleStatus": {"currentlyAvailable": 0, "restoreRate": 0}}, 1.0),
+        ({}, 1.0),
+    ],
+)
+def test_throttle_wait_rounds_up_and_survives_missing_data(cost: dict[str, Any], wait: float) -> None:
+    assert throttle_wait(cost) == wait
+
+
+async def test_empty_bucket_waits_exactly_until_it_refills() -> None:
+    """A real leaky bucket: the adapter's sleep advances the fake's clock."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    fake = FakeShopify(bucket_size=1000.0, restore_rate=50.0, clock=lambda: now[0])
+    await fake.start()
+    sessions = SessionTracker(loopback_egress())
+    adapter = await make_adapter(fake, make_context(sleep, sessions))
+    try:
+        order = fake.add_order([SeedLine(sku="S")], updated_at=T0)
+        fake.set_bucket(100.0)
+        assert [o.external_id for o in await drain(adapter, None)] == [order]
+        variables = {"first": adapter.page_size, "lineFirst": adapter.lines_per_order}
+        cost = sum(requested_cost(f) for f in parse_operation(ORDERS_QUERY, variables)[1])
+        assert sleeps == [(cost - 100) / 50.0]
+    finally:
+        await adapter.aclose()
+        await fake.close()
+        await sessions.aclose()
+
+
+async def test_persistent_throttling_gives_up_retriable_with_the_wait(
+    adapter: ShopifyStorefront, fake: FakeShopify, recording_sleep: RecordingSleep
+) -> None:
+    fake.fail_next(429, times=100, retry_after=3.0)
+    with pytest.raises(RetriableAdapterError) as caught:
+        await drain(adapter, None)
+    assert caught.value.retry_after == 3.0
+    assert len(fake.requests) == THROTTLE_ATTEMPTS
+    assert recording_sleep.calls == [3.0] * (THROTTLE_ATTEMPTS - 1)
+
+
+async def test_plain_http_429_honours_retry_after(
+    adapter: ShopifyStorefront, fake: FakeShopify, recording_sleep: RecordingSleep
+) -> None:
+    order = fake.add_order([SeedLine(sku="S")], updated_at=T0)
+    fake.fail_next(429, retry_after=7, plain_http=True)
+    assert [o.external_id for o in await drain(adapter, None)] == [order]
+    assert recording_sleep.calls == [7.0]
+
+
+# --- query cost ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page_size", range(1, 51))
+def test_default_query_shape_fits_the_single_query_cap(page_size: int) -> None:
+    variables = {"first": page_size, "lineFirst": lines_per_order(page_size)}
+    assert sum(requested_cost(f) for f in parse_operation(ORDERS_QUERY, variables)[1]) <= MAX_QUERY_COST
+
+
+async def test_max_cost_exceeded_shrinks_the_page(adapter_context: AdapterContext) -> None:
+    fake = FakeShopify(page_size=20, max_query_cost=300)
+    await fake.start()
+    adapter = await make_adapter(fake, adapter_context)
+    try:
+        ids = [fake.add_order([SeedLine(sku="S")], updated_at=T0 + i) for i in range(12)]
+        assert [o.external_id for o in await drain(adapter, None)] == ids
+        assert adapter.page_size < 20
+        assert fake.operations[-1][1]["first"] == adapter.page_size
+    finally:
+        await adapter.aclose()
+        await fake.close()
+
+
+async def test_long_orders_are_completed_with_follow_up_queries(adapter_context: AdapterContext) -> None:
+    fake = FakeShopify(page_size=50)
+    await fake.start()
+    adapter = await make_adapter(fake, adapter_context)
+    try:
+        assert adapter.lines_per_order == 2
+        order = fake.add_order([SeedLine(sku=f"SKU-{i}") for i in range(5)], updated_at=T0)
+        [mapped] = await drain(adapter, None)
+        assert isinstance(mapped, Order)
+        assert [line.line_id for line in mapped.lines] == fake.line_ids(order)
+        assert [name for name, _ in fake.operations] == ["orders", "order"]  # one follow-up of 50
+    finally:
+        await adapter.aclose()
+        await fake.close()
+
+
+# --- the request -----------------------------------------------------------------------------------
+
+
+async def test_listing_request_uses_the_pinned_version_filter_and_sort_key(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    since = datetime(2026, 9, 21, 12, 30, 5, 987654, tzinfo=timezone(timedelta(hours=2)))
+    await drain(adapter, since)
+    assert fake.requests == [("POST", f"/admin/api/{API_VERSION}/graphql.json")]
+    [(name, variables)] = fake.operations
+    assert name == "orders"
+    assert variables["query"] == "updated_at:>='2026-09-21T10:30:05Z'"
+    assert "sortKey: UPDATED_AT" in ORDERS_QUERY
+
+
+async def test_wrong_token_is_an_auth_error(fake: FakeShopify, adapter_context: AdapterContext) -> None:
+    adapter = await make_adapter(fake, adapter_context, access_token="shpat_wrong")
+    try:
+        with pytest.raises(AuthError):
+            await drain(adapter, None)
+    finally:
+        await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ShopifyGraphQLError([{"message": "no", "extensions": {"code": "ACCESS_DENIED"}}], None), AuthError),
+        (ShopifyGraphQLError([{"message": "oops", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}], None),
+         RetriableAdapterError),
+        (ShopifyGraphQLError([{"message": "Field 'x' doesn't exist on type 'Order'"}], None), FatalAdapterError),
+        (ShopifyConnectionError("reset"), RetriableAdapterError),
+    ],
+)
+def test_graphql_errors_map_to_the_error_tree(error: Exception, expected: type[Exception]) -> None:
+    mapped = relay_error(error)  # type: ignore[arg-type]
+    assert type(mapped) is expected
+
+
+# --- mapping -------------------------------------------------------------------------------------
+
+
+def test_fixture_order_maps_every_field() -> None:
+    order = order_from_node(fixture("order.json"))
+    assert order.external_id == "gid://shopify/Order/5550000001"
+    assert order.number == "#1001"
+    assert order.created_at == datetime(2026, 11, 20, 9, 12, 45, tzinfo=UTC)
+    assert order.updated_at == datetime(2026, 11, 20, 9, 14, 2, tzinfo=UTC)
+    assert (order.currency, order.total) == ("EUR", Decimal("44.90"))
+    assert isinstance(order.total, Decimal)
+    assert (order.email, order.paid, order.test, order.cancelled) == ("ada@example.com", True, False, False)
+    assert order.tags == ("vip", "gift")
+    address = order.shipping_address
+    assert (address.name, address.company, address.line1, address.line2) == (
+        "Ada Lovelace",
+        "Analytical Engines Ltd",
+        "12 St James's Square",
+        "Flat 3",
+    )
+    assert (address.city, address.region, address.postal_code, address.country_code, address.phone) == (
+        "London",
+        "ENG",
+        "SW1Y 4JH",
+        "GB",
+        "+44 20 7946 0958",
+    )
+    mug, tee = order.lines
+    assert (mug.line_id, mug.sku, mug.variant_id, mug.quantity, mug.unit_price) == (
+        "gid://shopify/LineItem/13370000001",
+        "MUG-BLK-11",
+        "gid://shopify/ProductVariant/42000000001",
+        2,
+        Decimal("12.45"),
+    )
+    assert mug.title == "Mug - Black / 11oz"
+    assert mug.properties == {"Engraving": "To Charles", "Gift wrap": "yes"}
+    assert (tee.sku, tee.unit_price, tee.properties) == ("TEE-WHT-M", Decimal("20.00"), {})
+
+
+@pytest.mark.parametrize(
+    ("status", "paid"),
+    [
+        ("PAID", True),
+        ("PARTIALLY_REFUNDED", True),
+        ("PENDING", False),
+        ("AUTHORIZED", False),
+        ("PARTIALLY_PAID", False),
+        ("REFUNDED", False),
+        ("VOIDED", False),
+        ("EXPIRED", False),
+        (None, False),
+    ],
+)
+def test_financial_status_decides_paid(status: str | None, paid: bool) -> None:
+    assert order_from_node({**fixture("order.json"), "displayFinancialStatus": status}).paid is paid
+
+
+def test_test_cancelled_and_missing_parts_map() -> None:
+    node = fixture("order.json") | {
+        "test": True,
+        "cancelledAt": "2026-11-21T08:00:00Z",
+        "shippingAddress": None,
+        "email": None,
+        "totalPriceSet": None,
+    }
+    line = node["lineItems"]["edges"][0]["node"]
+    line.update(sku="", variant=None, customAttributes=[{"key": "Note", "value": None}])
+    order = order_from_node(node)
+    assert (order.test, order.cancelled, order.email, order.total) == (True, True, "", None)
+    assert order.shipping_address.line1 == ""
+    assert (order.lines[0].sku, order.lines[0].variant_id, order.lines[0].properties) == (None, None, {"Note": ""})
+
+
+async def test_bad_money_becomes_malformed_with_the_raw_record(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    order = fake.add_order([SeedLine(sku="S", unit_price=Decimal("-1.00"))], updated_at=T0)
+    [record] = await drain(adapter, None)
+    assert isinstance(record, Malformed)
+    assert record.external_id == order
+    assert record.raw["id"] == order
+
+
+# --- pushing tracking ------------------------------------------------------------------------------
+
+
+async def test_fulfilment_carries_tracking_url_and_only_the_shipped_quantities(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    order = fake.add_order([SeedLine(sku="A", quantity=3), SeedLine(sku="B")], updated_at=T0)
+    receipt = await adapter.push_shipment(
+        push_for(fake, order, "JD0001", [(0, 2)], tracking_url="https://dhl.example/JD0001")
+    )
+    [created] = fake.fulfilments(order)
+    assert receipt.reference and receipt.reference.startswith("gid://shopify/Fulfillment/")
+    assert (created.carrier, created.line_ids, created.quantities) == ("DHL Express", (fake.line_ids(order)[0],), (2,))
+    mutation = next(v for name, v in fake.operations if name == "fulfillmentCreate")
+    assert mutation["fulfillment"]["trackingInfo"] == {
+        "company": "DHL Express",
+        "number": "JD0001",
+        "url": "https://dhl.example/JD0001",
+    }
+    [group] = mutation["fulfillment"]["lineItemsByFulfillmentOrder"]
+    assert [item["quantity"] for item in group["fulfillmentOrderLineItems"]] == [2]
+    await adapter.push_shipment(push_for(fake, order, "JD0002", [(0, 1), (1, 1)]))
+    assert [f.quantities for f in fake.fulfilments(order)] == [(2,), (1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("option", "per_push", "expected"),
+    [(True, True, True), (True, False, False), (False, True, False)],
+)
+async def test_notify_customer_needs_both_the_option_and_the_push(
+    fake: FakeShopify, adapter_context: AdapterContext, option: bool, per_push: bool, expected: bool
+) -> None:
+    adapter = await make_adapter(fake, adapter_context, notify_customer=option)
+    try:
+        order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+        await adapter.push_shipment(push_for(fake, order, "N1", [(0, 1)], notify_customer=per_push))
+        assert fake.notified(order) == [expected]
+    finally:
+        await adapter.aclose()
+
+
+async def test_user_errors_are_fatal_and_create_nothing(adapter: ShopifyStorefront, fake: FakeShopify) -> None:
+    order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+    fake.reject_next_fulfillment("Tracking number is invalid for this carrier.")
+    with pytest.raises(FatalAdapterError, match="Tracking number is invalid"):
+        await adapter.push_shipment(push_for(fake, order, "BAD", [(0, 1)]))
+    assert fake.fulfilments(order) == []
+
+
+async def test_lines_already_fulfilled_elsewhere_are_fatal(adapter: ShopifyStorefront, fake: FakeShopify) -> None:
+    order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+    await adapter.push_shipment(push_for(fake, order, "FIRST", [(0, 1)]))
+    with pytest.raises(FatalAdapterError, match="nothing open to fulfil"):
+        await adapter.push_shipment(push_for(fake, order, "SECOND", [(0, 1)]))
+    assert [f.tracking_number for f in fake.fulfilments(order)] == ["FIRST"]
+
+
+async def test_cancelled_or_unknown_orders_are_fatal(adapter: ShopifyStorefront, fake: FakeShopify) -> None:
+    order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+    fake.cancel(order)
+    with pytest.raises(FatalAdapterError, match="nothing open"):
+        await adapter.push_shipment(push_for(fake, order, "C1", [(0, 1)]))
+    missing = push_for(fake, order, "C2", [(0, 1)]).model_copy(update={"order_id": "gid://shopify/Order/1"})
+    with pytest.raises(FatalAdapterError, match="not found"):
+        await adapter.push_shipment(missing)
+
+
+async def test_location_id_restricts_the_fulfillment_orders(
+    fake: FakeShopify, adapter_context: AdapterContext
+) -> None:
+    adapter = await make_adapter(fake, adapter_context, location_id="gid://shopify/Location/1")
+    try:
+        order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+        with pytest.raises(FatalAdapterError, match="another location"):
+            await adapter.push_shipment(push_for(fake, order, "L1", [(0, 1)]))
+    finally:
+        await adapter.aclose()
+
+
+# --- options -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"page_size": 51},
+        {"page_size": 0},
+        {"api_version": "2026-11"},
+        {"api_version": "latest"},
+        {"shop_url": "not a url"},
+        {"access_token": ""},
+        {"unknown": 1},
+    ],
+)
+def test_options_are_validated(override: dict[str, Any]) -> None:
+    base = {"shop_url": "https://example.myshopify.com", "access_token": "shpat_x"}
+    with pytest.raises(ValidationError):
+        ShopifyOptions.model_validate(base | override)
+
+
+def test_options_defaults_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPIFY_TOKEN", "shpat_from_env")
+    options = ShopifyOptions.model_validate(
+        {"shop_url": "https://example.myshopify.com", "access_token": {"env": "SHOPIFY_TOKEN"}}
+    )
+    assert (options.api_version, options.page_size, options.notify_customer) == (API_VERSION, 25, True)
+    assert options.access_token.get_secret_value() == "shpat_from_env"
+    assert "shpat_from_env" not in repr(options)
