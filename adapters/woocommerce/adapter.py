@@ -10,10 +10,10 @@ end; the keyset way cannot, and records read twice are dropped by (id, date_modi
 from __future__ import annotations
 
 import html
-from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
@@ -63,7 +63,7 @@ class WooCommerceOptions(BaseModel):
 class WooCommerceStorefront:
     """A WooCommerce store reached through its REST API with a consumer key and secret."""
 
-    Options: ClassVar[type[BaseModel]] = WooCommerceOptions
+    Options: ClassVar[type[WooCommerceOptions]] = WooCommerceOptions
     is_sorted: ClassVar[bool] = True
 
     def __init__(self, name: str, options: WooCommerceOptions, context: AdapterContext) -> None:
@@ -147,7 +147,10 @@ class WooCommerceStorefront:
         api = self._api()
         existing = (await api.list_trackings(push.order_id)).data
         for item in existing if isinstance(existing, list) else []:
-            if isinstance(item, dict) and str(item.get("tracking_number", "")).strip() == push.tracking_number.strip():
+            if (
+                isinstance(item, dict)
+                and str(item.get("tracking_number", "")).strip() == push.tracking_number.strip()
+            ):
                 self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
                 return f"tracking:{item.get('tracking_id')}"
         body = {"tracking_number": push.tracking_number, "date_shipped": self._today()}
@@ -246,7 +249,8 @@ def tracking_note(push: ShipmentPush, order: dict[str, Any]) -> str:
         lines.append(f"Track your parcel: {push.tracking_url}")
     lines.append("Items:")
     lines += [
-        f"- {line.quantity} × {names.get(line.line_id) or 'item'} (item #{line.line_id})" for line in push.lines
+        f"- {line.quantity} x {names.get(line.line_id) or 'item'} (item #{line.line_id})"
+        for line in push.lines
     ]
     lines.append(f"Ref: {push.key}")
     return "\n".join(lines)
@@ -277,7 +281,7 @@ def _adapter_error(exc: WooCommerceError) -> AdapterError:
     err = error_for_status(exc.status, exc.body, exc.headers)
     detail = f" ({exc.code}: {exc.message})" if exc.code else ""
     if exc.code == "rest_no_route":
-        detail += "; check store_url and pretty permalinks, and for tracking = \"shipment_tracking\" that the "
+        detail += '; check store_url and pretty permalinks, and for tracking = "shipment_tracking" that the '
         detail += "Shipment Tracking extension is active"
     return type(err)(f"{err}{detail}", status=err.status, body=err.body, retry_after=err.retry_after)
 

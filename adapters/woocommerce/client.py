@@ -81,17 +81,17 @@ class WooCommerceClient:
     ) -> Response:
         """One request. Raise `WooCommerceError` on non-2xx; aiohttp errors and timeouts propagate."""
         query = dict(params or {})
-        headers = {}
+        auth_header = {}
         if self._query_string_auth:
             query.update(consumer_key=self._key, consumer_secret=self._secret)
         else:
-            headers["Authorization"] = self._authorization
+            auth_header["Authorization"] = self._authorization
         async with self._session.request(
             method,
             f"{self._root}/{namespace}/{path}",
             params=query,
             json=body,
-            headers=headers,
+            headers=auth_header,
             allow_redirects=False,
         ) as resp:
             text = await resp.text(errors="replace")

@@ -16,7 +16,7 @@ Implements `relay.testing.vendor.FakeStorefront`. What it emulates, from the pub
   `woocommerce_rest_authentication_error`.
 
 A fulfilment is a Shipment Tracking item, or an order note with a `Tracking number: X` line (and
-`Shipped via CARRIER`, and `- QTY × NAME (item #LINE_ID)` lines), which is what the adapter writes.
+`Shipped via CARRIER`, and `- QTY x NAME (item #LINE_ID)` lines), which is what the adapter writes.
 Tracking items say nothing about lines, so their recorded fulfilments carry no line ids. Seeded orders
 are paid with WooPayments; `test=True` orders carry its `_wcpay_mode: test` meta.
 """
@@ -47,25 +47,52 @@ FIXTURES = Path(__file__).with_name("fixtures")
 SITE_TZ = timezone(timedelta(hours=1))
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
 ORDER_STATUSES = (
-    "pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed", "trash", "checkout-draft",
+    "pending",
+    "processing",
+    "on-hold",
+    "completed",
+    "cancelled",
+    "refunded",
+    "failed",
+    "trash",
+    "checkout-draft",
 )
 STATUS_LABELS = {
-    "pending": "Pending payment", "processing": "Processing", "on-hold": "On hold", "completed": "Completed",
-    "cancelled": "Cancelled", "refunded": "Refunded", "failed": "Failed", "trash": "Trash",
+    "pending": "Pending payment",
+    "processing": "Processing",
+    "on-hold": "On hold",
+    "completed": "Completed",
+    "cancelled": "Cancelled",
+    "refunded": "Refunded",
+    "failed": "Failed",
+    "trash": "Trash",
     "checkout-draft": "Draft",
 }
 ORDERBY = ("date", "id", "include", "title", "slug", "modified")
 DATE_PARAM = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}(:?\d{2})?)?$")
-NGINX_PAGE = "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1>" \
+NGINX_PAGE = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1>"
     "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 CRITICAL_ERROR = {
     "code": "internal_server_error",
-    "message": "<p>There has been a critical error on this website.</p><p><a href=\"https://wordpress.org/"
-    "documentation/article/faq-troubleshooting/\">Learn more about troubleshooting WordPress.</a></p>",
+    "message": '<p>There has been a critical error on this website.</p><p><a href="https://wordpress.org/'
+    'documentation/article/faq-troubleshooting/">Learn more about troubleshooting WordPress.</a></p>',
     "data": {"status": 500},
     "additional_errors": [],
 }
 NO_ROUTE = ("rest_no_route", "No route was found matching the URL and request method.")
+TRACKINGS = r"/wp-json/wc-shipment-tracking/v3/orders/(\d+)/shipment-trackings"
+ROUTES = (
+    (r"/wp-json/wc/v3/orders", ("GET",), "_list_orders"),
+    (r"/wp-json/wc/v3/orders/(\d+)", ("GET",), "_get_order"),
+    (r"/wp-json/wc/v3/orders/(\d+)", ("PUT", "POST", "PATCH"), "_update_order"),
+    (r"/wp-json/wc/v3/orders/(\d+)/notes", ("GET",), "_list_notes"),
+    (r"/wp-json/wc/v3/orders/(\d+)/notes", ("POST",), "_create_note"),
+    (TRACKINGS, ("GET",), "_list_trackings"),
+    (TRACKINGS, ("POST",), "_create_tracking"),
+)
+"""(path pattern, methods, handler method name): the emulated routes; anything else is `rest_no_route`."""
 
 
 def load_fixture(name: str) -> Any:
@@ -109,7 +136,7 @@ class FakeWooCommerce:
         tracking: str = "note",
         shipment_tracking: bool = True,
         consumer_key: str = "ck_4f1c2b7a9e8d3c6b5a4f3e2d1c0b9a8f7e6d5c4b",
-        consumer_secret: str = "cs_9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",
+        consumer_secret: str = "cs_9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",  # noqa: S107 (a fake's key)
     ) -> None:
         self.page_size = page_size
         self.tracking = tracking
@@ -186,7 +213,9 @@ class FakeWooCommerce:
             line_items=items,
             payment_method="woocommerce_payments",
             payment_method_title="Credit card / debit card",
-            meta_data=[{"id": next(self._item_ids), "key": "_wcpay_mode", "value": "test" if test else "prod"}],
+            meta_data=[
+                {"id": next(self._item_ids), "key": "_wcpay_mode", "value": "test" if test else "prod"}
+            ],
             needs_payment=not paid,
             transaction_id=doc["transaction_id"] if paid else "",
         )
@@ -197,14 +226,18 @@ class FakeWooCommerce:
         """Store an order document as given (e.g. a fixture); its `*_gmt` dates set the timestamps."""
         doc = copy.deepcopy(doc)
         stamps = {
-            name: None if doc.get(f"{name}_gmt") is None
+            name: None
+            if doc.get(f"{name}_gmt") is None
             else datetime.fromisoformat(doc[f"{name}_gmt"]).replace(tzinfo=UTC).timestamp()
             for name in ("date_created", "date_modified", "date_paid", "date_completed")
         }
         created = stamps["date_created"] or time.time()
         self._orders[int(doc["id"])] = _Order(
-            doc, created=created, modified=stamps["date_modified"] or created,
-            paid_at=stamps["date_paid"], completed_at=stamps["date_completed"],
+            doc,
+            created=created,
+            modified=stamps["date_modified"] or created,
+            paid_at=stamps["date_paid"],
+            completed_at=stamps["date_completed"],
         )
         return str(doc["id"])
 
@@ -303,30 +336,18 @@ class FakeWooCommerce:
             raise WooError(401, "woocommerce_rest_authentication_error", "Consumer secret is invalid.")
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
-        path, method = request.path.rstrip("/"), request.method
-        if path == "/wp-json/wc/v3/orders" and method == "GET":
-            return self._list_orders(request)
-        if match := re.fullmatch(r"/wp-json/wc/v3/orders/(\d+)", path):
-            if method == "GET":
-                return _json(self._render(self._existing(match[1], 404)))
-            if method in ("PUT", "POST", "PATCH"):
-                return await self._update_order(match[1], request)
-        if match := re.fullmatch(r"/wp-json/wc/v3/orders/(\d+)/notes", path):
-            if method == "GET":
-                return self._list_notes(match[1], request)
-            if method == "POST":
-                return await self._create_note(match[1], request)
-        match = re.fullmatch(r"/wp-json/wc-shipment-tracking/v3/orders/(\d+)/shipment-trackings", path)
-        if match and self.shipment_tracking:
-            if method == "GET":
-                return self._list_trackings(match[1])
-            if method == "POST":
-                return await self._create_tracking(match[1], request)
+        path = request.path.rstrip("/")
+        for pattern, methods, handler in ROUTES:
+            if request.method in methods and (match := re.fullmatch(pattern, path)):
+                if pattern == TRACKINGS and not self.shipment_tracking:
+                    break
+                response: web.StreamResponse = await getattr(self, handler)(request, *match.groups())
+                return response
         raise WooError(404, *NO_ROUTE)
 
     # --- orders -----------------------------------------------------------------------------------
 
-    def _list_orders(self, request: web.Request) -> web.Response:
+    async def _list_orders(self, request: web.Request) -> web.Response:
         q = request.query
         per_page = _int_param(q, "per_page", 10, 1, 100)
         page = _int_param(q, "page", 1, 1, None)
@@ -336,18 +357,23 @@ class FakeWooCommerce:
         if statuses - {"any", *ORDER_STATUSES}:
             raise _invalid_param("status", f"status[0] is not one of any, {', '.join(ORDER_STATUSES)}.")
         gmt = q.get("dates_are_gmt", "false").lower() in ("1", "true")
-        bounds = {name: _date_param(q, name, gmt) for name in ("after", "before", "modified_after", "modified_before")}
+        bounds = {
+            name: _date_param(q, name, gmt)
+            for name in ("after", "before", "modified_after", "modified_before")
+        }
 
         def wanted(o: _Order) -> bool:
             status = o.doc["status"]
-            if "any" in statuses and status != "trash" or status in statuses:
+            if ("any" in statuses and status != "trash") or status in statuses:
                 return _within(o.created, bounds["after"], bounds["before"]) and _within(
                     o.modified, bounds["modified_after"], bounds["modified_before"]
                 )
             return False
 
         def sort_key(o: _Order) -> tuple[Any, int]:
-            value = {"date": math.floor(o.created), "modified": math.floor(o.modified)}.get(orderby, o.doc["id"])
+            value = {"date": math.floor(o.created), "modified": math.floor(o.modified)}.get(
+                orderby, o.doc["id"]
+            )
             return value, o.doc["id"]
 
         found = sorted((o for o in self._orders.values() if wanted(o)), key=sort_key, reverse=order == "desc")
@@ -363,7 +389,10 @@ class FakeWooCommerce:
             headers["Link"] = ", ".join(links)
         return _json([self._render(o) for o in chunk], headers=headers)
 
-    async def _update_order(self, order_id: str, request: web.Request) -> web.Response:
+    async def _get_order(self, request: web.Request, order_id: str) -> web.Response:
+        return _json(self._render(self._existing(order_id, 404)))
+
+    async def _update_order(self, request: web.Request, order_id: str) -> web.Response:
         order = self._existing(order_id, 400)
         body = await _body(request)
         if "status" in body:
@@ -384,28 +413,33 @@ class FakeWooCommerce:
 
     # --- notes ------------------------------------------------------------------------------------
 
-    def _list_notes(self, order_id: str, request: web.Request) -> web.Response:
-        order = self._existing(order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID.")
+    async def _list_notes(self, request: web.Request, order_id: str) -> web.Response:
+        order = self._existing(
+            order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID."
+        )
         kind = _enum_param(request.query, "type", "any", ("any", "customer", "internal"))
         notes = [
-            n for n in reversed(order.notes)
-            if kind == "any" or n["customer_note"] == (kind == "customer")
+            n for n in reversed(order.notes) if kind == "any" or n["customer_note"] == (kind == "customer")
         ]
         return _json(notes)
 
-    async def _create_note(self, order_id: str, request: web.Request) -> web.Response:
-        order = self._existing(order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID.")
+    async def _create_note(self, request: web.Request, order_id: str) -> web.Response:
+        order = self._existing(
+            order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID."
+        )
         body = await _body(request)
         if not isinstance(body.get("note"), str) or not body["note"]:
             raise WooError(400, "woocommerce_rest_invalid_order_note", "Order note is required.")
         note = self._add_note(order, body["note"], customer=bool(body.get("customer_note")), author="API")
         if found := re.search(r"^Tracking number: *(\S+)", note["note"], re.MULTILINE):
             carrier = re.search(r"^Shipped via *(.+)$", note["note"], re.MULTILINE)
-            items = re.findall(r"^- (\d+) × .*\(item #(\d+)\)$", note["note"], re.MULTILINE)
+            items = re.findall(r"^- (\d+) x .*\(item #(\d+)\)$", note["note"], re.MULTILINE)
             self._record(order, carrier[1].strip() if carrier else "", found[1], items)
         return _json(note, status=201)
 
-    def _add_note(self, order: _Order, text: str, *, customer: bool = False, author: str = "system") -> dict[str, Any]:
+    def _add_note(
+        self, order: _Order, text: str, *, customer: bool = False, author: str = "system"
+    ) -> dict[str, Any]:
         note_id = next(self._item_ids)
         now = time.time()
         base = f"{self.url}/wp-json/wc/v3/orders/{order.doc['id']}/notes"
@@ -427,17 +461,24 @@ class FakeWooCommerce:
 
     # --- Shipment Tracking extension --------------------------------------------------------------
 
-    def _list_trackings(self, order_id: str) -> web.Response:
-        order = self._existing(order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID.")
+    async def _list_trackings(self, request: web.Request, order_id: str) -> web.Response:
+        order = self._existing(
+            order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID."
+        )
         return _json(copy.deepcopy(order.trackings))
 
-    async def _create_tracking(self, order_id: str, request: web.Request) -> web.Response:
-        order = self._existing(order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID.")
+    async def _create_tracking(self, request: web.Request, order_id: str) -> web.Response:
+        order = self._existing(
+            order_id, 404, code="woocommerce_rest_order_invalid_id", message="Invalid order ID."
+        )
         body = await _body(request)
         number = str(body.get("tracking_number") or "").strip()
         if not number:
             raise WooError(
-                400, "rest_missing_callback_param", "Missing parameter(s): tracking_number", params=["tracking_number"]
+                400,
+                "rest_missing_callback_param",
+                "Missing parameter(s): tracking_number",
+                params=["tracking_number"],
             )
         custom = str(body.get("custom_tracking_provider") or "").strip()
         provider = custom or str(body.get("tracking_provider") or "").strip()
@@ -462,7 +503,9 @@ class FakeWooCommerce:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _record(self, order: _Order, carrier: str, tracking_number: str, items: list[tuple[str, str]]) -> None:
+    def _record(
+        self, order: _Order, carrier: str, tracking_number: str, items: list[tuple[str, str]]
+    ) -> None:
         line_ids = tuple(line_id for _, line_id in items)
         quantities = tuple(int(quantity) for quantity, _ in items)
         order.fulfilments.append(
@@ -473,7 +516,11 @@ class FakeWooCommerce:
         return self._orders[int(order_id)]
 
     def _existing(
-        self, order_id: str, status: int, *, code: str = "woocommerce_rest_shop_order_invalid_id",
+        self,
+        order_id: str,
+        status: int,
+        *,
+        code: str = "woocommerce_rest_shop_order_invalid_id",
         message: str = "Invalid ID.",
     ) -> _Order:
         order = self._orders.get(int(order_id))
@@ -509,8 +556,10 @@ class FakeWooCommerce:
     def _render(self, order: _Order) -> dict[str, Any]:
         doc = copy.deepcopy(order.doc)
         for name, stamp in (
-            ("date_created", order.created), ("date_modified", order.modified),
-            ("date_paid", order.paid_at), ("date_completed", order.completed_at),
+            ("date_created", order.created),
+            ("date_modified", order.modified),
+            ("date_paid", order.paid_at),
+            ("date_completed", order.completed_at),
         ):
             doc[name] = None if stamp is None else _local(stamp)
             doc[f"{name}_gmt"] = None if stamp is None else _gmt(stamp)
@@ -526,7 +575,11 @@ class FakeWooCommerce:
 
 def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json", charset="UTF-8", headers=headers
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        charset="UTF-8",
+        headers=headers,
     )
 
 
@@ -570,11 +623,17 @@ def _basic_credentials(header: str) -> tuple[str | None, str | None]:
 def _permission_error(request: web.Request, status: int) -> WooError:
     if request.method == "GET":
         collection = request.path.rstrip("/").endswith(("/orders", "/notes", "/shipment-trackings"))
-        message = "Sorry, you cannot list resources." if collection else "Sorry, you cannot view this resource."
+        message = (
+            "Sorry, you cannot list resources." if collection else "Sorry, you cannot view this resource."
+        )
         return WooError(status, "woocommerce_rest_cannot_view", message)
     if request.method == "POST" and request.path.rstrip("/").endswith(("/notes", "/shipment-trackings")):
-        return WooError(status, "woocommerce_rest_cannot_create", "Sorry, you are not allowed to create resources.")
-    return WooError(status, "woocommerce_rest_cannot_edit", "Sorry, you are not allowed to edit this resource.")
+        return WooError(
+            status, "woocommerce_rest_cannot_create", "Sorry, you are not allowed to create resources."
+        )
+    return WooError(
+        status, "woocommerce_rest_cannot_edit", "Sorry, you are not allowed to edit this resource."
+    )
 
 
 def _invalid_param(name: str, problem: str) -> WooError:

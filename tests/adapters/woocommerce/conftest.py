@@ -31,7 +31,9 @@ def make_context(sleeps: list[float], total_timeout_s: float = 2) -> AdapterCont
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    egress = EgressSettings(allow_plain_http=True, allow_private_addresses=True, total_timeout_s=total_timeout_s)
+    egress = EgressSettings(
+        allow_plain_http=True, allow_private_addresses=True, total_timeout_s=total_timeout_s
+    )
     return AdapterContext(
         new_session=functools.partial(relay.http.new_session, egress),
         clock=time.time,

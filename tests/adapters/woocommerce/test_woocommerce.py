@@ -21,7 +21,9 @@ Make = Callable[..., WooCommerceStorefront]
 T0 = 1_793_609_600.0  # 2026-11-02T08:53:20Z
 
 
-async def collect(adapter: WooCommerceStorefront, since: datetime | None = None) -> list[list[Order | Malformed]]:
+async def collect(
+    adapter: WooCommerceStorefront, since: datetime | None = None
+) -> list[list[Order | Malformed]]:
     return [list(page) async for page in adapter.fetch_orders(since)]
 
 
@@ -33,7 +35,9 @@ def list_calls(fake: FakeWooCommerce) -> list[dict[str, str]]:
     return [query for method, path, query in fake.calls if path == "/wp-json/wc/v3/orders"]
 
 
-def push_for(fake: FakeWooCommerce, order_id: str, *, fully: bool = True, url: str | None = None) -> ShipmentPush:
+def push_for(
+    fake: FakeWooCommerce, order_id: str, *, fully: bool = True, url: str | None = None
+) -> ShipmentPush:
     line_id = fake.line_ids(order_id)[0]
     return ShipmentPush(
         key=f"sp_{order_id}_parcel1",
@@ -74,14 +78,18 @@ async def test_stops_at_x_wp_totalpages_even_when_last_page_is_full(
     assert len(list_calls(fake)) == 3
 
 
-async def test_many_orders_in_one_second_still_page_through(fake: FakeWooCommerce, make_adapter: Make) -> None:
+async def test_many_orders_in_one_second_still_page_through(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
     ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0) for _ in range(7)]
 
     assert [o.external_id for o in flat(await collect(make_adapter()))] == ids
     assert [c["page"] for c in list_calls(fake)][-1] == "3"
 
 
-async def test_modified_after_is_gmt_and_inclusive_of_since(fake: FakeWooCommerce, make_adapter: Make) -> None:
+async def test_modified_after_is_gmt_and_inclusive_of_since(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
     fake.add_order([SeedLine("OLD")], updated_at=T0 - 1)
     at_since = fake.add_order([SeedLine("EDGE")], updated_at=T0)
     later = fake.add_order([SeedLine("NEW")], updated_at=T0 + 60)
@@ -95,7 +103,9 @@ async def test_modified_after_is_gmt_and_inclusive_of_since(fake: FakeWooCommerc
     assert first["dates_are_gmt"] == "true"
 
 
-async def test_order_modified_during_the_scan_is_not_skipped(fake: FakeWooCommerce, make_adapter: Make) -> None:
+async def test_order_modified_during_the_scan_is_not_skipped(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
     ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0 + i) for i in range(6)]
     seen: list[str] = []
 
@@ -127,7 +137,9 @@ async def test_malformed_record_is_quarantined_not_fatal(fake: FakeWooCommerce, 
 # --- mapping -------------------------------------------------------------------------------------
 
 
-async def test_fixture_order_maps_money_address_and_personalisation(fake: FakeWooCommerce, make_adapter: Make) -> None:
+async def test_fixture_order_maps_money_address_and_personalisation(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
     fake.add_document(load_fixture("order.json"))
 
     (order,) = flat(await collect(make_adapter()))
@@ -233,7 +245,9 @@ async def test_test_orders_are_recognised_by_meta(
 
 
 async def test_seeded_money_and_missing_sku(fake: FakeWooCommerce, make_adapter: Make) -> None:
-    fake.add_order([SeedLine("A", 3, Decimal("0.10")), SeedLine(None, 1, Decimal("1234567.89"))], currency="JPY")
+    fake.add_order(
+        [SeedLine("A", 3, Decimal("0.10")), SeedLine(None, 1, Decimal("1234567.89"))], currency="JPY"
+    )
 
     (order,) = flat(await collect(make_adapter()))
 
@@ -246,7 +260,9 @@ async def test_seeded_money_and_missing_sku(fake: FakeWooCommerce, make_adapter:
 # --- tracking ------------------------------------------------------------------------------------
 
 
-async def test_note_push_writes_customer_note_and_completes(fake: FakeWooCommerce, make_adapter: Make) -> None:
+async def test_note_push_writes_customer_note_and_completes(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
     order_id = fake.add_order([SeedLine("MUG-1")])
     push = push_for(fake, order_id, url="https://track.example/00340434161094042557")
 
@@ -258,7 +274,7 @@ async def test_note_push_writes_customer_note_and_completes(fake: FakeWooCommerc
     assert "DHL" in note["note"] and "00340434161094042557" in note["note"]
     assert "https://track.example/00340434161094042557" in note["note"] and push.key in note["note"]
     line_id = fake.line_ids(order_id)[0]
-    assert f"- 1 × Product MUG-1 (item #{line_id})" in note["note"]
+    assert f"- 1 x Product MUG-1 (item #{line_id})" in note["note"]
     (fulfilment,) = fake.fulfilments(order_id)
     assert (fulfilment.carrier, fulfilment.tracking_number) == ("DHL", "00340434161094042557")
     assert (fulfilment.line_ids, fulfilment.quantities) == ((line_id,), (1,))
@@ -313,7 +329,9 @@ async def test_shipment_tracking_push_with_custom_link(fake: FakeWooCommerce, ma
     order_id = fake.add_order([SeedLine("MUG-1")])
     url = "https://track.example/00340434161094042557"
 
-    receipt = await make_adapter(tracking="shipment_tracking").push_shipment(push_for(fake, order_id, url=url))
+    receipt = await make_adapter(tracking="shipment_tracking").push_shipment(
+        push_for(fake, order_id, url=url)
+    )
 
     (post,) = [path for method, path in fake.requests if method == "POST"]
     assert post == f"/wp-json/wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings"
@@ -331,7 +349,9 @@ async def test_shipment_tracking_without_extension_is_fatal(make_adapter: Make, 
     await server.start()
     try:
         order_id = server.add_order([SeedLine("MUG-1")])
-        options = WooCommerceStorefront.Options.model_validate(server.adapter_options() | {"tracking": "shipment_tracking"})
+        options = WooCommerceStorefront.Options.model_validate(
+            server.adapter_options() | {"tracking": "shipment_tracking"}
+        )
         adapter = WooCommerceStorefront("mywoo", options, make_context([]))
         with pytest.raises(FatalAdapterError, match="Shipment Tracking extension"):
             await adapter.push_shipment(push_for(server, order_id))
@@ -355,7 +375,7 @@ async def test_rejected_credentials_raise_auth_error(fake: FakeWooCommerce, make
 
 async def test_wrong_secret_raises_auth_error(make_adapter: Make) -> None:
     with pytest.raises(AuthError, match="Consumer secret is invalid"):
-        await collect(make_adapter(consumer_secret="cs_wrong"))
+        await collect(make_adapter(consumer_secret="cs_wrong"))  # noqa: S106 (deliberately wrong)
 
 
 async def test_403_on_push_raises_auth_error(fake: FakeWooCommerce, make_adapter: Make) -> None:
@@ -452,7 +472,13 @@ async def test_query_string_auth(fake: FakeWooCommerce, make_adapter: Make) -> N
 
 @pytest.mark.parametrize(
     "override",
-    [{"page_size": 101}, {"page_size": 0}, {"tracking": "aftership"}, {"api_version": "v2"}, {"consumer_key": ""}],
+    [
+        {"page_size": 101},
+        {"page_size": 0},
+        {"tracking": "aftership"},
+        {"api_version": "v2"},
+        {"consumer_key": ""},
+    ],
 )
 def test_options_are_validated(override: dict[str, object]) -> None:
     base = {"store_url": "https://shop.example.com", "consumer_key": "ck_1", "consumer_secret": "cs_1"}
