@@ -216,7 +216,7 @@ def order_from_node(node: Mapping[str, Any]) -> Order:
     )
 
 
-def relay_error(exc: ShopifyError) -> AdapterError:
+def relay_error(exc: ShopifyError) -> AdapterError:  # noqa: PLR0911 (one return per error kind)
     """Translate a client exception into relay's error tree."""
     if isinstance(exc, ShopifyHTTPError):
         if 200 <= exc.status < 300:
@@ -416,9 +416,9 @@ class ShopifyStorefront:
         if existing is not None:
             self._log.info("shopify_push_already_done", order_id=push.order_id, fulfillment=existing)
             return PushReceipt(reference=existing)
-        order = (
-            await self._execute(FULFILLMENT_ORDERS_QUERY, {"id": push.order_id}, retry_transient=False)
-        )["order"]
+        order = (await self._execute(FULFILLMENT_ORDERS_QUERY, {"id": push.order_id}, retry_transient=False))[
+            "order"
+        ]
         if order is None:
             raise FatalAdapterError(f"order {push.order_id} not found in Shopify")
         tracking = {"company": push.carrier, "number": push.tracking_number}

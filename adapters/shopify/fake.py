@@ -36,7 +36,7 @@ from aiohttp import web
 from adapters.shopify.adapter import API_VERSION
 from relay.testing.vendor import RecordedFulfilment, SeedLine
 
-DEFAULT_TOKEN = "shpat_fake00000000000000000000000000"
+DEFAULT_TOKEN = "shpat_fake00000000000000000000000000"  # noqa: S105 (the fake's own token)
 LOCATION_ID = "gid://shopify/Location/70000000001"
 FORBIDDEN_BODY = {"errors": "[API] This action requires merchant approval for read_orders scope."}
 
@@ -342,7 +342,9 @@ class FakeShopify:
 
     def touch(self, order_id: str, *, updated_at: float | None = None) -> None:
         order = self._order(order_id)
-        order.updated = int(updated_at) if updated_at is not None else max(int(time.time()), order.updated + 1)
+        order.updated = (
+            int(updated_at) if updated_at is not None else max(int(time.time()), order.updated + 1)
+        )
 
     def mark_paid(self, order_id: str) -> None:
         self._order(order_id).financial_status = "PAID"
@@ -413,22 +415,13 @@ class FakeShopify:
             query, variables = str(payload["query"]), dict(payload.get("variables") or {})
             kind, roots = parse_operation(query, variables)
         except (ValueError, KeyError, TypeError, IndexError):
-            return web.json_response({"errors": {"query": "Required parameter missing or invalid"}}, status=400)
+            return web.json_response(
+                {"errors": {"query": "Required parameter missing or invalid"}}, status=400
+            )
         cost = 10 * len(roots) if kind == "mutation" else sum(requested_cost(r) for r in roots)
-        if self._failures:
-            return self._failure(*self._failures.popleft(), cost)
-        if self._rejected is not None or request.headers.get("X-Shopify-Access-Token") != self.access_token:
-            status = self._rejected or 401
-            return web.json_response(_fixture("invalid_token.json") if status == 401 else FORBIDDEN_BODY, status=status)
-        if cost > self.max_query_cost:
-            body = _fixture("max_cost_exceeded.json")
-            error = body["errors"][0]
-            error["message"] = re.sub(r"Query cost is \d+", f"Query cost is {cost}", error["message"])
-            error["extensions"].update(cost=cost, maxCost=self.max_query_cost)
-            return web.json_response(body)
-        self._refill()
-        if self._available < cost:
-            return web.json_response(self._throttled(cost, self._available, self.restore_rate))
+        refusal = self._refusal(request, cost)
+        if refusal is not None:
+            return refusal
         self._available -= cost
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
@@ -450,12 +443,35 @@ class FakeShopify:
             body["errors"] = errors
         return web.json_response(body)
 
+    def _refusal(self, request: web.Request, cost: int) -> web.Response | None:
+        """The answer for a request that must not run: injected failure, bad token, cost cap, throttle."""
+        if self._failures:
+            return self._failure(*self._failures.popleft(), cost)
+        if self._rejected is not None or request.headers.get("X-Shopify-Access-Token") != self.access_token:
+            status = self._rejected or 401
+            body = _fixture("invalid_token.json") if status == 401 else FORBIDDEN_BODY
+            return web.json_response(body, status=status)
+        if cost > self.max_query_cost:
+            body = _fixture("max_cost_exceeded.json")
+            error = body["errors"][0]
+            error["message"] = re.sub(r"Query cost is \d+", f"Query cost is {cost}", error["message"])
+            error["extensions"].update(cost=cost, maxCost=self.max_query_cost)
+            return web.json_response(body)
+        self._refill()
+        if self._available < cost:
+            return web.json_response(self._throttled(cost, self._available, self.restore_rate))
+        return None
+
     def _refill(self) -> None:
         now = self._clock()
-        self._available = min(self.bucket_size, self._available + (now - self._refilled_at) * self.restore_rate)
+        self._available = min(
+            self.bucket_size, self._available + (now - self._refilled_at) * self.restore_rate
+        )
         self._refilled_at = now
 
-    def _cost(self, requested: int, actual: int | None, available: float | None = None, rate: float | None = None) -> dict[str, Any]:
+    def _cost(
+        self, requested: int, actual: int | None, available: float | None = None, rate: float | None = None
+    ) -> dict[str, Any]:
         return {
             "requestedQueryCost": requested,
             "actualQueryCost": actual,
@@ -550,7 +566,9 @@ class FakeShopify:
         )
         return node
 
-    def _line_connection(self, order: _Order, template: dict[str, Any], lines_field: Field | None) -> dict[str, Any]:
+    def _line_connection(
+        self, order: _Order, template: dict[str, Any], lines_field: Field | None
+    ) -> dict[str, Any]:
         args = lines_field.args if lines_field is not None else {}
         start = _uncursor(args["after"])[0] + 1 if args.get("after") else 0
         first = int(args.get("first") or 250)
@@ -607,7 +625,11 @@ class FakeShopify:
             "id": gid("Fulfillment", fulfillment.number),
             "status": fulfillment.status,
             "trackingInfo": [
-                {"company": fulfillment.company, "number": fulfillment.tracking_number, "url": fulfillment.url}
+                {
+                    "company": fulfillment.company,
+                    "number": fulfillment.tracking_number,
+                    "url": fulfillment.url,
+                }
             ],
             "fulfillmentLineItems": {
                 "edges": [
@@ -617,45 +639,45 @@ class FakeShopify:
             },
         }
 
-    def _resolve_fulfillmentCreate(self, root: Field) -> dict[str, Any]:  # noqa: N802 (GraphQL name)
+    def _resolve_fulfillmentCreate(self, root: Field) -> dict[str, Any]:
         spec = root.args.get("fulfillment") or {}
         errors: list[dict[str, Any]] = []
         items: list[tuple[_FulfillmentOrderLine, int]] = []
         owners: set[int] = set()
         groups = spec.get("lineItemsByFulfillmentOrder") or []
         if not groups:
-            errors.append(_user_error("lineItemsByFulfillmentOrder", "Line items by fulfillment order is required."))
-        for g, group in enumerate(groups):
+            errors.append(
+                _user_error("lineItemsByFulfillmentOrder", "Line items by fulfillment order is required.")
+            )
+        for index, group in enumerate(groups):
+            where = f"lineItemsByFulfillmentOrder.{index}"
             found = self._find_fulfillment_order(str(group.get("fulfillmentOrderId")))
             if found is None:
-                errors.append(_user_error(f"lineItemsByFulfillmentOrder.{g}", "Fulfillment order does not exist."))
+                errors.append(_user_error(where, "Fulfillment order does not exist."))
                 continue
             order, fulfillment_order = found
             owners.add(order.number)
             if fulfillment_order.status not in ("OPEN", "IN_PROGRESS"):
-                message = f"Fulfillment order {fulfillment_order.number} has an unfulfillable status= {fulfillment_order.status.lower()}."
-                errors.append(_user_error(f"lineItemsByFulfillmentOrder.{g}", message))
+                status = fulfillment_order.status.lower()
+                message = (
+                    f"Fulfillment order {fulfillment_order.number} has an unfulfillable status= {status}."
+                )
+                errors.append(_user_error(where, message))
                 continue
-            wanted = group.get("fulfillmentOrderLineItems")
-            if not wanted:
-                items += [(item, item.remaining) for item in fulfillment_order.lines if item.remaining]
-                continue
-            by_id = {gid("FulfillmentOrderLineItem", item.number): item for item in fulfillment_order.lines}
-            for w in wanted:
-                item = by_id.get(str(w.get("id")))
-                quantity = w.get("quantity")
-                if item is None:
-                    errors.append(_user_error(f"lineItemsByFulfillmentOrder.{g}", "Fulfillment order line item does not exist."))
-                elif not isinstance(quantity, int) or not 0 < quantity <= item.remaining:
-                    errors.append(_user_error(f"lineItemsByFulfillmentOrder.{g}", "Invalid fulfillment order line item quantity requested."))
-                else:
-                    items.append((item, quantity))
+            chosen, problems = _chosen_items(fulfillment_order, group.get("fulfillmentOrderLineItems"))
+            items += chosen
+            errors += [_user_error(where, problem) for problem in problems]
         if len(owners) > 1:
-            errors.append(_user_error("lineItemsByFulfillmentOrder", "Fulfillment orders must belong to the same order."))
+            errors.append(
+                _user_error(
+                    "lineItemsByFulfillmentOrder", "Fulfillment orders must belong to the same order."
+                )
+            )
         if self._fulfillment_rejections:
             errors.append(_user_error("trackingInfo", self._fulfillment_rejections.popleft()))
         if errors or not items:
-            return {"fulfillment": None, "userErrors": errors or [_user_error("fulfillment", "Nothing to fulfill.")]}
+            user_errors = errors or [_user_error("fulfillment", "Nothing to fulfill.")]
+            return {"fulfillment": None, "userErrors": user_errors}
         order = self._orders[owners.pop()]
         tracking = spec.get("trackingInfo") or {}
         fulfillment = _Fulfillment(
@@ -685,6 +707,25 @@ class FakeShopify:
         return None
 
 
+def _chosen_items(
+    fulfillment_order: _FulfillmentOrder, wanted: list[dict[str, Any]] | None
+) -> tuple[list[tuple[_FulfillmentOrderLine, int]], list[str]]:
+    """The (item, quantity) pairs a request names (all remaining when it names none), and problems."""
+    if not wanted:
+        return [(item, item.remaining) for item in fulfillment_order.lines if item.remaining], []
+    by_id = {gid("FulfillmentOrderLineItem", item.number): item for item in fulfillment_order.lines}
+    chosen, problems = [], []
+    for request in wanted:
+        item, quantity = by_id.get(str(request.get("id"))), request.get("quantity")
+        if item is None:
+            problems.append("Fulfillment order line item does not exist.")
+        elif not isinstance(quantity, int) or not 0 < quantity <= item.remaining:
+            problems.append("Invalid fulfillment order line item quantity requested.")
+        else:
+            chosen.append((item, quantity))
+    return chosen, problems
+
+
 def _user_error(path: str, message: str) -> dict[str, Any]:
     return {"field": ["fulfillment", *path.split(".")], "message": message}
 
@@ -698,7 +739,12 @@ def _matches(order: _Order, search: Any) -> bool:
         text = single or double or bare
         moment = datetime.fromisoformat(text if "T" in text else f"{text}T00:00:00+00:00")
         bound = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
-        if not {"": order.updated == bound, ">=": order.updated >= bound, ">": order.updated > bound,
-                "<=": order.updated <= bound, "<": order.updated < bound}[op]:
+        if not {
+            "": order.updated == bound,
+            ">=": order.updated >= bound,
+            ">": order.updated > bound,
+            "<=": order.updated <= bound,
+            "<": order.updated < bound,
+        }[op]:
             return False
     return True

@@ -94,7 +94,9 @@ class SessionTracker:
 
 def loopback_egress(total_timeout_s: float = REQUEST_TIMEOUT_S) -> EgressSettings:
     """Egress settings for talking to a fake on 127.0.0.1 over plain http, with a short timeout."""
-    return EgressSettings(allow_plain_http=True, allow_private_addresses=True, total_timeout_s=total_timeout_s)
+    return EgressSettings(
+        allow_plain_http=True, allow_private_addresses=True, total_timeout_s=total_timeout_s
+    )
 
 
 def make_context(
@@ -174,7 +176,10 @@ class StorefrontContract:
     # --- listing ---------------------------------------------------------------------------------
 
     async def test_pagination_is_drained(self, adapter: StorefrontAdapter, fake: FakeStorefront) -> None:
-        ids = [fake.add_order([SeedLine(sku=f"SKU-{i}")], updated_at=T0 + i) for i in range(2 * fake.page_size + 1)]
+        ids = [
+            fake.add_order([SeedLine(sku=f"SKU-{i}")], updated_at=T0 + i)
+            for i in range(2 * fake.page_size + 1)
+        ]
         records = await drain(adapter, None)
         assert sorted(r.external_id for r in orders_only(records)) == sorted(ids)
         assert len(records) == len(ids), "every order exactly once"
@@ -327,7 +332,9 @@ class StorefrontContract:
         with pytest.raises(AuthError):
             await self._push(adapter, fake, order, "1Z-AUTH", [0])
 
-    async def test_other_client_errors_are_fatal(self, adapter: StorefrontAdapter, fake: FakeStorefront) -> None:
+    async def test_other_client_errors_are_fatal(
+        self, adapter: StorefrontAdapter, fake: FakeStorefront
+    ) -> None:
         fake.add_order([SeedLine(sku="S")], updated_at=T0)
         fake.fail_next(400)
         with pytest.raises(FatalAdapterError) as caught:
@@ -341,7 +348,7 @@ class StorefrontContract:
         fake.hang_next(times=1000)
         task = asyncio.create_task(drain(adapter, None))
         async with asyncio.timeout(CALL_BOUND_S):
-            while not fake.requests:
+            while not fake.requests:  # noqa: ASYNC110 (FakeStorefront offers no event to wait on)
                 await asyncio.sleep(0.005)
         task.cancel()
         started = time.monotonic()
@@ -358,6 +365,7 @@ class StorefrontContract:
         order_id: str,
         tracking: str,
         line_indexes: list[int],
+        *,
         quantity: int = 1,
     ) -> Any:
         line_ids = fake.line_ids(order_id)

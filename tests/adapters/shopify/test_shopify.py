@@ -57,7 +57,9 @@ async def adapter(fake: FakeShopify, adapter_context: AdapterContext) -> AsyncIt
     await adapter.aclose()
 
 
-def push_for(fake: FakeShopify, order_id: str, tracking: str, lines: list[tuple[int, int]], **kw: Any) -> ShipmentPush:
+def push_for(
+    fake: FakeShopify, order_id: str, tracking: str, lines: list[tuple[int, int]], **kw: Any
+) -> ShipmentPush:
     line_ids = fake.line_ids(order_id)
     return ShipmentPush(
         key=f"sp_{tracking}",
@@ -195,7 +197,7 @@ async def test_listing_request_uses_the_pinned_version_filter_and_sort_key(
 
 
 async def test_wrong_token_is_an_auth_error(fake: FakeShopify, adapter_context: AdapterContext) -> None:
-    adapter = await make_adapter(fake, adapter_context, access_token="shpat_wrong")
+    adapter = await make_adapter(fake, adapter_context, access_token="shpat_wrong")  # noqa: S106
     try:
         with pytest.raises(AuthError):
             await drain(adapter, None)
@@ -207,9 +209,14 @@ async def test_wrong_token_is_an_auth_error(fake: FakeShopify, adapter_context: 
     ("error", "expected"),
     [
         (ShopifyGraphQLError([{"message": "no", "extensions": {"code": "ACCESS_DENIED"}}], None), AuthError),
-        (ShopifyGraphQLError([{"message": "oops", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}], None),
-         RetriableAdapterError),
-        (ShopifyGraphQLError([{"message": "Field 'x' doesn't exist on type 'Order'"}], None), FatalAdapterError),
+        (
+            ShopifyGraphQLError([{"message": "oops", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}], None),
+            RetriableAdapterError,
+        ),
+        (
+            ShopifyGraphQLError([{"message": "Field 'x' doesn't exist on type 'Order'"}], None),
+            FatalAdapterError,
+        ),
         (ShopifyConnectionError("reset"), RetriableAdapterError),
     ],
 )
@@ -289,7 +296,11 @@ def test_test_cancelled_and_missing_parts_map() -> None:
     order = order_from_node(node)
     assert (order.test, order.cancelled, order.email, order.total) == (True, True, "", None)
     assert order.shipping_address.line1 == ""
-    assert (order.lines[0].sku, order.lines[0].variant_id, order.lines[0].properties) == (None, None, {"Note": ""})
+    assert (order.lines[0].sku, order.lines[0].variant_id, order.lines[0].properties) == (
+        None,
+        None,
+        {"Note": ""},
+    )
 
 
 async def test_bad_money_becomes_malformed_with_the_raw_record(
@@ -314,7 +325,11 @@ async def test_fulfilment_carries_tracking_url_and_only_the_shipped_quantities(
     )
     [created] = fake.fulfilments(order)
     assert receipt.reference and receipt.reference.startswith("gid://shopify/Fulfillment/")
-    assert (created.carrier, created.line_ids, created.quantities) == ("DHL Express", (fake.line_ids(order)[0],), (2,))
+    assert (created.carrier, created.line_ids, created.quantities) == (
+        "DHL Express",
+        (fake.line_ids(order)[0],),
+        (2,),
+    )
     mutation = next(v for name, v in fake.operations if name == "fulfillmentCreate")
     assert mutation["fulfillment"]["trackingInfo"] == {
         "company": "DHL Express",
@@ -343,7 +358,9 @@ async def test_notify_customer_needs_both_the_option_and_the_push(
         await adapter.aclose()
 
 
-async def test_user_errors_are_fatal_and_create_nothing(adapter: ShopifyStorefront, fake: FakeShopify) -> None:
+async def test_user_errors_are_fatal_and_create_nothing(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
     order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
     fake.reject_next_fulfillment("Tracking number is invalid for this carrier.")
     with pytest.raises(FatalAdapterError, match="Tracking number is invalid"):
@@ -351,7 +368,9 @@ async def test_user_errors_are_fatal_and_create_nothing(adapter: ShopifyStorefro
     assert fake.fulfilments(order) == []
 
 
-async def test_lines_already_fulfilled_elsewhere_are_fatal(adapter: ShopifyStorefront, fake: FakeShopify) -> None:
+async def test_lines_already_fulfilled_elsewhere_are_fatal(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
     order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
     await adapter.push_shipment(push_for(fake, order, "FIRST", [(0, 1)]))
     with pytest.raises(FatalAdapterError, match="nothing open to fulfil"):
