@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
 
 from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
 from relay.config import Secret
@@ -258,7 +258,7 @@ def tracking_note(push: ShipmentPush, order: dict[str, Any]) -> str:
 
 # --- retry policy ---------------------------------------------------------------------------------
 
-_backoff = wait_random_exponential(multiplier=0.5, max=8)
+_backoff = wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5)  # 0.5-1 s, 1-1.5 s, 2-2.5 s
 
 
 def _wait(state: RetryCallState) -> float:
