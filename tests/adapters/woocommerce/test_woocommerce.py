@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -10,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.woocommerce import WooCommerceStorefront
+from adapters.woocommerce.client import WooCommerceError
 from adapters.woocommerce.fake import FakeWooCommerce, load_fixture
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
 from relay.models import Address, Malformed, Order, ShipmentLine, ShipmentPush
@@ -495,3 +497,30 @@ async def test_aclose_releases_the_session(fake: FakeWooCommerce, make_adapter: 
     await adapter.aclose()
 
     assert session is not None and session.closed
+
+
+# --- the fake stays shaped like the fixtures (real responses) --------------------------------------
+
+
+async def test_fake_responses_match_fixture_shapes(fake: FakeWooCommerce, make_adapter: Make) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    for _ in range(3):
+        fake.add_order([SeedLine("MUG-1")])
+    adapter = make_adapter(tracking="shipment_tracking")
+    await adapter.push_shipment(push_for(fake, order_id, fully=False))
+    api = adapter._api()
+
+    listing = await api.list_orders({"per_page": "3"})
+    note = (await api.create_note(order_id, "Packed.", customer_note=False)).data
+    (item,) = (await api.list_trackings(order_id)).data
+    fake.reject_credentials()
+    with pytest.raises(WooCommerceError) as refused:
+        await api.list_orders({})
+
+    assert set(listing.data[0]) == set(load_fixture("order.json"))
+    assert set(listing.data[0]["line_items"][0]) == set(load_fixture("order.json")["line_items"][0])
+    assert (listing.headers["X-WP-Total"], listing.headers["X-WP-TotalPages"]) == ("4", "2")
+    assert 'rel="next"' in listing.headers["Link"]
+    assert set(note) == set(load_fixture("note.json"))
+    assert set(item) == set(load_fixture("shipment_tracking_item.json"))
+    assert json.loads(refused.value.body) == load_fixture("error_unauthorized.json")
