@@ -22,6 +22,7 @@ from adapters.shopify.client import (
     ShopifyGraphQLError,
     ShopifyHTTPError,
     ShopifyThrottled,
+    throttle_wait,
 )
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
@@ -225,7 +226,8 @@ def relay_error(exc: ShopifyError) -> AdapterError:  # noqa: PLR0911 (one return
             )
         return error_for_status(exc.status, exc.body, exc.headers)
     if isinstance(exc, ShopifyThrottled):
-        return RetriableAdapterError(f"throttled: {exc}", retry_after=exc.wait_s)
+        wait = max(exc.wait_s, parse_retry_after(exc.retry_after) or 0.0)
+        return RetriableAdapterError(f"throttled: {exc}", retry_after=wait)
     if isinstance(exc, ShopifyGraphQLError):
         if "ACCESS_DENIED" in exc.codes:
             return AuthError(f"access denied (check the app's scopes): {exc}")
@@ -254,13 +256,15 @@ def _stop(retry_state: RetryCallState) -> bool:
 
 
 def _wait(retry_state: RetryCallState) -> float:
-    """Throttled: until the bucket refills; 429: Retry-After; otherwise 0.5 s, 1 s, 2 s..."""
+    """Throttled: until the bucket refills (or Retry-After, if longer); otherwise 0.5 s, 1 s, 2 s..."""
     exc = retry_state.outcome.exception() if retry_state.outcome else None
     if isinstance(exc, ShopifyThrottled):
-        return exc.wait_s
+        return max(exc.wait_s, parse_retry_after(exc.retry_after) or 0.0)
     if isinstance(exc, ShopifyHTTPError) and exc.status == 429:
         retry_after = parse_retry_after(exc.headers.get("Retry-After"))
-        return 2.0 if retry_after is None else retry_after
+        if retry_after is not None:
+            return retry_after
+        return throttle_wait(exc.cost) if exc.cost else 2.0
     return float(min(8.0, 0.5 * 2 ** (retry_state.attempt_number - 1)))
 
 
@@ -342,7 +346,9 @@ class ShopifyStorefront:
                 raise relay_error(exc) from exc
             except ShopifyError as exc:
                 raise relay_error(exc) from exc
-            yield [await self._page_item(node) for node in _edges(connection)]
+            page = [await self._page_item(node) for node in _edges(connection)]
+            if page:
+                yield page
             page_info = connection.get("pageInfo") or {}
             if not page_info.get("hasNextPage"):
                 return

@@ -26,13 +26,17 @@ class ShopifyConnectionError(ShopifyError):
 
 
 class ShopifyHTTPError(ShopifyError):
-    """A non-2xx answer (or a 2xx whose body is not a GraphQL envelope)."""
+    """A non-2xx answer (or a 2xx whose body is not a GraphQL envelope).
+
+    `cost` is the body's `extensions.cost` when it has one (a 429 may carry the throttle status).
+    """
 
     def __init__(self, status: int, body: str, headers: Mapping[str, str]) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
         self.body = body[:MAX_QUOTED_BODY]
         self.headers = dict(headers)
+        self.cost = _cost_of(body)
 
 
 class ShopifyGraphQLError(ShopifyError):
@@ -51,12 +55,16 @@ class ShopifyGraphQLError(ShopifyError):
 class ShopifyThrottled(ShopifyGraphQLError):
     """The leaky bucket had too few points for this query (`THROTTLED`); nothing was executed.
 
-    `wait_s` is how long until the bucket holds the requested cost again.
+    `wait_s` is how long until the bucket holds the requested cost again; `retry_after` is the raw
+    Retry-After header, should the answer carry one too.
     """
 
-    def __init__(self, errors: list[dict[str, Any]], cost: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, errors: list[dict[str, Any]], cost: Mapping[str, Any] | None, retry_after: str | None = None
+    ) -> None:
         super().__init__(errors, cost)
         self.wait_s = throttle_wait(self.cost)
+        self.retry_after = retry_after
 
 
 def throttle_wait(cost: Mapping[str, Any]) -> float:
@@ -74,7 +82,17 @@ def throttle_wait(cost: Mapping[str, Any]) -> float:
         return 1.0
     if rate <= 0 or not all(map(math.isfinite, (requested, available, rate))):
         return 1.0
-    return math.ceil(max(0.0, requested - available) / rate * 1000) / 1000
+    return math.ceil(round(max(0.0, requested - available) / rate * 1000, 6)) / 1000
+
+
+def _cost_of(body: str) -> dict[str, Any]:
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return {}
+    extensions = envelope.get("extensions") if isinstance(envelope, dict) else None
+    cost = extensions.get("cost") if isinstance(extensions, dict) else None
+    return dict(cost) if isinstance(cost, dict) else {}
 
 
 def _is_throttle(error: Any) -> bool:
@@ -124,10 +142,9 @@ class ShopifyClient:
         errors = envelope.get("errors")
         if errors:
             errors = errors if isinstance(errors, list) else [{"message": str(errors)}]
-            error_cls = ShopifyGraphQLError
             if any(_is_throttle(e) for e in errors):
-                error_cls = ShopifyThrottled
-            raise error_cls(errors, cost)
+                raise ShopifyThrottled(errors, cost, headers.get("Retry-After"))
+            raise ShopifyGraphQLError(errors, cost)
         data = envelope.get("data")
         if not isinstance(data, dict):
             raise ShopifyHTTPError(status, text, headers)

@@ -379,8 +379,9 @@ class FakeShopify:
     ) -> None:
         """Answer the next `times` requests with `status` (and Retry-After when given).
 
-        429 is answered as Shopify throttles GraphQL (HTTP 200, `THROTTLED`, a bucket `retry_after`
-        seconds short of the query's cost) unless `plain_http`, which sends a bare HTTP 429.
+        429 is answered as Shopify throttles GraphQL: HTTP 200, `THROTTLED`, a bucket `retry_after`
+        seconds short of the query's cost. With `plain_http` the same body comes as an HTTP 429 with
+        a Retry-After header (when given).
         """
         self._failures.extend([(status, retry_after, plain_http)] * times)
 
@@ -488,14 +489,19 @@ class FakeShopify:
         return body
 
     def _failure(self, status: int, retry_after: float | None, plain_http: bool, cost: int) -> web.Response:
-        if status == 429 and not plain_http:
+        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+        if status == 429:
             wait = cost / self.restore_rate if retry_after is None else retry_after
             rate = self.restore_rate
             available = cost - wait * rate
             if available < 0:  # the bucket cannot be that short for so cheap a query: slow the refill
                 available, rate = 0.0, cost / wait
-            return web.json_response(self._throttled(cost, available, rate))
-        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+            body = self._throttled(cost, available, rate)
+            return (
+                web.json_response(body, status=429, headers=headers)
+                if plain_http
+                else web.json_response(body)
+            )
         if status == 401:
             return web.json_response(_fixture("invalid_token.json"), status=status, headers=headers)
         if status == 403:

@@ -133,13 +133,16 @@ async def test_persistent_throttling_gives_up_retriable_with_the_wait(
     assert recording_sleep.calls == [3.0] * (THROTTLE_ATTEMPTS - 1)
 
 
-async def test_plain_http_429_honours_retry_after(
+async def test_plain_http_429_honours_retry_after_else_the_throttle_status(
     adapter: ShopifyStorefront, fake: FakeShopify, recording_sleep: RecordingSleep
 ) -> None:
     order = fake.add_order([SeedLine(sku="S")], updated_at=T0)
     fake.fail_next(429, retry_after=7, plain_http=True)
+    fake.fail_next(429, plain_http=True)  # no Retry-After: the body's cost says cost / restore rate
     assert [o.external_id for o in await drain(adapter, None)] == [order]
-    assert recording_sleep.calls == [7.0]
+    variables = {"first": adapter.page_size, "lineFirst": adapter.lines_per_order}
+    cost = sum(requested_cost(f) for f in parse_operation(ORDERS_QUERY, variables)[1])
+    assert recording_sleep.calls == [7.0, cost / fake.restore_rate]
 
 
 # --- query cost ----------------------------------------------------------------------------------
