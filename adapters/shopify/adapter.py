@@ -38,6 +38,8 @@ MAX_QUERY_COST = 1000
 
 THROTTLE_ATTEMPTS = 6
 TRANSIENT_ATTEMPTS = 3
+MAX_IN_CALL_WAIT_S = 60.0
+"""Longer waits are not slept in-call: the error goes to the core with `retry_after` set."""
 TRANSIENT_HTTP = frozenset({408, 425, 500, 502, 503, 504})
 TRANSIENT_CODES = frozenset({"INTERNAL_SERVER_ERROR"})
 PAID_STATUSES = frozenset({"PAID", "PARTIALLY_REFUNDED"})
@@ -224,7 +226,10 @@ def relay_error(exc: ShopifyError) -> AdapterError:  # noqa: PLR0911 (one return
             return RetriableAdapterError(
                 f"HTTP {exc.status}: not a GraphQL answer", status=exc.status, body=exc.body
             )
-        return error_for_status(exc.status, exc.body, exc.headers)
+        error = error_for_status(exc.status, exc.body, exc.headers)
+        if exc.status == 429 and error.retry_after is None and exc.cost:
+            error.retry_after = throttle_wait(exc.cost)
+        return error
     if isinstance(exc, ShopifyThrottled):
         wait = max(exc.wait_s, parse_retry_after(exc.retry_after) or 0.0)
         return RetriableAdapterError(f"throttled: {exc}", retry_after=wait)
@@ -252,7 +257,7 @@ def _is_transient(exc: BaseException) -> bool:
 def _stop(retry_state: RetryCallState) -> bool:
     exc = retry_state.outcome.exception() if retry_state.outcome else None
     limit = THROTTLE_ATTEMPTS if exc is not None and _is_throttle(exc) else TRANSIENT_ATTEMPTS
-    return retry_state.attempt_number >= limit
+    return retry_state.attempt_number >= limit or _wait(retry_state) > MAX_IN_CALL_WAIT_S
 
 
 def _wait(retry_state: RetryCallState) -> float:

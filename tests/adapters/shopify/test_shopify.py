@@ -145,6 +145,17 @@ async def test_plain_http_429_honours_retry_after_else_the_throttle_status(
     assert recording_sleep.calls == [7.0, cost / fake.restore_rate]
 
 
+@pytest.mark.parametrize("plain_http", [False, True])
+async def test_long_waits_are_left_to_the_core(
+    adapter: ShopifyStorefront, fake: FakeShopify, recording_sleep: RecordingSleep, plain_http: bool
+) -> None:
+    fake.fail_next(429, retry_after=600, plain_http=plain_http)
+    with pytest.raises(RetriableAdapterError) as caught:
+        await drain(adapter, None)
+    assert caught.value.retry_after == 600
+    assert recording_sleep.calls == []
+
+
 # --- query cost ----------------------------------------------------------------------------------
 
 
