@@ -138,7 +138,7 @@ class Settings(BaseModel):
     egress: EgressSettings = EgressSettings()
     storefronts: dict[str, StorefrontSettings] = Field(min_length=1)
     factories: dict[str, FactorySettings] = Field(min_length=1)
-    routing: dict[str, dict[str, str]] = Field(default_factory=lambda: {"skus": {}})
+    routing: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @property
     def sku_map(self) -> dict[str, str]:

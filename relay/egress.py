@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from relay.exceptions import RetriableAdapterError, UnsafeURL
 
@@ -45,7 +46,7 @@ def is_loopback_host(host: str) -> bool:
 
 def check_url(url: str, *, allow_plain_http: bool, allow_private: bool) -> None:
     """Raise `UnsafeURL` if a configured URL can never be used under the egress policy."""
-    parsed = aiohttp.client.URL(url)
+    parsed = URL(url)
     host = parsed.host or ""
     if parsed.scheme not in ("https", "http") or not host:
         raise UnsafeURL(f"{url!r}: must be an absolute https URL")
@@ -100,10 +101,15 @@ def egress_middleware(
         if declared is not None and declared > max_response_bytes:
             response.close()
             raise UnsafeURL(f"response of {declared} bytes exceeds the {max_response_bytes}-byte cap")
-        body = await response.content.read(max_response_bytes + 1)
-        if len(body) > max_response_bytes:
-            response.close()
-            raise UnsafeURL(f"response exceeds the {max_response_bytes}-byte cap")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await response.content.read(65536):  # read(n) returns what has arrived, <= n
+            size += len(chunk)
+            if size > max_response_bytes:
+                response.close()
+                raise UnsafeURL(f"response exceeds the {max_response_bytes}-byte cap")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         # aiohttp serves read()/json()/text() from _body once set; the cap needs the body read here.
         response._body = body
         return response

@@ -107,6 +107,7 @@ class FactoryOrder(_Value):
     storefront: str
     order_id: str
     order_number: str
+    created_at: datetime
     currency: CurrencyCode
     email: str = ""
     shipping_address: Address

@@ -1,0 +1,228 @@
+"""The machinery shared by every loop: stop/wake handling, health transitions, and the outbox engine.
+
+A `Loop` runs passes until stopped. It sleeps until its next tick, an explicit `wake()` (another loop or
+the inbound server has work for it), or the stop event, whichever comes first. Ticks are drift-free: a
+pass's own duration is subtracted from the wait.
+
+An `OutboxLoop` claims due rows under a lease, sends them concurrently (bounded per destination),
+and group-commits outcomes: whatever finished while the previous commit ran goes into the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from relay.exceptions import StoreUnavailable
+
+Job = TypeVar("Job")
+Outcome = TypeVar("Outcome")
+
+
+class Health:
+    """Logs a component's healthy→failing transition once and its recovery once (not every failure)."""
+
+    def __init__(self, log: Any, **context: Any) -> None:
+        self._log = log.bind(**context)
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+
+    def failed(self, now: float, error: BaseException | str, event: str = "failing") -> None:
+        self.last_error = str(error)
+        if self.failing_since is None:
+            self.failing_since = now
+            self._log.error(event, error=self.last_error)
+        else:
+            self._log.debug("still_failing", error=self.last_error)
+
+    def ok(self, now: float) -> None:
+        if self.failing_since is not None:
+            self._log.info("recovered", failed_for_s=round(now - self.failing_since, 3))
+            self.failing_since = None
+            self.last_error = None
+
+
+class Loop:
+    """Base class: subclasses implement `run_pass()`, returning True when more work is ready now."""
+
+    name = "loop"
+
+    def __init__(self, *, interval: float, clock: Callable[[], float], log: Any) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.log = log
+        self._wake = asyncio.Event()
+        self.health = Health(log, loop=self.name)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_pass(self) -> bool:
+        raise NotImplementedError
+
+    async def next_wait(self, started: float) -> float:
+        """Seconds until the next pass; by default one drift-free interval after `started`."""
+        return max(0.0, started + self.interval - self.clock())
+
+    async def safe_pass(self) -> bool:
+        """One pass; store outages and unexpected errors are logged (once) and retried, never fatal."""
+        try:
+            busy = await self.run_pass()
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable as exc:
+            self.health.failed(self.clock(), exc, "store_unavailable")
+            return False
+        except Exception as exc:
+            self.log.exception("pass_failed", loop=self.name)
+            self.health.failed(self.clock(), exc)
+            return False
+        self.health.ok(self.clock())
+        return busy
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            started = self.clock()
+            self._wake.clear()
+            if await self.safe_pass():
+                await asyncio.sleep(0)
+                continue
+            wait = await self.next_wait(started)
+            await wait_any(stopping, self._wake, timeout=wait)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Called once after the stop event: finish in-flight work (bounded by the caller's grace period)."""
+
+
+async def wait_any(*events: asyncio.Event, timeout: float) -> None:
+    """Return when any event is set or `timeout` seconds pass."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+class OutboxLoop(Loop, Generic[Job, Outcome]):
+    """Claim → send concurrently → group-commit outcomes. Subclasses supply the four operations."""
+
+    idle_poll_s = 5.0
+
+    def __init__(self, *, batch_size: int, concurrency: dict[str, int], clock: Callable[[], float], log: Any) -> None:
+        super().__init__(interval=self.idle_poll_s, clock=clock, log=log)
+        self.batch_size = batch_size
+        self._limits = {dest: asyncio.Semaphore(n) for dest, n in concurrency.items()}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._pending: list[Outcome] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._claimed: set[int] = set()
+
+    # subclass hooks ---------------------------------------------------------------------------------
+    def destinations(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    async def claim(self, destinations: Sequence[str], limit: int) -> list[Job]:
+        raise NotImplementedError
+
+    async def send(self, job: Job) -> Outcome:
+        raise NotImplementedError
+
+    async def commit(self, outcomes: list[Outcome]) -> None:
+        raise NotImplementedError
+
+    def destination_of(self, job: Job) -> str:
+        raise NotImplementedError
+
+    def job_id(self, job: Job) -> int:
+        raise NotImplementedError
+
+    async def after_commit(self, outcomes: list[Outcome]) -> None:
+        """Hook after outcomes are durable (e.g. wake the next loop)."""
+
+    async def next_due(self) -> float | None:
+        return None
+
+    # engine ---------------------------------------------------------------------------------------
+    async def run_pass(self) -> bool:
+        room = self.batch_size - len(self._in_flight)
+        destinations = self.destinations()
+        if room <= 0 or not destinations:
+            return False
+        jobs = [j for j in await self.claim(destinations, room) if self.job_id(j) not in self._claimed]
+        for job in jobs:
+            self._claimed.add(self.job_id(job))
+            task = asyncio.create_task(self._run_job(job))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(jobs) == room
+
+    async def next_wait(self, started: float) -> float:
+        due = await self.next_due()
+        wait = self.interval if due is None else due - self.clock()
+        return min(self.interval, max(0.05, wait))
+
+    async def _run_job(self, job: Job) -> None:
+        limit = self._limits.get(self.destination_of(job))
+        try:
+            if limit is None:
+                outcome = await self.send(job)
+            else:
+                async with limit:
+                    outcome = await self.send(job)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: nothing recorded, the lease lapses, the job is resent.
+            self._claimed.discard(self.job_id(job))
+            raise
+        except Exception:
+            # `send` maps every expected failure to an outcome; this is a bug. The lease lapses and
+            # the job is tried again later, with the same key.
+            self.log.exception("send_crashed", loop=self.name)
+            self._claimed.discard(self.job_id(job))
+            return
+        self._pending.append(outcome)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.commit(batch)
+            except StoreUnavailable as exc:
+                # Outcomes stay owed: the rows keep their leases and are resent after expiry, same key.
+                self.health.failed(self.clock(), exc, "store_unavailable")
+                for outcome in batch:
+                    self._claimed.discard(self.job_id(outcome.job))  # type: ignore[attr-defined]
+                return
+            for outcome in batch:
+                self._claimed.discard(self.job_id(outcome.job))  # type: ignore[attr-defined]
+            await self.after_commit(batch)
+
+    async def flush(self) -> None:
+        """Wait for in-flight sends and for their outcomes to be committed."""
+        while self._in_flight or (self._committer and not self._committer.done()):
+            if self._in_flight:
+                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+            if self._committer:
+                await self._committer
+
+    async def drain(self) -> None:
+        await self.flush()
+
+    async def abort(self) -> None:
+        """Cancel in-flight sends (grace period over); commit whatever already finished."""
+        for task in list(self._in_flight):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        if self._committer:
+            with contextlib.suppress(Exception):
+                await self._committer
+

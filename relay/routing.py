@@ -1,0 +1,59 @@
+"""Routing: which factory makes each line. Pure functions, no I/O.
+
+Lines are mapped by SKU, a stable id, never by title. An order whose SKUs belong to two factories
+becomes two factory orders. An order that cannot be routed is held with a reason, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+
+from relay.models import AttentionReason, FactoryOrder, OrderLine, factory_order_key
+from relay.store import RouteJob, RoutePlan
+
+
+def plan_route(
+    job: RouteJob, sku_map: Mapping[str, str], *, test_tags: Collection[str] = (), now: float
+) -> RoutePlan:
+    """Decide what happens to one received order."""
+    order = job.order
+    if order.cancelled:
+        return RoutePlan(job.order_id, cancel=True)
+    tagged = sorted(set(order.tags) & set(test_tags))
+    if order.test or tagged:
+        detail = f"tagged {', '.join(tagged)}" if tagged else "storefront marks it as a test order"
+        return RoutePlan(job.order_id, hold=AttentionReason.TEST_ORDER, detail=detail)
+    if not order.paid:
+        return RoutePlan(job.order_id, hold=AttentionReason.UNPAID, detail="waiting for payment")
+    missing = [line.line_id for line in order.lines if not line.sku]
+    if missing:
+        return RoutePlan(
+            job.order_id, hold=AttentionReason.MISSING_SKU, detail=f"lines without SKU: {', '.join(missing)}"
+        )
+    unknown = sorted({line.sku for line in order.lines if line.sku not in sku_map})  # type: ignore[misc]
+    if unknown:
+        return RoutePlan(job.order_id, hold=AttentionReason.UNKNOWN_SKU, detail=f"unmapped SKUs: {', '.join(unknown)}")
+    by_factory: dict[str, list[OrderLine]] = defaultdict(list)
+    for line in order.lines:
+        by_factory[sku_map[line.sku]].append(line)  # type: ignore[index]
+    created = datetime.fromtimestamp(now, UTC)
+    return RoutePlan(
+        job.order_id,
+        factory_orders=tuple(
+            FactoryOrder(
+                key=factory_order_key(job.storefront, order.external_id, factory),
+                factory=factory,
+                storefront=job.storefront,
+                order_id=order.external_id,
+                order_number=order.number,
+                created_at=created,
+                currency=order.currency,
+                email=order.email,
+                shipping_address=order.shipping_address,
+                lines=tuple(lines),
+            )
+            for factory, lines in sorted(by_factory.items())
+        ),
+    )

@@ -1,0 +1,75 @@
+"""Standard Webhooks 1.0 signatures (https://www.standardwebhooks.com/).
+
+The signed content is `"{webhook-id}.{webhook-timestamp}.{raw body}"`; the signature header is a
+space-separated list of `v1,<base64 HMAC-SHA256>` so secrets can rotate. Secrets may be given raw or in
+the spec's `whsec_<base64>` form.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+MAX_HEADER_LENGTH = 4096
+
+
+class SignatureError(Exception):
+    """The webhook signature is missing, malformed, stale or wrong."""
+
+
+def secret_bytes(secret: str) -> bytes:
+    """The HMAC key for a secret: `whsec_`-prefixed secrets are base64, others are used as UTF-8."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("whsec_ secret is not valid base64") from exc
+    return secret.encode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `v1,<base64>` signature of one message."""
+    content = f"{message_id}.{timestamp}.".encode() + body
+    mac = hmac.new(secret_bytes(secret), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signed_headers(secret: str, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers for one message."""
+    return {
+        ID_HEADER: message_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(secret, message_id, timestamp, body),
+    }
+
+
+def verify(
+    secrets: Iterable[str], headers: Mapping[str, str], body: bytes, *, now: float, tolerance_s: float
+) -> tuple[str, int]:
+    """Check a message's signature against any of `secrets`. Return (message id, timestamp).
+
+    Raise `SignatureError` for a missing header, a timestamp outside ±tolerance, or no matching signature.
+    Comparison is constant-time.
+    """
+    message_id = headers.get(ID_HEADER, "")
+    raw_ts = headers.get(TIMESTAMP_HEADER, "")
+    signatures = headers.get(SIGNATURE_HEADER, "")
+    if not message_id or not raw_ts or not signatures:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if max(len(message_id), len(raw_ts), len(signatures)) > MAX_HEADER_LENGTH or not raw_ts.isdigit():
+        raise SignatureError("malformed webhook headers")
+    timestamp = int(raw_ts)
+    if abs(now - timestamp) > tolerance_s:
+        raise SignatureError("webhook-timestamp outside the allowed tolerance")
+    offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
+    for secret in secrets:
+        expected = sign(secret, message_id, timestamp, body).split(",", 1)[1]
+        if any(hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in offered):
+            return message_id, timestamp
+    raise SignatureError("no valid signature")

@@ -1,0 +1,178 @@
+"""A fake factory: an in-process aiohttp server that takes signed orders and ships them back.
+
+It behaves like a careful real factory: it verifies the Standard Webhooks signature, keeps one order per
+idempotency key however often it is delivered, and reports parcels to relay's callback endpoint (signed
+with its own secret), retrying its callbacks until relay answers 2xx. Faults can be scripted per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from relay.signing import SignatureError, signed_headers, verify
+
+
+@dataclass
+class HeldOrder:
+    key: str
+    payload: dict[str, Any]
+    reference: str
+    shipped: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class Fault:
+    """What to do with one incoming request instead of answering normally."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    hang: bool = False
+    accept_then_drop: bool = False  # keep the order, then cut the connection before answering
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = '{"error": "injected"}'
+
+
+class FakeFactory:
+    """A running fake factory. `ship_after_s=None` means it never ships on its own."""
+
+    def __init__(
+        self,
+        name: str = "acme",
+        *,
+        signing_secret: str | None = None,
+        callback_secret: str | None = None,
+        ship_after_s: float | None = 0.0,
+        split_parcels: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.name = name
+        self.signing_secret = signing_secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        self.callback_secret = callback_secret or secrets.token_urlsafe(24)
+        self.ship_after_s = ship_after_s
+        self.split_parcels = split_parcels
+        self.callback_url: str | None = None
+        self.deliveries: Counter[str] = Counter()  # valid, signed POSTs per idempotency key
+        self.orders: dict[str, HeldOrder] = {}
+        self.rejected_signatures = 0
+        self.callbacks_sent: Counter[int] = Counter()  # by relay's answer status
+        self.faults: list[Fault] = []
+        self._refs = itertools.count(1)
+        self._host = host
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/orders", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, 0).start()
+        self.url = f"http://{self._host}:{self._runner.addresses[0][1]}/orders"
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session:
+            await self._session.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    def fail_next(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    @property
+    def held(self) -> int:
+        return len(self.orders)
+
+    async def _receive(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            message_id, _ = verify([self.signing_secret], request.headers, body, now=time.time(), tolerance_s=300)
+        except SignatureError as exc:
+            self.rejected_signatures += 1
+            return web.json_response({"error": str(exc)}, status=401)
+        if request.headers.get("Idempotency-Key") != message_id:
+            return web.json_response({"error": "Idempotency-Key must equal webhook-id"}, status=400)
+        self.deliveries[message_id] += 1
+        fault = self.faults.pop(0) if self.faults else None
+        if fault and fault.hang:
+            await asyncio.sleep(3600)
+        if fault and fault.status is not None:
+            headers = dict(fault.headers)
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+            return web.Response(status=fault.status, text=fault.body, headers=headers,
+                                content_type="application/json")
+        message = json.loads(body)
+        held = self.orders.get(message_id)
+        if held is None:
+            held = HeldOrder(message_id, message["data"], f"{self.name.upper()}-{next(self._refs):06d}")
+            self.orders[message_id] = held
+            if self.ship_after_s is not None and self.callback_url:
+                self._spawn(self._ship(held))
+        if fault and fault.accept_then_drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=200)
+        return web.json_response({"reference": held.reference}, status=201 if held else 200)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def parcels(self, held: HeldOrder) -> list[list[dict[str, Any]]]:
+        lines = [{"line_id": li["line_id"], "quantity": li["quantity"]} for li in held.payload["lines"]]
+        if self.split_parcels and len(lines) > 1:
+            half = len(lines) // 2
+            return [lines[:half], lines[half:]]
+        return [lines]
+
+    async def _ship(self, held: HeldOrder) -> None:
+        await asyncio.sleep(self.ship_after_s or 0)
+        for n, lines in enumerate(self.parcels(held), 1):
+            shipment = {
+                "factory_order_key": held.key,
+                "shipment_id": f"{held.reference}-P{n}",
+                "carrier": "SF Express",
+                "tracking_number": f"SF{abs(hash((held.key, n))) % 10**12:012d}",
+                "tracking_url": None,
+                "lines": lines,
+            }
+            await self.send_event({"type": "shipment.created", "data": shipment}, f"{held.reference}-P{n}")
+        held.shipped = True
+
+    async def send_event(self, event: dict[str, Any], message_id: str, *, attempts: int = 50) -> int:
+        """POST a signed event to relay, retrying until it answers 2xx or 4xx. Returns the last status."""
+        assert self._session is not None and self.callback_url is not None
+        body = json.dumps(event).encode()
+        status = 0
+        for attempt in range(attempts):
+            headers = signed_headers(self.callback_secret, message_id, int(time.time()), body)
+            headers["Content-Type"] = "application/json"
+            try:
+                async with self._session.post(self.callback_url, data=body, headers=headers) as resp:
+                    status = resp.status
+                    self.callbacks_sent[status] += 1
+                    if status < 500:
+                        return status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        return status
