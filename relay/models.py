@@ -214,7 +214,7 @@ class AttentionReason(StrEnum):
 _O = OrderState
 ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     _O.RECEIVED: frozenset({_O.ROUTED, _O.HELD, _O.CANCELLED}),
-    _O.HELD: frozenset({_O.ROUTED, _O.CANCELLED}),
+    _O.HELD: frozenset({_O.RECEIVED, _O.ROUTED, _O.CANCELLED}),
     _O.ROUTED: frozenset({_O.PLACED, _O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED}),
     _O.PLACED: frozenset({_O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED, _O.ROUTED}),
     _O.PARTIALLY_SHIPPED: frozenset({_O.SHIPPED, _O.FAILED}),

@@ -420,7 +420,7 @@ class SQLiteStore:
                 updates.append((out.state, attempt, due, out.error, reason, out.reference, now, fo_id))
                 touched.append(order_id)
                 if out.state is FactoryOrderState.PLACED:
-                    events.append(_event(order_id, now, "placed", None, None, factory=factory, attempt=attempt,
+                    events.append(_event(order_id, now, "factory_accepted", None, None, factory=factory, attempt=attempt,
                                          reference=out.reference))
                 elif out.state is FactoryOrderState.DEAD:
                     events.append(_event(order_id, now, "dead_lettered", None, None, factory=factory,

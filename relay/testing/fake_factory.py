@@ -144,8 +144,18 @@ class FakeFactory:
             return [lines[:half], lines[half:]]
         return [lines]
 
+    async def ship_all(self) -> int:
+        """Ship every held, unshipped order now (for tests that run with `ship_after_s=None`)."""
+        todo = [held for held in self.orders.values() if not held.shipped and not held.cancelled]
+        for held in todo:
+            await self._send_parcels(held)
+        return len(todo)
+
     async def _ship(self, held: HeldOrder) -> None:
         await asyncio.sleep(self.ship_after_s or 0)
+        await self._send_parcels(held)
+
+    async def _send_parcels(self, held: HeldOrder) -> None:
         for n, lines in enumerate(self.parcels(held), 1):
             shipment = {
                 "factory_order_key": held.key,

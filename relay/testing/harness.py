@@ -1,0 +1,122 @@
+"""A test harness: fake storefront and factories on loopback, settings pointing at them, and an App.
+
+    async with Harness(tmp_path) as h:
+        order_id = h.storefront.add_order([SeedLine("TEE-RED-M")])
+        async with h.app() as app:
+            await app.run_once()
+            await h.factories["acme"].ship_all()
+            await app.run_once()
+
+Factories do not ship on their own unless `ship_after_s` is given, so tests decide when parcels arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from adapters.demo.fake import FakeDemoStorefront
+from relay.app import App
+from relay.config import Settings, parse_settings
+from relay.registry import Registry
+from relay.testing.fake_factory import FakeFactory
+
+DEFAULT_SKUS = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
+
+
+class ManualClock:
+    """An injectable clock that only moves when told to."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge config tables."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class Harness:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        factories: Iterable[str] = ("acme", "bolt"),
+        sku_map: dict[str, str] | None = None,
+        ship_after_s: float | None = None,
+        split_parcels: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.database = f"sqlite:///{tmp_path / 'relay.db'}"
+        self.storefront = FakeDemoStorefront(page_size=20)
+        self.factories = {
+            name: FakeFactory(name, ship_after_s=ship_after_s, split_parcels=split_parcels) for name in factories
+        }
+        self.sku_map = sku_map if sku_map is not None else DEFAULT_SKUS
+        self.extra = config or {}
+        self.registry = Registry()
+
+    async def __aenter__(self) -> Harness:
+        await self.storefront.start()
+        for f in self.factories.values():
+            await f.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for f in self.factories.values():
+            await f.close()
+        await self.storefront.close()
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        """The config mapping (as parsed from TOML) for the fakes, deep-merged with overrides."""
+        base = {
+            "daemon": {"database": self.database, "instance_id": "test", "shutdown_grace_s": 2},
+            "inbound": {"host": "127.0.0.1", "port": 0},
+            "egress": {"allow_plain_http": True, "allow_private_addresses": True, "total_timeout_s": 2},
+            "storefronts": {"shop": {"adapter": "demo", "poll_interval_s": 0.2, **self.storefront.adapter_options()}},
+            "factories": {
+                name: {"adapter": "webhook", "url": f.url, "signing_secret": f.signing_secret,
+                       "callback_secrets": [f.callback_secret]}
+                for name, f in self.factories.items()
+            },
+            "routing": {"skus": self.sku_map},
+        }
+        return merge(merge(base, self.extra), extra)
+
+    def settings(self, **extra: Any) -> Settings:
+        return parse_settings(self.config(**extra), self.registry)
+
+    def app(self, *, clock: Any = None, settings: Settings | None = None, **kwargs: Any) -> _AppContext:
+        return _AppContext(self, settings or self.settings(), clock, kwargs)
+
+
+class _AppContext:
+    """`async with h.app() as app`: opens the App and points the fake factories at its callback URL."""
+
+    def __init__(self, harness: Harness, settings: Settings, clock: Any, kwargs: dict[str, Any]) -> None:
+        extra: dict[str, Any] = {"install_signal_handlers": False, "registry": harness.registry, **kwargs}
+        if clock is not None:
+            extra["clock"] = clock
+        self.harness = harness
+        self.app = App(settings, **extra)
+
+    async def __aenter__(self) -> App:
+        await self.app.__aenter__()
+        for name, f in self.harness.factories.items():
+            f.callback_url = self.app.callback_url(name)
+        return self.app
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.app.__aexit__(*exc)
