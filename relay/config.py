@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AnyUrl,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -159,45 +160,91 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[tuple[
     return problems
 
 
+def _core_keys(section: type[BaseModel]) -> set[str]:
+    return set(section.model_fields) - {"options"}
+
+
+def _check_urls(prefix: str, options: BaseModel, egress: EgressSettings) -> list[tuple[str, str]]:
+    """Configured URLs that the egress policy would refuse, by key."""
+    from relay.egress import check_url
+    from relay.exceptions import UnsafeURL
+
+    problems = []
+    for key, value in options:
+        if isinstance(value, AnyUrl):
+            try:
+                check_url(str(value), allow_plain_http=egress.allow_plain_http,
+                          allow_private=egress.allow_private_addresses)
+            except UnsafeURL as exc:
+                problems.append((f"{prefix}.{key}", str(exc)))
+    return problems
+
+
 def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
-    """Validate a config mapping. Raise `ConfigurationError` listing every problem by key."""
+    """Validate a config mapping. Raise `ConfigurationError` listing every problem by key.
+
+    Core keys and each adapter's own keys are validated independently, so one run of `relay check`
+    reports every problem, not just the first layer that failed.
+    """
     problems: list[tuple[str, str]] = []
+    settings: Settings | None = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigurationError(_problems(exc)) from None
-
-    def with_options(kind: str, name: str, section: _AdapterSection, group: str) -> _AdapterSection:
-        if not NAME_PATTERN.match(name):
-            problems.append((f"{kind}.{name}", "name must match [a-z0-9][a-z0-9_-]*"))
-        try:
-            cls = registry.load(group, section.adapter)
-        except ConfigurationError as exc:
-            problems.append((f"{kind}.{name}.adapter", exc.problems[0][1]))
-            return section
-        extra = dict(section.model_extra or {})
-        try:
-            options = cls.Options.model_validate(extra)
-        except ValidationError as exc:
-            problems.extend(_problems(exc, (kind, name)))
-            return section
-        return section.model_copy(update={"options": options})
-
-    storefronts = {
-        name: with_options("storefronts", name, s, "relay.storefronts")
-        for name, s in settings.storefronts.items()
-    }
-    factories = {
-        name: with_options("factories", name, f, "relay.factories") for name, f in settings.factories.items()
-    }
-    unknown_routing = set(settings.routing) - {"skus"}
-    problems.extend((f"routing.{key}", "unknown key") for key in sorted(unknown_routing))
-    for sku, factory in settings.sku_map.items():
-        if factory not in settings.factories:
+        found = _problems(exc)
+        # A list that is empty only because its items failed is noise next to the items' own errors.
+        problems.extend(
+            (key, msg) for key, msg in found
+            if not (msg.startswith(("Tuple should have at least", "List should have at least"))
+                    and any(k.startswith(key + ".") for k, _ in found))
+        )
+    egress = settings.egress if settings else EgressSettings()
+    options: dict[tuple[str, str], BaseModel] = {}
+    for kind, group, section in (
+        ("storefronts", "relay.storefronts", StorefrontSettings),
+        ("factories", "relay.factories", FactorySettings),
+    ):
+        tables = data.get(kind)
+        if not isinstance(tables, Mapping):
+            continue
+        for name, raw in tables.items():
+            if not NAME_PATTERN.match(str(name)):
+                problems.append((f"{kind}.{name}", "name must match [a-z0-9][a-z0-9_-]*"))
+            if not isinstance(raw, Mapping) or not isinstance(raw.get("adapter"), str):
+                continue
+            try:
+                cls = registry.load(group, raw["adapter"])
+            except ConfigurationError as exc:
+                problems.append((f"{kind}.{name}.adapter", exc.problems[0][1]))
+                continue
+            extra = {k: v for k, v in raw.items() if k not in _core_keys(section)}
+            try:
+                options[(kind, name)] = cls.Options.model_validate(extra)
+            except ValidationError as exc:
+                problems.extend(_problems(exc, (kind, name)))
+                continue
+            problems.extend(_check_urls(f"{kind}.{name}", options[(kind, name)], egress))
+    routing = data.get("routing") if isinstance(data.get("routing"), Mapping) else {}
+    problems.extend((f"routing.{key}", "unknown key") for key in sorted(set(routing) - {"skus"}))
+    factories = data.get("factories") if isinstance(data.get("factories"), Mapping) else {}
+    skus = routing.get("skus") if isinstance(routing.get("skus"), Mapping) else {}
+    for sku, factory in skus.items():
+        if factory not in factories:
             problems.append((f'routing.skus."{sku}"', f"unknown factory {factory!r}"))
-    if problems:
+    if problems or settings is None:
         raise ConfigurationError(problems)
-    return settings.model_copy(update={"storefronts": storefronts, "factories": factories})
+    return settings.model_copy(
+        update={
+            "storefronts": {n: _with_options(s, options[("storefronts", n)]) for n, s in settings.storefronts.items()},
+            "factories": {n: _with_options(f, options[("factories", n)]) for n, f in settings.factories.items()},
+        }
+    )
+
+
+def _with_options(section: _AdapterSection, options: BaseModel) -> Any:
+    """The section with its adapter keys moved into `options` (raw extras dropped: they may hold secrets)."""
+    core = {key: getattr(section, key) for key in _core_keys(type(section))}
+    return type(section).model_construct(**core, options=options)
 
 
 def load_settings(path: str | Path, registry: Any) -> Settings:

@@ -12,6 +12,7 @@ Factories do not ship on their own unless `ship_after_s` is given, so tests deci
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,6 +96,11 @@ class Harness:
         }
         return merge(merge(base, self.extra), extra)
 
+    def write_config(self, path: Path, **extra: Any) -> Path:
+        """Write the config as TOML (for a daemon run as a subprocess)."""
+        path.write_text(to_toml(self.config(**extra)))
+        return path
+
     def settings(self, **extra: Any) -> Settings:
         return parse_settings(self.config(**extra), self.registry)
 
@@ -120,3 +126,29 @@ class _AppContext:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.app.__aexit__(*exc)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("-", "_").isidentifier() else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Serialise a config mapping to TOML; every nested dict becomes a table."""
+    out = "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in data.items() if not isinstance(v, dict))
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
+            out += f"\n[{name}]\n" + to_toml(value, name)
+    return out
