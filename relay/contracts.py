@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import aiohttp
 from pydantic import BaseModel
 
-from relay.models import FactoryOrder, Malformed, Order, Placement, PushReceipt, ShipmentPush
+from relay.models import FactoryOrder, Malformed, Order, Placement, PushReceipt, Shipment, ShipmentPush
 
 OrderPage = Sequence[Order | Malformed]
 """One page of a storefront listing: good orders, and records that failed to parse."""
@@ -79,9 +79,50 @@ class FactoryAdapter(Protocol):
     name: str
 
     async def submit(self, order: FactoryOrder) -> Placement:
-        """Deliver the order. Return on acceptance; raise `RetriableAdapterError` or `FatalAdapterError`."""
+        """Deliver the order. Return on acceptance; raise `RetriableAdapterError` or `FatalAdapterError`.
+
+        Raise `EndpointGone` when the factory answers 410: the core then pauses every delivery to it.
+        """
+        ...
+
+    async def cancel(self, order: FactoryOrder, *, cancelled_at: datetime) -> None:
+        """Tell the factory the order was cancelled on the storefront. Must be safe to repeat:
+        its idempotency key is `f"{order.key}.cancel"`, and `cancelled_at` (the same on every attempt)
+        lets the message be byte-identical each time.
+
+        Return when the factory cancelled it (or never held it). Raise `AlreadyShipped` when the factory
+        refuses because it already shipped: its parcels are still reported and flow back. Otherwise
+        raise like `submit`.
+        """
         ...
 
     async def aclose(self) -> None:
         """Release every session and connection."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShipmentPage:
+    """One page of a polled factory's shipment listing, and the cursor that follows it.
+
+    The core records the page's shipments, then stores `cursor`, and asks for `since=cursor` next.
+    """
+
+    shipments: Sequence[Shipment]
+    cursor: str
+
+
+@runtime_checkable
+class ShipmentSource(Protocol):
+    """A factory adapter that reports shipments by being polled (for factories without callbacks).
+
+    The core runs one poller per such factory and owns the cursor; shipments take the same path as
+    signed callbacks (`Store.record_shipment`), under a message id derived from the parcel, so a
+    re-poll has no second effect.
+    """
+
+    def fetch_shipments(self, since: str | None) -> AsyncIterator[ShipmentPage]:
+        """Yield pages of shipments reported after `since` (from the beginning when None), draining
+        pagination. Skip (and log) records that do not parse; raise `RetriableAdapterError` when the
+        listing cannot be completed now, `AuthError` on 401/403."""
         ...

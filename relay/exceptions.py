@@ -72,5 +72,9 @@ class EndpointGone(FatalAdapterError):
     """The remote end answered 410 Gone: the endpoint is disabled until an operator re-enables it."""
 
 
+class AlreadyShipped(FatalAdapterError):
+    """The factory refused a cancellation because it has already shipped the order (409 already_shipped)."""
+
+
 class UnsafeURL(FatalAdapterError):
     """The URL is not allowed by the egress policy."""

@@ -1,27 +1,51 @@
-"""Forwarder: delivers factory orders from the outbox, exactly once in effect.
+"""Forwarder: delivers factory messages from the outbox, exactly once in effect.
 
-The idempotency key travels on every attempt; a crash between the factory's 2xx and our commit
-means the order is sent again with the same key, and the factory keeps one.
+Two messages leave from here: `order.created` (a factory order) and `order.cancelled`. The idempotency
+key travels on every attempt; a crash between the factory's 2xx and our commit means the message is
+sent again with the same key, and the factory keeps one.
+
+Each factory has a circuit. A retriable failure opens it: the healthy→failing transition is logged once,
+and while it is open at most one delivery (a probe) is in flight to that factory, no sooner than the
+failed probe's own retry time; the first success closes it ("recovered", logged once) and normal
+concurrency resumes. A 410 disables the factory in the store (logged once, by whoever disabled it):
+its messages wait, uncounted, until `relay factories enable NAME`. The circuit lives in memory; after a
+restart every factory starts closed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from relay.contracts import FactoryAdapter
-from relay.exceptions import FatalAdapterError, RetriableAdapterError
+from relay.exceptions import AlreadyShipped, EndpointGone, FatalAdapterError, RetriableAdapterError, UnsafeURL
 from relay.faults import crash_point
-from relay.loop import OutboxLoop
-from relay.models import AttentionReason, FactoryOrderState
+from relay.loop import Health, OutboxLoop
+from relay.models import AttentionReason, CancelState, FactoryOrderState
 from relay.retry import RetryPolicy
-from relay.store import DeliveryJob, DeliveryOutcome, Store
+from relay.store import ORDER_CANCELLED, DeliveryJob, DeliveryOutcome, Store
 
 
 def describe(exc: BaseException) -> str:
     """An error as stored and logged: message plus the quoted response body, if any."""
     body = getattr(exc, "body", None)
     return f"{exc}: {body}" if body else (str(exc) or type(exc).__name__)
+
+
+@dataclass
+class Circuit:
+    """One factory's breaker (see the module docstring)."""
+
+    health: Health
+    open: bool = False
+    probe: int | None = None  # job id of the one delivery allowed while open
+    probe_at: float = 0.0  # no probe before this time
+    gone: bool = False  # answered 410: jobs claimed before are not sent; the store holds the disabled state
+
+    def may_claim(self, now: float) -> bool:
+        return not self.open or (self.probe is None and self.probe_at <= now)
 
 
 class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
@@ -48,45 +72,116 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         self.owner = owner
         self.lease_s = lease_s
         self.on_placed = on_placed
+        self.circuits = {name: Circuit(Health(log, factory=name)) for name in factories}
+        self._probed = False
 
     def destinations(self) -> Sequence[str]:
-        return list(self.factories)
+        now = self.clock()
+        return [name for name, circuit in self.circuits.items() if circuit.may_claim(now)]
 
     def destination_of(self, job: DeliveryJob) -> str:
         return job.factory
 
     def job_id(self, job: DeliveryJob) -> int:
-        return job.id
+        # Cancellations live in their own table: negative ids keep both kinds apart in one claimed-set.
+        return -job.id if job.kind == ORDER_CANCELLED else job.id
+
+    async def run_pass(self) -> bool:
+        self._probed = False
+        busy = await super().run_pass()
+        return busy or self._probed  # after a probe, look again: a success reopens the factory
 
     async def claim(self, destinations: Sequence[str], limit: int) -> list[DeliveryJob]:
-        return await self.store.claim_deliveries(self.owner, destinations, self.clock(), self.lease_s, limit)
+        now = self.clock()
+        closed = [name for name in destinations if not self.circuits[name].open]
+        jobs = await self.store.claim_deliveries(self.owner, closed, now, self.lease_s, limit) if closed else []
+        for name in destinations:
+            circuit = self.circuits[name]
+            if circuit.open and len(jobs) < limit:
+                probe = await self.store.claim_deliveries(self.owner, [name], now, self.lease_s, 1)
+                if probe:
+                    circuit.probe = self.job_id(probe[0])
+                    self._probed = True
+                    jobs.extend(probe)
+        for job in jobs:
+            self.circuits[job.factory].gone = False  # the store hands out its rows: it was re-enabled
+        return jobs
 
     async def next_due(self) -> float | None:
-        return await self.store.next_due()
+        gated = [name for name, c in self.circuits.items() if c.open]  # disabled ones the store leaves out
+        due = await self.store.next_delivery_due(gated)
+        probes = [c.probe_at for c in self.circuits.values() if c.open and c.probe is None]
+        return min([t for t in (due, *probes) if t is not None], default=None)
 
     async def send(self, job: DeliveryJob) -> DeliveryOutcome:
+        circuit = self.circuits[job.factory]
+        if circuit.gone or (circuit.open and circuit.probe != self.job_id(job)):
+            return DeliveryOutcome(job, FactoryOrderState.PENDING, attempted=False)  # claimed before it opened
         attempt = job.attempts + 1
+        cancel = job.kind == ORDER_CANCELLED
         log = self.log.bind(order_id=job.order_id, factory=job.factory, key=job.key, attempt=attempt)
+        pending, dead = (CancelState.PENDING, CancelState.DEAD) if cancel else (
+            FactoryOrderState.PENDING, FactoryOrderState.DEAD)
         try:
-            crash_point("before_factory_post")
-            placement = await self.factories[job.factory].submit(job.order)
-            crash_point("after_factory_post")
+            outcome = await self._deliver(job, log)
+        except EndpointGone as exc:
+            circuit.gone, circuit.probe = True, None
+            if await self.store.disable_factory(job.factory, describe(exc), self.clock()):
+                log.error("factory_disabled", error=describe(exc),
+                          hint=f"relay factories enable {job.factory}")
+            return DeliveryOutcome(job, pending, error=describe(exc), attempted=False)
+        except AlreadyShipped as exc:
+            log.info("cancel_refused_already_shipped")
+            outcome = DeliveryOutcome(job, CancelState.REFUSED, error=describe(exc))
         except FatalAdapterError as exc:
-            log.warning("factory_rejected", error=describe(exc), status=exc.status)
-            return DeliveryOutcome(job, FactoryOrderState.DEAD, error=describe(exc),
-                                   reason=AttentionReason.FACTORY_REJECTED)
+            if not isinstance(exc, UnsafeURL):
+                log.warning("factory_rejected", error=describe(exc), status=exc.status, message=job.kind)
+                self._close(circuit)
+                return DeliveryOutcome(job, dead, error=describe(exc), reason=AttentionReason.FACTORY_REJECTED)
+            # An egress refusal (address, scheme, oversized answer) may be a DNS or config fix away: retry.
+            return self._retry(job, circuit, RetriableAdapterError(describe(exc)), log)
         except Exception as exc:
             error = exc if isinstance(exc, RetriableAdapterError) else RetriableAdapterError(describe(exc))
-            decision = self.policies[job.factory].decide(error, attempt)
-            if decision is None:
-                log.error("retries_exhausted", error=describe(exc))
-                return DeliveryOutcome(job, FactoryOrderState.DEAD, error=describe(exc),
-                                       reason=AttentionReason.RETRIES_EXHAUSTED)
-            log.info("delivery_failed", error=describe(exc), retry_in_s=round(decision.retry_at - self.clock(), 3))
-            return DeliveryOutcome(job, FactoryOrderState.PENDING, next_attempt_at=decision.retry_at,
-                                   error=describe(exc))
+            return self._retry(job, circuit, error, log)
+        self._close(circuit)
+        return outcome
+
+    async def _deliver(self, job: DeliveryJob, log: Any) -> DeliveryOutcome:
+        adapter = self.factories[job.factory]
+        if job.kind == ORDER_CANCELLED:
+            await adapter.cancel(job.order, cancelled_at=datetime.fromtimestamp(job.requested_at or 0, UTC))
+            log.info("factory_cancelled")
+            return DeliveryOutcome(job, CancelState.DONE)
+        crash_point("before_factory_post")
+        placement = await adapter.submit(job.order)
+        crash_point("after_factory_post")
         log.info("order_placed", reference=placement.reference)
         return DeliveryOutcome(job, FactoryOrderState.PLACED, reference=placement.reference)
+
+    def _retry(self, job: DeliveryJob, circuit: Circuit, error: RetriableAdapterError, log: Any) -> DeliveryOutcome:
+        attempt = job.attempts + 1
+        cancel = job.kind == ORDER_CANCELLED
+        decision = self.policies[job.factory].decide(error, attempt)
+        now = self.clock()
+        circuit.open, circuit.probe = True, None
+        circuit.probe_at = decision.retry_at if decision else now
+        circuit.health.failed(now, describe(error), "factory_failing")
+        if decision is None:
+            log.error("retries_exhausted", error=describe(error), message=job.kind)
+            if cancel:
+                return DeliveryOutcome(job, CancelState.DEAD, error=describe(error))
+            return DeliveryOutcome(job, FactoryOrderState.DEAD, error=describe(error),
+                                   reason=AttentionReason.RETRIES_EXHAUSTED)
+        log.info("delivery_failed", error=describe(error), retry_in_s=round(decision.retry_at - now, 3),
+                 message=job.kind)
+        state = CancelState.PENDING if cancel else FactoryOrderState.PENDING
+        return DeliveryOutcome(job, state, next_attempt_at=decision.retry_at, error=describe(error))
+
+    def _close(self, circuit: Circuit) -> None:
+        if circuit.open:
+            circuit.open, circuit.probe = False, None
+            self.wake()
+        circuit.health.ok(self.clock())
 
     async def commit(self, outcomes: list[DeliveryOutcome]) -> None:
         await self.store.record_deliveries(outcomes, self.clock())

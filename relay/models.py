@@ -193,6 +193,15 @@ class FactoryOrderState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class CancelState(StrEnum):
+    """An `order.cancelled` message to a factory (one per cancelled factory order)."""
+
+    PENDING = "pending"  # in the outbox, to be delivered
+    DONE = "done"  # the factory cancelled it (or never held it)
+    REFUSED = "refused"  # the factory had already shipped: its parcels keep flowing back
+    DEAD = "dead"  # rejected or retries exhausted
+
+
 class PushState(StrEnum):
     PENDING = "pending"
     DONE = "done"
@@ -236,6 +245,14 @@ FACTORY_ORDER_TRANSITIONS: dict[FactoryOrderState, frozenset[FactoryOrderState]]
     # A dead letter goes back to pending only by an operator's retry; a late shipment still counts.
     _F.DEAD: frozenset({_F.PENDING, _F.PARTIALLY_SHIPPED, _F.SHIPPED, _F.CANCELLED}),
     _F.CANCELLED: frozenset(),
+}
+
+_C = CancelState
+CANCEL_TRANSITIONS: dict[CancelState, frozenset[CancelState]] = {
+    _C.PENDING: frozenset({_C.DONE, _C.REFUSED, _C.DEAD}),
+    _C.DONE: frozenset(),
+    _C.REFUSED: frozenset(),
+    _C.DEAD: frozenset(),
 }
 
 _P = PushState

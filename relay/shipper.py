@@ -51,7 +51,7 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         return await self.store.claim_pushes(self.owner, destinations, self.clock(), self.lease_s, limit)
 
     async def next_due(self) -> float | None:
-        return await self.store.next_due()
+        return await self.store.next_push_due()
 
     async def send(self, job: PushJob) -> PushOutcome:
         attempt = job.attempts + 1

@@ -1,24 +1,26 @@
-"""Factory adapter: each factory order is one signed Standard Webhooks POST to the factory's URL.
+"""Factory adapter: each message is one signed Standard Webhooks POST to the factory's URL.
 
-2xx = placed. 408/429/5xx, timeouts and connection errors = retry later. 410 = endpoint gone.
-Any other 4xx = rejected (dead letter, response quoted). Redirects are failures and never followed.
-The message id is the factory order's idempotency key, also sent as `Idempotency-Key`, and the body is
-byte-identical on every attempt.
+Messages: `order.created` (message id = the factory order key) and `order.cancelled` (message id =
+`<key>.cancel`). 2xx = done. 408/429/5xx, timeouts and connection errors = retry later. 410 = endpoint
+gone. 409 `{"error": "already_shipped"}` to a cancellation = too late, the parcels are coming. Any other
+4xx = rejected (dead letter, response quoted). Redirects are failures and never followed. The message id
+is also sent as `Idempotency-Key`, and the body is byte-identical on every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from adapters.webhook.client import WebhookClient
+from adapters.webhook.client import WebhookClient, WebhookResponse
 from relay.config import Secret
 from relay.contracts import AdapterContext
-from relay.exceptions import AdapterError, RetriableAdapterError
+from relay.exceptions import AdapterError, AlreadyShipped, RetriableAdapterError
 from relay.http import error_for_status
 from relay.models import FactoryOrder, Placement
 from relay.signing import secret_bytes
@@ -47,6 +49,20 @@ def order_created_body(order: FactoryOrder) -> bytes:
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
 
 
+def order_cancelled_body(order: FactoryOrder, cancelled_at: datetime) -> bytes:
+    """The `order.cancelled` message: names the factory order by its key; deterministic like `order.created`."""
+    data = {
+        "key": order.key,
+        "factory": order.factory,
+        "storefront": order.storefront,
+        "order_id": order.order_id,
+        "order_number": order.order_number,
+        "reason": "cancelled_on_storefront",
+    }
+    message = {"type": "order.cancelled", "timestamp": cancelled_at.isoformat(), "data": data}
+    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+
+
 class WebhookFactory:
     """Delivers factory orders as signed webhooks (see docs/factory-api.md)."""
 
@@ -60,18 +76,28 @@ class WebhookFactory:
         self._client = WebhookClient(self._session, str(options.url), options.signing_secret.get_secret_value())
 
     async def submit(self, order: FactoryOrder) -> Placement:
-        body = order_created_body(order)
+        resp = await self._post(order.key, order_created_body(order))
+        if 200 <= resp.status < 300:
+            return Placement(reference=_reference(resp.body))
+        raise error_for_status(resp.status, resp.body, resp.headers)
+
+    async def cancel(self, order: FactoryOrder, *, cancelled_at: datetime) -> None:
+        resp = await self._post(f"{order.key}.cancel", order_cancelled_body(order, cancelled_at))
+        if 200 <= resp.status < 300:
+            return
+        if resp.status == 409 and _error_code(resp.body) == "already_shipped":
+            raise AlreadyShipped(status=409, body=resp.body[:2048])
+        raise error_for_status(resp.status, resp.body, resp.headers)
+
+    async def _post(self, message_id: str, body: bytes) -> WebhookResponse:
         try:
-            resp = await self._client.post(order.key, int(self.context.clock()), body)
+            return await self._client.post(message_id, int(self.context.clock()), body)
         except AdapterError:
             raise
         except (TimeoutError, asyncio.TimeoutError) as exc:
             raise RetriableAdapterError(f"timed out after {self.options.timeout_s}s") from exc
         except aiohttp.ClientError as exc:
             raise RetriableAdapterError(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        if 200 <= resp.status < 300:
-            return Placement(reference=_reference(resp.body))
-        raise error_for_status(resp.status, resp.body, resp.headers)
 
     async def aclose(self) -> None:
         await self._session.close()
@@ -86,3 +112,11 @@ def _reference(body: str) -> str | None:
         ref = data.get("reference") or data.get("id")
         return str(ref)[:200] if ref is not None else None
     return None
+
+
+def _error_code(body: str) -> str | None:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return None
+    return str(data.get("error")) if isinstance(data, dict) else None

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from relay.models import (
     AttentionReason,
+    CancelState,
     FactoryOrder,
     FactoryOrderState,
     Malformed,
@@ -53,26 +54,45 @@ class RoutePlan:
     cancel: bool = False
 
 
+ORDER_CREATED = "order.created"
+ORDER_CANCELLED = "order.cancelled"
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryJob:
+    """One message owed to a factory: `order.created` (a factory order) or `order.cancelled`.
+
+    For a cancellation `id` is the cancellation row's, `key` is `"<factory order key>.cancel"` and
+    `requested_at` is when the storefront cancellation was seen.
+    """
+
     id: int
     order_id: int
     factory: str
     key: str
     attempts: int
     order: FactoryOrder
+    kind: str = ORDER_CREATED
+    requested_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryOutcome:
-    """What happened to one delivery attempt. `state` is PLACED, PENDING (retry) or DEAD."""
+    """What happened to one delivery.
+
+    `state` is PLACED, PENDING (retry) or DEAD for `order.created`; a `CancelState` (DONE, REFUSED,
+    PENDING or DEAD) for `order.cancelled`. `attempted=False` means the attempt does not count: nothing
+    was sent (the factory's circuit was open) or the factory answered 410 and is now disabled. The
+    attempt count and due time are unchanged, so the row goes out when the factory is back.
+    """
 
     job: DeliveryJob
-    state: FactoryOrderState
+    state: FactoryOrderState | CancelState
     next_attempt_at: float | None = None
     error: str | None = None
     reason: AttentionReason | None = None
     reference: str | None = None
+    attempted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +178,22 @@ class Store(Protocol):
 
     async def release_leases(self, owner: str) -> None: ...
     async def next_due(self) -> float | None: ...
+    async def next_delivery_due(self, excluding: Sequence[str] = ()) -> float | None:
+        """Earliest message owed to an enabled factory, ignoring the factories in `excluding`."""
+        ...
+    async def next_push_due(self) -> float | None: ...
+
+    async def disable_factory(self, name: str, reason: str, now: float) -> bool:
+        """Pause deliveries to `name`; False if it was already disabled (the first reason is kept)."""
+        ...
+    async def enable_factory(self, name: str, now: float) -> bool:
+        """Resume deliveries to `name`; False if it was not disabled."""
+        ...
+    async def list_factories(self) -> list[dict[str, Any]]:
+        """Every factory the database knows: disabled state and reason, shipment cursor, order counts."""
+        ...
+    async def get_factory_cursor(self, factory: str) -> str | None: ...
+    async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None: ...
 
     async def retry_order(self, order_id: int, now: float) -> list[str]: ...
     async def replay_order(self, order_id: int, now: float) -> list[str]: ...

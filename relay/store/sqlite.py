@@ -22,10 +22,12 @@ import aiosqlite
 from relay.exceptions import IllegalTransition, StoreError, StoreUnavailable, UnsupportedDatabaseVersion
 from relay.faults import crash_point
 from relay.models import (
+    CANCEL_TRANSITIONS,
     FACTORY_ORDER_TRANSITIONS,
     ORDER_TRANSITIONS,
     PUSH_TRANSITIONS,
     AttentionReason,
+    CancelState,
     FactoryOrder,
     FactoryOrderState,
     Malformed,
@@ -39,6 +41,8 @@ from relay.models import (
     shipment_push_key,
 )
 from relay.store import (
+    ORDER_CANCELLED,
+    ORDER_CREATED,
     DeliveryJob,
     DeliveryOutcome,
     IngestResult,
@@ -299,7 +303,7 @@ class SQLiteStore:
                     cancelled += 1
                     events.append(_event(order_id, now, "cancel_requested", state, state,
                                          cause="storefront_cancelled"))
-                    await self._cancel_unplaced(db, order_id, now, events)
+                    await self._cancel_factory_orders(db, order_id, now, events)
             if inserts:
                 await db.executemany(Q["insert_order"], inserts)
                 await db.executemany(Q["insert_order_line"], lines)
@@ -321,17 +325,34 @@ class SQLiteStore:
                 await db.execute(Q["set_cursor"], (storefront, _iso(cursor), now))
         return IngestResult(new, updated, requeued, cancelled, len(malformed))
 
-    async def _cancel_unplaced(
+    async def _cancel_factory_orders(
         self, db: aiosqlite.Connection, order_id: int, now: float, events: list[tuple[Any, ...]]
     ) -> None:
-        """Cancel every factory order of `order_id` not yet placed; placed ones are left to the factory."""
-        fos = await self._fetchall(db, "factory_orders_of_orders", (json.dumps([order_id]),))
-        for _, fo_id, fo_state, _ in fos:
-            if FactoryOrderState(fo_state) in (FactoryOrderState.PENDING, FactoryOrderState.DEAD):
-                await db.execute(
-                    Q["update_factory_order"],
-                    (FactoryOrderState.CANCELLED, 0, None, "cancelled on the storefront", None, None, now, fo_id),
-                )
+        """Cancel `order_id` at its factories.
+
+        A factory order not yet placed is cancelled here and never sent. The factory is told
+        (an `order.cancelled` row in the outbox) when it holds the order, or may: placed, or an
+        earlier attempt's answer was lost, or an attempt is in flight right now (the message then
+        waits for that attempt to finish). Shipped factory orders are left alone.
+        """
+        notices = []
+        for fo_id, factory, key, fo_state, attempts, lease_expires_at in await self._fetchall(
+            db, "factory_orders_to_cancel", (order_id,)
+        ):
+            state = FactoryOrderState(fo_state)
+            if state in (FactoryOrderState.PENDING, FactoryOrderState.DEAD):
+                check_transition(FACTORY_ORDER_TRANSITIONS, state, FactoryOrderState.CANCELLED,
+                                 subject=f"factory order {fo_id}")
+                await db.execute(Q["cancel_factory_order_locally"], ("cancelled on the storefront", now, fo_id))
+                in_flight = lease_expires_at is not None and lease_expires_at > now
+                if not (attempts or in_flight):
+                    continue
+            elif state is not FactoryOrderState.PLACED:
+                continue
+            notices.append((fo_id, order_id, factory, f"{key}.cancel", now, now, now, now))
+            events.append(_event(order_id, now, "cancel_queued", None, None, factory=factory))
+        if notices:
+            await db.executemany(Q["insert_cancellation"], notices)
         await self._refresh_orders(db, [order_id], now, events, cause="cancelled")
 
     # --- route -------------------------------------------------------------------------------------
@@ -385,52 +406,108 @@ class SQLiteStore:
     async def claim_deliveries(
         self, owner: str, factories: Sequence[str], now: float, lease_s: float, limit: int
     ) -> list[DeliveryJob]:
+        """Claim due messages to enabled factories: cancellations first, then orders."""
+        names = json.dumps(list(factories))
         async with self._write() as db:
-            rows = await self._fetchall(
-                db, "claim_deliveries", (owner, now + lease_s, now, now, json.dumps(list(factories)), limit)
-            )
+            cancels = await self._fetchall(db, "claim_cancellations", (owner, now + lease_s, now, names, limit))
+            rows = []
+            if len(cancels) < limit:
+                rows = await self._fetchall(
+                    db, "claim_deliveries", (owner, now + lease_s, now, now, names, limit - len(cancels))
+                )
         return [
+            DeliveryJob(id=r[0], order_id=r[1], factory=r[2], key=r[3], attempts=r[4],
+                        order=FactoryOrder.model_validate_json(r[6]), kind=ORDER_CANCELLED, requested_at=r[5])
+            for r in cancels
+        ] + [
             DeliveryJob(id=r[0], order_id=r[1], factory=r[2], key=r[3], attempts=r[4],
                         order=FactoryOrder.model_validate_json(r[5]))
             for r in rows
         ]
 
     async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None:
-        """Group-commit delivery outcomes. An outcome for a row that moved on meanwhile only frees its lease."""
+        """Group-commit delivery outcomes. An outcome for a row that moved on meanwhile, or an unattempted
+        one, only frees its lease."""
         if not outcomes:
             return
         async with self._write() as db:
-            rows = {
-                r[0]: r
-                for r in await self._fetchall(
-                    db, "factory_orders_by_ids", (json.dumps([o.job.id for o in outcomes]),)
-                )
-            }
-            updates, events, touched = [], [], []
-            for out in outcomes:
-                fo_id, order_id, state, attempts, factory = rows[out.job.id]
-                current = FactoryOrderState(state)
-                attempt = attempts + 1
-                if current is not FactoryOrderState.PENDING:
-                    updates.append((current, attempts, None, None, None, None, now, fo_id))
-                    continue
-                check_transition(FACTORY_ORDER_TRANSITIONS, current, out.state, subject=f"factory order {fo_id}")
-                due = out.next_attempt_at if out.state is FactoryOrderState.PENDING else None
-                reason = out.reason.value if out.reason else None
-                updates.append((out.state, attempt, due, out.error, reason, out.reference, now, fo_id))
-                touched.append(order_id)
-                if out.state is FactoryOrderState.PLACED:
-                    events.append(_event(order_id, now, "factory_accepted", None, None, factory=factory, attempt=attempt,
-                                         reference=out.reference))
-                elif out.state is FactoryOrderState.DEAD:
-                    events.append(_event(order_id, now, "dead_lettered", None, None, factory=factory,
-                                         attempt=attempt, reason=reason, error=out.error))
-                else:
-                    events.append(_event(order_id, now, "delivery_failed", None, None, factory=factory,
-                                         attempt=attempt, error=out.error, next_attempt_at=due))
-            await db.executemany(Q["update_factory_order"], updates)
+            events: list[tuple[Any, ...]] = []
+            touched: list[int] = []
+            creates = [o for o in outcomes if o.job.kind == ORDER_CREATED]
+            cancels = [o for o in outcomes if o.job.kind == ORDER_CANCELLED]
+            if creates:
+                await self._record_creates(db, creates, now, events, touched)
+            if cancels:
+                await self._record_cancels(db, cancels, now, events, touched)
             await self._refresh_orders(db, touched, now, events, cause="delivery")
             await db.executemany(Q["insert_event"], events)
+
+    async def _record_creates(
+        self, db: aiosqlite.Connection, outcomes: Sequence[DeliveryOutcome], now: float,
+        events: list[tuple[Any, ...]], touched: list[int],
+    ) -> None:
+        rows = {
+            r[0]: r
+            for r in await self._fetchall(db, "factory_orders_by_ids", (json.dumps([o.job.id for o in outcomes]),))
+        }
+        updates, releases = [], []
+        for out in outcomes:
+            fo_id, order_id, state, attempts, factory = rows[out.job.id]
+            current = FactoryOrderState(state)
+            attempt = attempts + 1
+            if current is not FactoryOrderState.PENDING or not out.attempted:
+                releases.append((fo_id,))
+                continue
+            check_transition(FACTORY_ORDER_TRANSITIONS, current, out.state, subject=f"factory order {fo_id}")
+            due = out.next_attempt_at if out.state is FactoryOrderState.PENDING else None
+            reason = out.reason.value if out.reason else None
+            updates.append((out.state, attempt, due, out.error, reason, out.reference, now, fo_id))
+            touched.append(order_id)
+            if out.state is FactoryOrderState.PLACED:
+                events.append(_event(order_id, now, "factory_accepted", None, None, factory=factory, attempt=attempt,
+                                     reference=out.reference))
+            elif out.state is FactoryOrderState.DEAD:
+                events.append(_event(order_id, now, "dead_lettered", None, None, factory=factory,
+                                     attempt=attempt, reason=reason, error=out.error))
+            else:
+                events.append(_event(order_id, now, "delivery_failed", None, None, factory=factory,
+                                     attempt=attempt, error=out.error, next_attempt_at=due))
+        await db.executemany(Q["update_factory_order"], updates)
+        await db.executemany(Q["release_factory_order_lease"], releases)
+
+    async def _record_cancels(
+        self, db: aiosqlite.Connection, outcomes: Sequence[DeliveryOutcome], now: float,
+        events: list[tuple[Any, ...]], touched: list[int],
+    ) -> None:
+        """Outcomes of `order.cancelled` messages. DONE cancels a placed factory order; REFUSED (the
+        factory already shipped) leaves it, so its parcels keep flowing back."""
+        rows = {
+            r[0]: r
+            for r in await self._fetchall(db, "cancellations_by_ids", (json.dumps([o.job.id for o in outcomes]),))
+        }
+        for out in outcomes:
+            c_id, order_id, fo_id, state, attempts, factory, fo_state = rows[out.job.id]
+            current = CancelState(state)
+            if current is not CancelState.PENDING or not out.attempted:
+                await db.execute(Q["release_cancellation_lease"], (c_id,))
+                continue
+            target = CancelState(out.state)
+            check_transition(CANCEL_TRANSITIONS, current, target, subject=f"cancellation {c_id}")
+            attempt = attempts + 1
+            due = out.next_attempt_at if target is CancelState.PENDING else None
+            await db.execute(Q["update_cancellation"], (target, attempt, due, out.error, now, c_id))
+            kind = {
+                CancelState.DONE: "factory_cancelled",
+                CancelState.REFUSED: "cancel_refused_already_shipped",
+                CancelState.DEAD: "cancel_dead_lettered",
+            }.get(target, "cancel_failed")
+            events.append(_event(order_id, now, kind, None, None, factory=factory, attempt=attempt,
+                                 error=out.error, next_attempt_at=due))
+            if target is CancelState.DONE and FactoryOrderState(fo_state) is FactoryOrderState.PLACED:
+                check_transition(FACTORY_ORDER_TRANSITIONS, FactoryOrderState.PLACED, FactoryOrderState.CANCELLED,
+                                 subject=f"factory order {fo_id}")
+                await db.execute(Q["cancel_factory_order_locally"], ("cancelled at the factory", now, fo_id))
+                touched.append(order_id)
 
     # --- inbound shipments -------------------------------------------------------------------------
 
@@ -441,8 +518,7 @@ class SQLiteStore:
             if not found or found[0][2] != factory:
                 return ShipmentResult(ShipmentVerdict.UNKNOWN_ORDER, detail="no such order for this factory")
             fo_id, order_id, _, fo_state, storefront, external_id, number = found[0]
-            cur = await db.execute(Q["remember_message"], (factory, message_id, now))
-            if cur.rowcount == 0:
+            if await self._fetchall(db, "message_seen", (factory, message_id)):
                 return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "message already processed")
             if await self._fetchall(db, "shipment_exists", (fo_id, shipment.shipment_id)):
                 return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "parcel already recorded")
@@ -491,6 +567,8 @@ class SQLiteStore:
                 (shipment_row, order_id, storefront, push.key, push.model_dump_json(), now, now, now),
             )
             await db.execute(Q["set_factory_order_shipped"], (target, now, fo_id))
+            # Only an accepted message is remembered: a rejected one may be corrected and sent again.
+            await db.execute(Q["remember_message"], (factory, message_id, now))
             events = [
                 _event(order_id, now, "shipment_received", None, None, factory=factory,
                        shipment_id=shipment.shipment_id, carrier=shipment.carrier,
@@ -601,13 +679,59 @@ class SQLiteStore:
     async def release_leases(self, owner: str) -> None:
         """Free every lease held by `owner` (used at start-up: a previous incarnation died holding them)."""
         async with self._write() as db:
-            for query in ("release_order_leases", "release_delivery_leases", "release_push_leases"):
+            for query in ("release_order_leases", "release_delivery_leases", "release_cancellation_leases",
+                          "release_push_leases"):
                 await db.execute(Q[query], (owner,))
 
     async def next_due(self) -> float | None:
         async with self._read() as db:
             rows = await self._fetchall(db, "next_due")
         return rows[0][0] if rows else None
+
+    async def next_delivery_due(self, excluding: Sequence[str] = ()) -> float | None:
+        async with self._read() as db:
+            rows = await self._fetchall(db, "next_delivery_due", (json.dumps(list(excluding)),))
+        return rows[0][0] if rows else None
+
+    async def next_push_due(self) -> float | None:
+        async with self._read() as db:
+            rows = await self._fetchall(db, "next_push_due")
+        return rows[0][0] if rows else None
+
+    # --- factories ---------------------------------------------------------------------------------
+
+    async def disable_factory(self, name: str, reason: str, now: float) -> bool:
+        async with self._write() as db:
+            cur = await db.execute(Q["disable_factory"], (name, now, reason, now))
+        return bool(cur.rowcount)
+
+    async def enable_factory(self, name: str, now: float) -> bool:
+        async with self._write() as db:
+            cur = await db.execute(Q["enable_factory"], (now, name))
+        return bool(cur.rowcount)
+
+    async def list_factories(self) -> list[dict[str, Any]]:
+        async with self._read() as db:
+            rows = await self._fetchall(db, "list_factories")
+            counts = await self._fetchall(db, "factory_order_counts")
+        found: dict[str, dict[str, Any]] = {
+            r[0]: {"name": r[0], "disabled_at": r[1], "disabled_reason": r[2], "shipment_cursor": r[3],
+                   "orders": {}}
+            for r in rows
+        }
+        for factory, state, count in counts:
+            found.setdefault(factory, {"name": factory, "disabled_at": None, "disabled_reason": None,
+                                       "shipment_cursor": None, "orders": {}})["orders"][state] = count
+        return [found[name] for name in sorted(found)]
+
+    async def get_factory_cursor(self, factory: str) -> str | None:
+        async with self._read() as db:
+            rows = await self._fetchall(db, "get_factory_cursor", (factory,))
+        return rows[0][0] if rows else None
+
+    async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None:
+        async with self._write() as db:
+            await db.execute(Q["set_factory_cursor"], (factory, cursor, now))
 
     # --- operator commands -------------------------------------------------------------------------
 
@@ -682,7 +806,7 @@ class SQLiteStore:
         order = dict(zip(cols, r[:7], strict=True)) | {"created_at": r[8], "updated_at": r[9]}
         order["payload"] = json.loads(r[7])
         fo_cols = ("id", "factory", "key", "state", "attempts", "next_attempt_at", "last_error", "dead_reason",
-                   "reference")
+                   "reference", "cancel_state")
         ship_cols = ("id", "factory", "shipment_id", "carrier", "tracking_number", "tracking_url", "lines",
                      "received_at", "push_state", "push_attempts", "push_error", "push_reference")
         return OrderView(

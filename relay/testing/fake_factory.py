@@ -2,7 +2,11 @@
 
 It behaves like a careful real factory: it verifies the Standard Webhooks signature, keeps one order per
 idempotency key however often it is delivered, and reports parcels to relay's callback endpoint (signed
-with its own secret), retrying its callbacks until relay answers 2xx. Faults can be scripted per request.
+with its own secret), retrying its callbacks until relay answers 2xx. It takes `order.cancelled` on the
+same endpoint: a held, unshipped order is cancelled; a shipped one gets 409 `already_shipped`; an unknown
+key is remembered, so an `order.created` arriving after its cancellation is refused with 409 `cancelled`.
+Faults can be scripted per request. `clock` (time.time by default) signs and checks timestamps, so a
+test driving relay with a manual clock moves the factory's clock with it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,10 +68,15 @@ class FakeFactory:
         self.ship_after_s = ship_after_s
         self.split_parcels = split_parcels
         self.callback_url: str | None = None
-        self.deliveries: Counter[str] = Counter()  # valid, signed POSTs per idempotency key
+        self.deliveries: Counter[str] = Counter()  # valid, signed POSTs per message id (order.created and .cancel)
         self.orders: dict[str, HeldOrder] = {}
+        self.cancellations: Counter[str] = Counter()  # valid order.cancelled messages per factory order key
+        self.cancelled_unknown: set[str] = set()  # keys cancelled before (or without) their order.created
+        self.clock: Callable[[], float] = time.time
         self.rejected_signatures = 0
         self.callbacks_sent: Counter[int] = Counter()  # by relay's answer status
+        self.acked: dict[str, int] = {}  # callback message id -> the 2xx status relay answered
+        self.callback_attempts = 50  # per parcel, before the factory gives up on a callback
         self.faults: list[Fault] = []
         self._refs = itertools.count(1)
         self._host = host
@@ -103,7 +113,7 @@ class FakeFactory:
     async def _receive(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         try:
-            message_id, _ = verify([self.signing_secret], request.headers, body, now=time.time(), tolerance_s=300)
+            message_id, _ = verify([self.signing_secret], request.headers, body, now=self.clock(), tolerance_s=300)
         except SignatureError as exc:
             self.rejected_signatures += 1
             return web.json_response({"error": str(exc)}, status=401)
@@ -120,6 +130,10 @@ class FakeFactory:
             return web.Response(status=fault.status, text=fault.body, headers=headers,
                                 content_type="application/json")
         message = json.loads(body)
+        if message.get("type") == "order.cancelled":
+            return self._cancel(message["data"]["key"])
+        if message_id in self.cancelled_unknown:
+            return web.json_response({"error": "cancelled"}, status=409)
         held = self.orders.get(message_id)
         if held is None:
             held = HeldOrder(message_id, message["data"], f"{self.name.upper()}-{next(self._refs):06d}")
@@ -131,6 +145,17 @@ class FakeFactory:
             request.transport.close()
             return web.Response(status=200)
         return web.json_response({"reference": held.reference}, status=201 if held else 200)
+
+    def _cancel(self, key: str) -> web.Response:
+        self.cancellations[key] += 1
+        held = self.orders.get(key)
+        if held is None:
+            self.cancelled_unknown.add(key)
+            return web.json_response({"status": "not_held"})
+        if held.shipped:
+            return web.json_response({"error": "already_shipped"}, status=409)
+        held.cancelled = True
+        return web.json_response({"status": "cancelled"})
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -153,7 +178,8 @@ class FakeFactory:
 
     async def _ship(self, held: HeldOrder) -> None:
         await asyncio.sleep(self.ship_after_s or 0)
-        await self._send_parcels(held)
+        if not held.cancelled:
+            await self._send_parcels(held)
 
     async def _send_parcels(self, held: HeldOrder) -> None:
         for n, lines in enumerate(self.parcels(held), 1):
@@ -165,7 +191,8 @@ class FakeFactory:
                 "tracking_url": None,
                 "lines": lines,
             }
-            await self.send_event({"type": "shipment.created", "data": shipment}, f"{held.reference}-P{n}")
+            await self.send_event({"type": "shipment.created", "data": shipment}, f"{held.reference}-P{n}",
+                                  attempts=self.callback_attempts)
         held.shipped = True
 
     async def send_event(self, event: dict[str, Any], message_id: str, *, attempts: int = 50) -> int:
@@ -174,12 +201,14 @@ class FakeFactory:
         body = json.dumps(event).encode()
         status = 0
         for attempt in range(attempts):
-            headers = signed_headers(self.callback_secret, message_id, int(time.time()), body)
+            headers = signed_headers(self.callback_secret, message_id, int(self.clock()), body)
             headers["Content-Type"] = "application/json"
             try:
                 async with self._session.post(self.callback_url, data=body, headers=headers) as resp:
                     status = resp.status
                     self.callbacks_sent[status] += 1
+                    if 200 <= status < 300:
+                        self.acked[message_id] = status
                     if status < 500:
                         return status
             except (aiohttp.ClientError, TimeoutError):

@@ -74,6 +74,7 @@ WHERE id IN (
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?
       AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
       AND factory IN (SELECT value FROM json_each(?))
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
     ORDER BY next_attempt_at LIMIT ?
 )
 RETURNING id, order_id, factory, key, attempts, payload;
@@ -91,11 +92,17 @@ WHERE id = ?;
 SELECT order_id, id, state, dead_reason FROM factory_orders WHERE order_id IN (SELECT value FROM json_each(?));
 
 -- name: line_totals_of_orders
+-- Lines of a factory order cancelled at the factory no longer count towards "every line shipped".
 SELECT order_id, SUM(quantity), SUM(MIN(shipped_quantity, quantity)) FROM order_lines
-WHERE order_id IN (SELECT value FROM json_each(?)) GROUP BY order_id;
+WHERE order_id IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (SELECT 1 FROM factory_orders f WHERE f.id = order_lines.factory_order_id AND f.state = 'cancelled')
+GROUP BY order_id;
 
 -- name: push_states_of_orders
 SELECT order_id, state, dead_reason FROM storefront_pushes WHERE order_id IN (SELECT value FROM json_each(?));
+
+-- name: message_seen
+SELECT 1 FROM inbound_messages WHERE factory = ? AND message_id = ?;
 
 -- name: remember_message
 INSERT OR IGNORE INTO inbound_messages (factory, message_id, received_at) VALUES (?, ?, ?);
@@ -149,15 +156,37 @@ UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner 
 -- name: release_delivery_leases
 UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?;
 
+-- name: release_cancellation_leases
+UPDATE factory_cancellations SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?;
+
 -- name: release_push_leases
 UPDATE storefront_pushes SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?;
 
 -- name: next_due
 SELECT MIN(t) FROM (
     SELECT MIN(next_attempt_at) AS t FROM factory_orders WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+    UNION ALL
+    SELECT MIN(next_attempt_at) FROM factory_cancellations WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
     UNION ALL
     SELECT MIN(next_attempt_at) FROM storefront_pushes WHERE next_attempt_at IS NOT NULL
 );
+
+-- name: next_delivery_due
+-- Earliest order.created / order.cancelled owed to an enabled factory not in the JSON list given.
+SELECT MIN(t) FROM (
+    SELECT MIN(next_attempt_at) AS t FROM factory_orders WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+      AND factory NOT IN (SELECT value FROM json_each(?1))
+    UNION ALL
+    SELECT MIN(next_attempt_at) FROM factory_cancellations WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+      AND factory NOT IN (SELECT value FROM json_each(?1))
+);
+
+-- name: next_push_due
+SELECT MIN(next_attempt_at) FROM storefront_pushes WHERE next_attempt_at IS NOT NULL;
 
 -- name: order_counts
 SELECT state, attention_reason, COUNT(*) FROM orders GROUP BY state, attention_reason;
@@ -183,8 +212,10 @@ SELECT id, storefront, external_id, number, state, attention_reason, attention_d
 FROM orders WHERE (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?;
 
 -- name: factory_orders_of_order
-SELECT id, factory, key, state, attempts, next_attempt_at, last_error, dead_reason, reference FROM factory_orders
-WHERE order_id = ? ORDER BY id;
+SELECT f.id, f.factory, f.key, f.state, f.attempts, f.next_attempt_at, f.last_error, f.dead_reason, f.reference,
+       c.state
+FROM factory_orders f LEFT JOIN factory_cancellations c ON c.factory_order_id = f.id
+WHERE f.order_id = ? ORDER BY f.id;
 
 -- name: shipments_of_order
 SELECT s.id, f.factory, s.shipment_id, s.carrier, s.tracking_number, s.tracking_url, s.lines, s.received_at,
@@ -214,3 +245,68 @@ WHERE order_id = ? AND state = 'dead';
 
 -- name: replay_factory_order
 UPDATE factory_orders SET state = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?;
+
+-- name: release_factory_order_lease
+UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?;
+
+-- name: factory_orders_to_cancel
+SELECT id, factory, key, state, attempts, lease_expires_at FROM factory_orders WHERE order_id = ? ORDER BY id;
+
+-- name: cancel_factory_order_locally
+-- Keeps any lease: an order.created in flight must finish before its order.cancelled is sent.
+UPDATE factory_orders SET state = 'cancelled', next_attempt_at = NULL, last_error = ?, updated_at = ? WHERE id = ?;
+
+-- name: insert_cancellation
+INSERT OR IGNORE INTO factory_cancellations (factory_order_id, order_id, factory, key, state, next_attempt_at,
+                                             requested_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?);
+
+-- name: claim_cancellations
+UPDATE factory_cancellations SET lease_owner = ?, lease_expires_at = ?
+WHERE id IN (
+    SELECT c.id FROM factory_cancellations c JOIN factory_orders f ON f.id = c.factory_order_id
+    WHERE c.next_attempt_at IS NOT NULL AND c.next_attempt_at <= ?3
+      AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= ?3)
+      AND (f.lease_expires_at IS NULL OR f.lease_expires_at <= ?3)
+      AND c.factory IN (SELECT value FROM json_each(?4))
+      AND c.factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+    ORDER BY c.next_attempt_at LIMIT ?5
+)
+RETURNING id, order_id, factory, key, attempts, requested_at,
+          (SELECT payload FROM factory_orders WHERE factory_orders.id = factory_cancellations.factory_order_id);
+
+-- name: cancellations_by_ids
+SELECT c.id, c.order_id, c.factory_order_id, c.state, c.attempts, c.factory, f.state
+FROM factory_cancellations c JOIN factory_orders f ON f.id = c.factory_order_id
+WHERE c.id IN (SELECT value FROM json_each(?));
+
+-- name: update_cancellation
+UPDATE factory_cancellations
+SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL, lease_expires_at = NULL,
+    updated_at = ?
+WHERE id = ?;
+
+-- name: release_cancellation_lease
+UPDATE factory_cancellations SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?;
+
+-- name: disable_factory
+INSERT INTO factories (name, disabled_at, disabled_reason, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE
+SET disabled_at = excluded.disabled_at, disabled_reason = excluded.disabled_reason, updated_at = excluded.updated_at
+WHERE factories.disabled_at IS NULL;
+
+-- name: enable_factory
+UPDATE factories SET disabled_at = NULL, disabled_reason = NULL, updated_at = ? WHERE name = ? AND disabled_at IS NOT NULL;
+
+-- name: list_factories
+SELECT name, disabled_at, disabled_reason, shipment_cursor FROM factories ORDER BY name;
+
+-- name: factory_order_counts
+SELECT factory, state, COUNT(*) FROM factory_orders GROUP BY factory, state;
+
+-- name: get_factory_cursor
+SELECT shipment_cursor FROM factories WHERE name = ?;
+
+-- name: set_factory_cursor
+INSERT INTO factories (name, shipment_cursor, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET shipment_cursor = excluded.shipment_cursor, updated_at = excluded.updated_at;
