@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fault bench lint clean
+.PHONY: demo test fault fuzz bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
+
+# Crash, fault and bad-input suite (tests/fault, marker `fault`). Knobs: RELAY_FAULT_RUNS (crash-loop
+# runs, default 200), RELAY_FAULT_SEED (replay a run), RELAY_FAULT_EXAMPLES (state-machine examples).
+fault: $(STAMP)
+	$(BIN)/pytest tests/fault -m fault --timeout=1800 $(ARGS)
+
+# `make bench ARGS="--orders 5000 --concurrency 64"` (or BENCH_ORDERS=5000 BENCH_CONCURRENCY=64 make bench)
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

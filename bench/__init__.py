@@ -1,0 +1,1 @@
+"""End-to-end benchmark of relay against the machine's own limits (`make bench`)."""

@@ -1,0 +1,118 @@
+"""Every query the loops run stays indexed as the database grows (see bench/README.md, "scale").
+
+Runs EXPLAIN QUERY PLAN on each hot named query against a migrated database and fails on a full scan
+of orders, factory_orders or storefront_pushes. Scanning a *partial* index (the outbox's
+`WHERE next_attempt_at IS NOT NULL` indexes) is allowed: it holds only rows that are owed, never history.
+Operator and start-up queries (counts, listings, lease release) are deliberately not in the list.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relay.store.sqlite import Q, SQLiteStore
+
+BIG_TABLES = ("orders", "factory_orders", "storefront_pushes")
+
+HOT_QUERIES = [
+    # poller
+    "get_cursor",
+    "set_cursor",
+    "orders_by_external_ids",
+    "insert_order_line",
+    "insert_event_by_external_id",
+    "update_order_payload",
+    # router
+    "claim_orders_to_route",
+    "order_states",
+    "assign_line",
+    "set_order_state",
+    # forwarder
+    "claim_deliveries",
+    "factory_orders_by_ids",
+    "update_factory_order",
+    "next_due",
+    # derived order state (every commit of the forwarder, shipper and inbound callbacks)
+    "factory_orders_of_orders",
+    "line_totals_of_orders",
+    "push_states_of_orders",
+    # inbound shipment callbacks
+    "factory_order_for_shipment",
+    "lines_of_order",
+    "add_shipped_quantity",
+    "set_factory_order_shipped",
+    # shipper
+    "claim_pushes",
+    "pushes_by_ids",
+    "update_push",
+    # lookups by external id
+    "find_order_by_external",
+]
+OPTIONAL = {"shipment_exists"}  # checked when present
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> sqlite3.Connection:
+    store = SQLiteStore(str(tmp_path / "plans.db"))
+    await store.open()
+    await store.migrate()
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "plans.db")
+    yield conn
+    conn.close()
+
+
+def _partial_indexes(db: sqlite3.Connection) -> set[str]:
+    return {
+        name
+        for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        if re.search(r"\bWHERE\b", sql, re.I)
+    }
+
+
+def _names_for_big_tables(sql: str) -> set[str]:
+    """The big tables and any alias the query gives them (`FROM factory_orders f` -> f)."""
+    names = set(BIG_TABLES)
+    for table, alias in re.findall(r"\b(orders|factory_orders|storefront_pushes)\s+(?:AS\s+)?([a-z_]\w*)", sql, re.I):
+        if alias.upper() not in {"WHERE", "SET", "ON", "JOIN", "LEFT", "INNER", "GROUP", "ORDER", "LIMIT", "USING",
+                                 "VALUES", "WITH", "AS"}:
+            names.add(alias)
+    return names
+
+
+def full_scans(db: sqlite3.Connection, name: str) -> list[str]:
+    sql = Q[name]
+    params = [None] * sql.count("?") if "?1" not in sql else [None] * len(set(re.findall(r"\?\d+", sql)))
+    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    partial = _partial_indexes(db)
+    names = _names_for_big_tables(sql)
+    bad = []
+    for detail in plan:
+        m = re.match(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", detail)
+        if m and m.group(1) in names and m.group(2) not in partial:
+            bad.append(detail)
+    return bad
+
+
+def test_every_hot_query_is_known() -> None:
+    missing = [name for name in HOT_QUERIES if name not in Q]
+    assert not missing, f"hot queries renamed or removed, update this test: {missing}"
+
+
+@pytest.mark.parametrize("name", HOT_QUERIES + sorted(OPTIONAL))
+async def test_hot_query_does_not_scan_a_big_table(db: sqlite3.Connection, name: str) -> None:
+    if name not in Q:
+        pytest.skip(f"{name} not defined")
+    assert full_scans(db, name) == [], f"{name} scans a whole table:\n{Q[name]}"
+
+
+async def test_the_check_catches_a_full_scan(db: sqlite3.Connection) -> None:
+    Q["_probe"] = "SELECT id FROM orders WHERE lease_owner = ?"
+    try:
+        assert full_scans(db, "_probe") == ["SCAN orders"]
+    finally:
+        del Q["_probe"]
