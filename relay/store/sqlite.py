@@ -126,6 +126,8 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._shipments: list[tuple[str, str, Shipment, float, asyncio.Future[ShipmentResult]]] = []
+        self._shipment_writer: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -512,70 +514,118 @@ class SQLiteStore:
     # --- inbound shipments -------------------------------------------------------------------------
 
     async def record_shipment(self, factory: str, message_id: str, shipment: Shipment, now: float) -> ShipmentResult:
-        """Record one parcel from `factory` and queue its tracking push, or change nothing at all."""
-        async with self._write() as db:
-            found = await self._fetchall(db, "factory_order_for_shipment", (shipment.factory_order_key,))
-            if not found or found[0][2] != factory:
-                return ShipmentResult(ShipmentVerdict.UNKNOWN_ORDER, detail="no such order for this factory")
-            fo_id, order_id, _, fo_state, storefront, external_id, number = found[0]
-            if await self._fetchall(db, "message_seen", (factory, message_id)):
-                return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "message already processed")
-            if await self._fetchall(db, "shipment_exists", (fo_id, shipment.shipment_id)):
-                return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "parcel already recorded")
-            lines = {r[0]: r for r in await self._fetchall(db, "lines_of_order", (order_id,))}
-            problems = []
-            wanted: dict[str, int] = defaultdict(int)
-            for ln in shipment.lines:
-                wanted[ln.line_id] += ln.quantity
-            for line_id, qty in wanted.items():
-                row = lines.get(line_id)
-                if row is None or row[3] != fo_id:
-                    problems.append(f"line {line_id!r} is not part of this factory order")
-                elif row[2] + qty > row[1]:
-                    problems.append(f"line {line_id!r}: {row[2] + qty} shipped exceeds {row[1]} ordered")
-            if problems:
-                return ShipmentResult(ShipmentVerdict.INVALID_LINES, order_id, "; ".join(problems))
-            current = FactoryOrderState(fo_state)
-            if current is FactoryOrderState.CANCELLED:
-                # The factory shipped before it saw our cancellation: the parcel is real, keep it flowing.
-                current = FactoryOrderState.PLACED
-            fo_left = sum(r[1] - r[2] - wanted.get(lid, 0) for lid, r in lines.items() if r[3] == fo_id)
-            order_left = sum(r[1] - r[2] - wanted.get(lid, 0) for lid, r in lines.items())
-            target = FactoryOrderState.SHIPPED if fo_left <= 0 else FactoryOrderState.PARTIALLY_SHIPPED
-            check_transition(FACTORY_ORDER_TRANSITIONS, current, target, subject=f"factory order {fo_id}")
-            lines_json = json.dumps([ln.model_dump() for ln in shipment.lines])
-            cur = await db.execute(
-                Q["insert_shipment"],
-                (fo_id, order_id, shipment.shipment_id, shipment.carrier, shipment.tracking_number,
-                 shipment.tracking_url, lines_json, now),
-            )
-            shipment_row = cur.lastrowid
-            await db.executemany(Q["add_shipped_quantity"], [(q, order_id, lid) for lid, q in wanted.items()])
-            push = ShipmentPush(
-                key=shipment_push_key(shipment.factory_order_key, shipment.shipment_id),
-                storefront=storefront,
-                order_id=external_id,
-                order_number=number,
-                carrier=shipment.carrier,
-                tracking_number=shipment.tracking_number,
-                tracking_url=shipment.tracking_url,
-                lines=shipment.lines,
-                order_fully_shipped=order_left <= 0,
-            )
-            await db.execute(
-                Q["insert_push"],
-                (shipment_row, order_id, storefront, push.key, push.model_dump_json(), now, now, now),
-            )
-            await db.execute(Q["set_factory_order_shipped"], (target, now, fo_id))
-            # Only an accepted message is remembered: a rejected one may be corrected and sent again.
-            await db.execute(Q["remember_message"], (factory, message_id, now))
-            events = [
-                _event(order_id, now, "shipment_received", None, None, factory=factory,
-                       shipment_id=shipment.shipment_id, carrier=shipment.carrier,
-                       tracking_number=shipment.tracking_number, message_id=message_id)
-            ]
-            await self._refresh_orders(db, [order_id], now, events, cause="shipment")
-            await db.executemany(Q["insert_event"], events)
+        """Record one parcel from `factory` and queue its tracking push, or change nothing at all.
+
+        Group-committed: callbacks that arrive while a transaction is running share the next one, each
+        recorded in arrival order exactly as alone; every caller returns only after that COMMIT. If a
+        shared transaction fails, each of its callbacks is retried alone, so one bad parcel cannot fail
+        the others.
+        """
+        waiter: asyncio.Future[ShipmentResult] = asyncio.get_running_loop().create_future()
+        self._shipments.append((factory, message_id, shipment, now, waiter))
+        if self._shipment_writer is None or self._shipment_writer.done():
+            self._shipment_writer = asyncio.create_task(self._write_shipments())
+        return await waiter
+
+    async def _write_shipments(self) -> None:
+        batch: list[tuple[str, str, Shipment, float, asyncio.Future[ShipmentResult]]] = []
+        try:
+            while self._shipments:
+                batch, self._shipments = self._shipments, []
+                if len(batch) > 1 and await self._shipments_in_one_transaction(batch):
+                    continue
+                for item in batch:
+                    await self._shipments_in_one_transaction([item])
+        finally:
+            for *_, waiter in batch:  # only if cancelled mid-batch: callers answer 5xx, factories retry
+                if not waiter.done():
+                    waiter.cancel()
+
+    async def _shipments_in_one_transaction(
+        self, group: list[tuple[str, str, Shipment, float, asyncio.Future[ShipmentResult]]]
+    ) -> bool:
+        """Record `group` in one transaction and answer its callers. False (nobody answered) if it failed
+        and holds several callbacks; a lone callback gets the error itself."""
+        try:
+            async with self._write() as db:
+                results = [await self._record_one_shipment(db, *item[:4]) for item in group]
+        except Exception as exc:
+            if len(group) > 1:
+                return False
+            if not group[0][4].done():
+                group[0][4].set_exception(exc)
+            return True
+        for item, result in zip(group, results, strict=True):
+            if not item[4].done():
+                item[4].set_result(result)
+        return True
+
+    async def _record_one_shipment(
+        self, db: aiosqlite.Connection, factory: str, message_id: str, shipment: Shipment, now: float
+    ) -> ShipmentResult:
+        """`record_shipment`'s work inside the caller's transaction."""
+        found = await self._fetchall(db, "factory_order_for_shipment", (shipment.factory_order_key,))
+        if not found or found[0][2] != factory:
+            return ShipmentResult(ShipmentVerdict.UNKNOWN_ORDER, detail="no such order for this factory")
+        fo_id, order_id, _, fo_state, storefront, external_id, number = found[0]
+        if await self._fetchall(db, "message_seen", (factory, message_id)):
+            return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "message already processed")
+        if await self._fetchall(db, "shipment_exists", (fo_id, shipment.shipment_id)):
+            return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "parcel already recorded")
+        lines = {r[0]: r for r in await self._fetchall(db, "lines_of_order", (order_id,))}
+        problems = []
+        wanted: dict[str, int] = defaultdict(int)
+        for ln in shipment.lines:
+            wanted[ln.line_id] += ln.quantity
+        for line_id, qty in wanted.items():
+            row = lines.get(line_id)
+            if row is None or row[3] != fo_id:
+                problems.append(f"line {line_id!r} is not part of this factory order")
+            elif row[2] + qty > row[1]:
+                problems.append(f"line {line_id!r}: {row[2] + qty} shipped exceeds {row[1]} ordered")
+        if problems:
+            return ShipmentResult(ShipmentVerdict.INVALID_LINES, order_id, "; ".join(problems))
+        current = FactoryOrderState(fo_state)
+        if current is FactoryOrderState.CANCELLED:
+            # The factory shipped before it saw our cancellation: the parcel is real, keep it flowing.
+            current = FactoryOrderState.PLACED
+        fo_left = sum(r[1] - r[2] - wanted.get(lid, 0) for lid, r in lines.items() if r[3] == fo_id)
+        order_left = sum(r[1] - r[2] - wanted.get(lid, 0) for lid, r in lines.items())
+        target = FactoryOrderState.SHIPPED if fo_left <= 0 else FactoryOrderState.PARTIALLY_SHIPPED
+        check_transition(FACTORY_ORDER_TRANSITIONS, current, target, subject=f"factory order {fo_id}")
+        lines_json = json.dumps([ln.model_dump() for ln in shipment.lines])
+        cur = await db.execute(
+            Q["insert_shipment"],
+            (fo_id, order_id, shipment.shipment_id, shipment.carrier, shipment.tracking_number,
+             shipment.tracking_url, lines_json, now),
+        )
+        shipment_row = cur.lastrowid
+        await db.executemany(Q["add_shipped_quantity"], [(q, order_id, lid) for lid, q in wanted.items()])
+        push = ShipmentPush(
+            key=shipment_push_key(shipment.factory_order_key, shipment.shipment_id),
+            storefront=storefront,
+            order_id=external_id,
+            order_number=number,
+            carrier=shipment.carrier,
+            tracking_number=shipment.tracking_number,
+            tracking_url=shipment.tracking_url,
+            lines=shipment.lines,
+            order_fully_shipped=order_left <= 0,
+        )
+        await db.execute(
+            Q["insert_push"],
+            (shipment_row, order_id, storefront, push.key, push.model_dump_json(), now, now, now),
+        )
+        await db.execute(Q["set_factory_order_shipped"], (target, now, fo_id))
+        # Only an accepted message is remembered: a rejected one may be corrected and sent again.
+        await db.execute(Q["remember_message"], (factory, message_id, now))
+        events = [
+            _event(order_id, now, "shipment_received", None, None, factory=factory,
+                   shipment_id=shipment.shipment_id, carrier=shipment.carrier,
+                   tracking_number=shipment.tracking_number, message_id=message_id)
+        ]
+        await self._refresh_orders(db, [order_id], now, events, cause="shipment")
+        await db.executemany(Q["insert_event"], events)
         return ShipmentResult(ShipmentVerdict.ACCEPTED, order_id)
 
     # --- ship: storefront pushes -------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""Shipment callbacks that arrive together share one transaction, each with the effect it has alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.models import Shipment
+from relay.store import ShipmentVerdict
+from relay.testing.harness import Harness
+from relay.testing.vendor import SeedLine
+
+
+def parcel(key: str, line_id: str, n: int = 1) -> Shipment:
+    return Shipment.model_validate({
+        "factory_order_key": key, "shipment_id": f"P{n}", "carrier": "SF Express",
+        "tracking_number": f"SF{abs(hash((key, n))) % 10**10:010d}", "lines": [{"line_id": line_id, "quantity": 1}],
+    })
+
+
+async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp_path: Path) -> None:
+    async with Harness(tmp_path, ship_after_s=None) as h:
+        ids = [h.storefront.add_order([SeedLine("TEE-RED-M", quantity=1)]) for _ in range(3)]
+        async with h.app() as app:
+            await app.run_once()
+            held = list(h.factories["acme"].orders.values())
+            assert len(held) == 3
+            commits: list[str] = []
+            await app.store.db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+            now = time.time()
+            calls = [app.store.record_shipment("acme", f"m-{o.key}", parcel(o.key, o.payload["lines"][0]["line_id"]), now)
+                     for o in held]
+            first = held[0]
+            calls.append(app.store.record_shipment(  # the same message again, in the same batch
+                "acme", f"m-{first.key}", parcel(first.key, first.payload["lines"][0]["line_id"]), now))
+            calls.append(app.store.record_shipment("acme", "m-x", parcel("fo_unknown", "1"), now))
+            results = await asyncio.gather(*calls)
+            await app.store.db.set_trace_callback(None)
+            assert [r.verdict for r in results] == [ShipmentVerdict.ACCEPTED] * 3 + [
+                ShipmentVerdict.DUPLICATE, ShipmentVerdict.UNKNOWN_ORDER]
+            assert commits == ["COMMIT"]
+            await app.run_once()
+        for order_id in ids:
+            assert len(h.storefront.fulfilments(order_id)) == 1
+
+
+async def test_a_failing_callback_does_not_fail_the_others_in_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Harness(tmp_path, ship_after_s=None) as h:
+        for _ in range(2):
+            h.storefront.add_order([SeedLine("TEE-RED-M", quantity=1)])
+        async with h.app() as app:
+            await app.run_once()
+            good, bad = list(h.factories["acme"].orders.values())
+            original = app.store._record_one_shipment  # type: ignore[attr-defined]
+
+            async def flaky(db: Any, factory: str, message_id: str, shipment: Shipment, now: float) -> Any:
+                if message_id == "m-bad":
+                    raise RuntimeError("boom")
+                return await original(db, factory, message_id, shipment, now)
+
+            monkeypatch.setattr(app.store, "_record_one_shipment", flaky)
+            now = time.time()
+            results = await asyncio.gather(
+                app.store.record_shipment("acme", "m-good", parcel(good.key, good.payload["lines"][0]["line_id"]), now),
+                app.store.record_shipment("acme", "m-bad", parcel(bad.key, bad.payload["lines"][0]["line_id"]), now),
+                return_exceptions=True,
+            )
+            assert results[0].verdict is ShipmentVerdict.ACCEPTED  # type: ignore[union-attr]
+            assert isinstance(results[1], RuntimeError)
+            stats = await app.store.stats()
+            assert stats["storefront_pushes"] == {"pending": 1}
