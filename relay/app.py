@@ -2,7 +2,8 @@
 
 Opening builds everything in dependency order (store, adapters, loops, inbound server) and registers a
 close hook for each; closing runs the hooks in reverse order, logging a failing hook and running the rest.
-`run()` starts one poller per storefront, the router, the forwarder and the shipper. On SIGTERM/SIGINT
+`run()` starts one poller per storefront, the router, the forwarder, one shipment poller per factory
+that is polled rather than calling back, and the shipper. On SIGTERM/SIGINT
 (or `stop()`) pollers and the router stop at once (their work is transactional), while in-flight
 deliveries and pushes are drained for up to `daemon.shutdown_grace_s` before being cancelled; a
 cancelled send is simply resent later with the same idempotency key.
@@ -23,7 +24,8 @@ import structlog
 from aiohttp import web
 
 from relay.config import Settings
-from relay.contracts import AdapterContext, FactoryAdapter, StorefrontAdapter
+from relay.contracts import AdapterContext, FactoryAdapter, ShipmentSource, StorefrontAdapter
+from relay.factory_poller import FactoryPoller
 from relay.forwarder import Forwarder
 from relay.http import new_session
 from relay.inbound import InboundServer
@@ -61,6 +63,7 @@ class App:
         self.storefronts: dict[str, StorefrontAdapter] = {}
         self.factories: dict[str, FactoryAdapter] = {}
         self.pollers: list[Poller] = []
+        self.factory_pollers: list[FactoryPoller] = []
         self.inbound_url: str | None = None
 
     # --- open / close --------------------------------------------------------------------------------
@@ -104,6 +107,10 @@ class App:
             adapter = cls(name, fs.options, replace(context, log=self.log.bind(factory=name)))
             self.factories[name] = adapter
             self.on_close(f"factory {name}", adapter.aclose)
+        for row in await self.store.list_factories():
+            if row["disabled_at"] is not None and row["name"] in self.factories:
+                self.log.warning("factory_disabled", factory=row["name"], reason=row["disabled_reason"],
+                                 hint=f"relay factories enable {row['name']}")
 
         d = s.daemon
         self.shipper = Shipper(
@@ -132,6 +139,14 @@ class App:
                 clock=self.clock, log=self.log.bind(loop="poller"), on_orders=self.router.wake,
             )
             for name, sf in s.storefronts.items()
+        ]
+        self.factory_pollers = [
+            FactoryPoller(
+                self.store, name, adapter, interval=s.factories[name].shipment_poll_interval_s, clock=self.clock,
+                log=self.log.bind(loop="factory_poller"), on_shipments=self.shipper.wake,
+            )
+            for name, adapter in self.factories.items()
+            if isinstance(adapter, ShipmentSource)
         ]
         if s.inbound.enabled:
             await self._start_inbound()
@@ -175,7 +190,7 @@ class App:
     # --- run -----------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        loops: list[Loop] = [*self.pollers, self.router, self.forwarder, self.shipper]
+        loops: list[Loop] = [*self.pollers, self.router, self.forwarder, *self.factory_pollers, self.shipper]
         failing = {
             f"{loop.name}:{getattr(getattr(loop, 'adapter', None), 'name', '')}".rstrip(":"): loop.health.last_error
             for loop in loops
@@ -190,13 +205,16 @@ class App:
         self._stopping.set()
 
     async def run_once(self) -> None:
-        """One full pass: poll every storefront, route, deliver what is due, push what is due."""
+        """One full pass: poll every storefront, route, deliver what is due, poll polled factories for
+        shipments, push what is due."""
         for poller in self.pollers:
             await poller.safe_pass()
         while await self.router.safe_pass():
             pass
-        for outbox in (self.forwarder, self.shipper):
-            await run_until_idle(outbox)
+        await run_until_idle(self.forwarder)
+        for poller in self.factory_pollers:
+            await poller.safe_pass()
+        await run_until_idle(self.shipper)
 
     async def run(self, *, once: bool = False) -> None:
         if once:
@@ -210,7 +228,10 @@ class App:
 
     async def _run_forever(self) -> None:
         stopping = self._stopping
-        quick = [asyncio.create_task(loop.run(stopping), name=f"{loop.name}") for loop in [*self.pollers, self.router]]
+        quick = [
+            asyncio.create_task(loop.run(stopping), name=f"{loop.name}")
+            for loop in [*self.pollers, self.router, *self.factory_pollers]
+        ]
         draining = [asyncio.create_task(loop.run(stopping), name=loop.name) for loop in (self.forwarder, self.shipper)]
         self.log.info("relay_started", storefronts=list(self.storefronts), factories=list(self.factories))
         everything = quick + draining

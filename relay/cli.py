@@ -1,4 +1,4 @@
-"""Command line: `relay run | migrate | check | demo | orders ...`.
+"""Command line: `relay run | migrate | check | demo | orders ... | factories ...`.
 
 Exit codes: 0 success, 1 failure (e.g. a demo that did not deliver), 2 usage, 78 configuration error
 (sysexits EX_CONFIG), 75 store unavailable (EX_TEMPFAIL).
@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         p = osub.add_parser(name, help=text)
         p.add_argument("order_id", type=int)
     sub.add_parser("stats", help="counts per state")
+    factories = sub.add_parser("factories", help="list factories; enable or disable deliveries to one")
+    fsub = factories.add_subparsers(dest="action", required=True)
+    fsub.add_parser("list", help="configured factories: enabled or disabled (since, why), orders per state")
+    enable = fsub.add_parser("enable", help="resume deliveries to a factory (e.g. after it answered 410)")
+    enable.add_argument("name")
+    disable = fsub.add_parser("disable", help="pause deliveries to a factory; its orders wait")
+    disable.add_argument("name")
+    disable.add_argument("--reason", default="disabled by an operator")
     return parser
 
 
@@ -111,6 +119,34 @@ async def _orders(settings: Settings, args: argparse.Namespace) -> int:
     return result
 
 
+async def _factories(settings: Settings, args: argparse.Namespace) -> int:
+    async def act(store: Any) -> int:
+        if args.action == "list":
+            known = {row["name"]: row for row in await store.list_factories()}
+            for name in sorted(set(settings.factories) | set(known)):
+                row = known.get(name, {})
+                where = "" if name in settings.factories else "  (not configured)"
+                state = (f"disabled since {_ts(row['disabled_at'])}: {row['disabled_reason']}"
+                         if row.get("disabled_at") else "enabled")
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(row.get("orders", {}).items())) or "no orders"
+                print(f"{name:<20} {state}  [{counts}]{where}")
+            return 0
+        if args.name not in settings.factories:
+            print(f"unknown factory {args.name!r}; configured: {', '.join(sorted(settings.factories))}",
+                  file=sys.stderr)
+            return EX_FAILURE
+        if args.action == "enable":
+            changed = await store.enable_factory(args.name, time.time())
+            print(f"{args.name}: {'enabled; its waiting orders go out now' if changed else 'was not disabled'}")
+        else:
+            changed = await store.disable_factory(args.name, args.reason, time.time())
+            print(f"{args.name}: {'disabled; its orders wait' if changed else 'was already disabled'}")
+        return 0
+
+    result: int = await _with_store(settings, act)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     registry = Registry()
@@ -133,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "orders":
             return asyncio.run(_orders(settings, args))
+        if args.command == "factories":
+            return asyncio.run(_factories(settings, args))
         if args.command == "stats":
             print(json.dumps(asyncio.run(_with_store(settings, lambda store: store.stats())), indent=2))
             return 0

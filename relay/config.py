@@ -128,6 +128,7 @@ class StorefrontSettings(_AdapterSection):
 class FactorySettings(_AdapterSection):
     callback_secrets: tuple[Secret, ...] = Field(min_length=1)
     concurrency: int = Field(default=8, ge=1, le=256)
+    shipment_poll_interval_s: float = Field(default=60.0, gt=0)  # adapters that are polled for shipments
     retry: RetrySettings = RetrySettings()
 
 

@@ -105,11 +105,12 @@ class FactoryAdapter(Protocol):
 class ShipmentPage:
     """One page of a polled factory's shipment listing, and the cursor that follows it.
 
-    The core records the page's shipments, then stores `cursor`, and asks for `since=cursor` next.
+    The core records the page's shipments, then stores `cursor` (None: unchanged), and asks for
+    `since=cursor` next time.
     """
 
     shipments: Sequence[Shipment]
-    cursor: str
+    cursor: str | None
 
 
 @runtime_checkable

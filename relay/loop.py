@@ -28,8 +28,10 @@ class Health:
         self._log = log.bind(**context)
         self.failing_since: float | None = None
         self.last_error: str | None = None
+        self.failures = 0
 
     def failed(self, now: float, error: BaseException | str, event: str = "failing") -> None:
+        self.failures += 1
         self.last_error = str(error)
         if self.failing_since is None:
             self.failing_since = now
@@ -68,6 +70,7 @@ class Loop:
 
     async def safe_pass(self) -> bool:
         """One pass; store outages and unexpected errors are logged (once) and retried, never fatal."""
+        failures = self.health.failures
         try:
             busy = await self.run_pass()
         except asyncio.CancelledError:
@@ -79,7 +82,8 @@ class Loop:
             self.log.exception("pass_failed", loop=self.name)
             self.health.failed(self.clock(), exc)
             return False
-        self.health.ok(self.clock())
+        if self.health.failures == failures:  # a pass that reported its own failure is no recovery
+            self.health.ok(self.clock())
         return busy
 
     async def run(self, stopping: asyncio.Event) -> None:

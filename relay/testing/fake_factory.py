@@ -87,12 +87,16 @@ class FakeFactory:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_post("/orders", self._receive)
+        self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, 0).start()
         self.url = f"http://{self._host}:{self._runner.addresses[0][1]}/orders"
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    def add_routes(self, app: web.Application) -> None:
+        """The endpoints this fake serves (subclasses add theirs)."""
+        app.router.add_post("/orders", self._receive)
 
     async def close(self) -> None:
         for task in list(self._tasks):
