@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -59,7 +59,8 @@ def order_cancelled_body(order: FactoryOrder, cancelled_at: datetime) -> bytes:
         "order_number": order.order_number,
         "reason": "cancelled_on_storefront",
     }
-    message = {"type": "order.cancelled", "timestamp": cancelled_at.isoformat(), "data": data}
+    when = cancelled_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    message = {"type": "order.cancelled", "timestamp": when, "data": data}
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
 
 
