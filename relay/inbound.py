@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from relay.exceptions import StoreUnavailable
+from relay.faults import crash_point
 from relay.models import Shipment
 from relay.signing import SignatureError, verify
 from relay.store import ShipmentVerdict, Store
@@ -118,6 +119,7 @@ class InboundServer:
         except StoreUnavailable as exc:
             log.error("callback_store_unavailable", error=str(exc))
             return _problem(503, "temporarily unavailable", None, **{"Retry-After": "5"})
+        crash_point("during_callback")
         log = log.bind(order_id=result.order_id, message_id=message_id, shipment_id=event.data.shipment_id)
         if result.verdict is ShipmentVerdict.UNKNOWN_ORDER:
             log.warning("callback_unknown_order", key=event.data.factory_order_key)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from relay.exceptions import StoreUnavailable
+from relay.faults import crash_point
 
 Job = TypeVar("Job")
 Outcome = TypeVar("Outcome")
@@ -160,6 +161,8 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         if room <= 0 or not destinations:
             return False
         jobs = [j for j in await self.claim(destinations, room) if self.job_id(j) not in self._claimed]
+        if jobs:
+            crash_point("after_claim")
         for job in jobs:
             self._claimed.add(self.job_id(job))
             task = asyncio.create_task(self._run_job(job))

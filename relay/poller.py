@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.contracts import StorefrontAdapter
 from relay.exceptions import AuthError, RetriableAdapterError
+from relay.faults import crash_point
 from relay.loop import Loop
 from relay.models import Malformed, Order
 from relay.store import Store
@@ -64,6 +65,7 @@ class Poller(Loop):
             result = await self.store.ingest(
                 self.adapter.name, orders, malformed, newest if self.adapter.is_sorted else None, self.clock()
             )
+            crash_point("after_ingest")
             for bad in malformed:
                 self.log.warning("order_quarantined", external_id=bad.external_id, reason=bad.reason)
             if result.new or result.requeued or result.cancelled:

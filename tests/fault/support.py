@@ -1,0 +1,376 @@
+"""The fault suite's world: fake storefront and factories in the test process, the daemon as a real
+subprocess (`relay -c relay.toml run`), optional fault proxies in between, and the exactly-once oracle.
+
+The oracle reads the fakes' records and the daemon's database (read-only sqlite3 connection):
+
+* no order missing: every seeded storefront order is in the database and `completed`;
+* each factory holds each (order, factory) exactly once, under the stable key (duplicates are counted
+  by the storefront order id in the payload, so a regenerated key is caught too);
+* every order's tracking is on the storefront exactly once per parcel;
+* every callback the daemon answered with 2xx is in the `shipments` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.demo.fake import FakeDemoStorefront
+from relay.models import factory_order_key
+from relay.testing.fake_factory import FakeFactory
+from relay.testing.faultproxy import FaultProxy
+from relay.testing.vendor import SeedLine
+
+RELAY = str(Path(sys.executable).with_name("relay"))
+SKUS = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
+FAST_RETRY = [0, 0.2, 0.5] + [1.0] * 60  # never dead-letters within a test, never waits long
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    out = []
+    if prefix and scalars:
+        out.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
+    out.extend(scalars)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.append(dump_toml(value, (*prefix, key)))
+    return "\n".join(out) + "\n"
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class Daemon:
+    """One relay process. Output is appended to the world's log file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, crash_at: str | None) -> None:
+        self.proc = proc
+        self.crash_at = crash_at
+        self.killed_by_us = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            return None
+
+    async def kill(self) -> int:
+        if self.alive():
+            self.killed_by_us = True
+            self.proc.send_signal(signal.SIGKILL)
+        return await self.proc.wait()
+
+    def term(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+
+@dataclass
+class Verdict:
+    orders: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def lose(self, text: str) -> None:
+        self.lost += 1
+        self.problems.append("LOST " + text)
+
+    def dup(self, text: str) -> None:
+        self.duplicated += 1
+        self.problems.append("DUPLICATED " + text)
+
+    def other(self, text: str) -> None:
+        self.problems.append(text)
+
+    def report(self, limit: int = 25) -> str:
+        head = f"{self.orders} orders checked, {self.lost} lost, {self.duplicated} duplicated"
+        return "\n".join([head, *self.problems[:limit]] + ([f"... {len(self.problems) - limit} more"]
+                                                           if len(self.problems) > limit else []))
+
+
+class World:
+    """Fakes + config + database for one fault scenario."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        proxy_factories: bool = False,
+        proxy_storefront: bool = False,
+        ship_after_s: float | None = 0.0,
+        split_parcels: bool = True,
+        db_dir: Path | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.db_path = (db_dir or tmp_path) / "relay.db"
+        self.config_path = tmp_path / "relay.toml"
+        self.log_path = tmp_path / "daemon.log"
+        self.storefront = FakeDemoStorefront(page_size=20)
+        self.factories = {
+            name: FakeFactory(name, ship_after_s=ship_after_s, split_parcels=split_parcels)
+            for name in ("acme", "bolt")
+        }
+        for f in self.factories.values():
+            f.callback_attempts = 100_000  # a real factory keeps retrying; so do ours, for the oracle
+        self.proxy_factories = proxy_factories
+        self.proxy_storefront = proxy_storefront
+        self.proxies: dict[str, FaultProxy] = {}
+        self.port = free_port()
+        self.extra = config or {}
+        self.seeded: dict[str, list[SeedLine]] = {}
+        self.daemons: list[Daemon] = []
+
+    async def __aenter__(self) -> World:
+        await self.storefront.start()
+        for name, f in self.factories.items():
+            await f.start()
+            f.callback_url = f"http://127.0.0.1:{self.port}/v1/factories/{name}/events"
+            if self.proxy_factories:
+                host, port = f.url.split("//")[1].split("/")[0].split(":")
+                self.proxies[name] = FaultProxy(host, int(port))
+                await self.proxies[name].start()
+        if self.proxy_storefront:
+            host, port = self.storefront.url.split("//")[1].split(":")
+            self.proxies["storefront"] = FaultProxy(host, int(port))
+            await self.proxies["storefront"].start()
+        self.write_config()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for d in self.daemons:
+            if d.alive():
+                await d.kill()
+        for p in self.proxies.values():
+            await p.close()
+        for f in self.factories.values():
+            await f.close()
+        await self.storefront.close()
+
+    # --- config and daemon -----------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        sf_url = self.proxies["storefront"].url() if "storefront" in self.proxies else self.storefront.url
+        base: dict[str, Any] = {
+            "daemon": {
+                "database": f"sqlite:///{self.db_path}",
+                "instance_id": "fault-suite",  # fixed: a restarted daemon frees its predecessor's leases
+                "shutdown_grace_s": 5.0,
+                "lease_s": 60.0,
+                "batch_size": 50,
+                "log_format": "json",
+                "log_level": "warning",
+            },
+            "inbound": {"host": "127.0.0.1", "port": self.port},
+            "egress": {"allow_plain_http": True, "allow_private_addresses": True, "total_timeout_s": 5.0,
+                       "connect_timeout_s": 2.0},
+            "storefronts": {
+                "shop": {
+                    "adapter": "demo", "url": sf_url, "token": self.storefront.token, "page_size": 20,
+                    "poll_interval_s": 0.2, "cursor_overlap_s": 5.0,
+                    "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
+                }
+            },
+            "factories": {
+                name: {
+                    "adapter": "webhook",
+                    "url": self.proxies[name].url("/orders") if name in self.proxies else f.url,
+                    "signing_secret": f.signing_secret,
+                    "callback_secrets": [f.callback_secret],
+                    "timeout_s": 2.0,
+                    "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
+                }
+                for name, f in self.factories.items()
+            },
+            "routing": {"skus": SKUS},
+        }
+        return merge(base, self.extra)
+
+    def write_config(self, **extra: Any) -> None:
+        if extra:
+            self.extra = merge(self.extra, extra)
+        self.config_path.write_text(dump_toml(self.config()), encoding="utf-8")
+
+    async def start(self, *args: str, crash_at: str | None = None, command: str = "run") -> Daemon:
+        env = {k: v for k, v in os.environ.items() if k != "RELAY_CRASH_AT"}
+        if crash_at:
+            env["RELAY_CRASH_AT"] = crash_at
+        with self.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} relay {command} {' '.join(args)} crash_at={crash_at}\n")
+        log = self.log_path.open("ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                RELAY, "-c", str(self.config_path), command, *args, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        finally:
+            log.close()
+        daemon = Daemon(proc, crash_at)
+        self.daemons.append(daemon)
+        return daemon
+
+    async def wait_ready(self, daemon: Daemon, timeout: float = 20.0) -> bool:
+        """Wait until the daemon's inbound server answers (it is fully started, signal handlers in place)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and daemon.alive():
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return True
+        return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    # --- orders --------------------------------------------------------------------------------------
+
+    def add_order(self, rng: random.Random) -> str:
+        skus = rng.sample(list(SKUS), rng.randint(1, 3))
+        lines = [SeedLine(sku, rng.randint(1, 3)) for sku in skus]
+        oid = self.storefront.add_order(lines)
+        self.seeded[oid] = lines
+        return oid
+
+    def expected_factories(self, oid: str) -> set[str]:
+        return {SKUS[line.sku] for line in self.seeded[oid] if line.sku}
+
+    # --- database --------------------------------------------------------------------------------------
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if not self.db_path.exists():
+            return []
+        con = self.db()
+        try:
+            return con.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []  # not migrated yet
+        finally:
+            con.close()
+
+    def order_states(self) -> dict[str, str]:
+        return dict(self.query("SELECT external_id, state FROM orders WHERE storefront = 'shop'"))
+
+    # --- convergence and the oracle -----------------------------------------------------------------
+
+    def settled(self) -> bool:
+        states = self.order_states()
+        if any(states.get(oid) != "completed" for oid in self.seeded):
+            return False
+        if any(f._tasks for f in self.factories.values()):  # callbacks still being delivered
+            return False
+        return all(h.shipped for f in self.factories.values() for h in f.orders.values())
+
+    async def wait_settled(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.settled():
+                return True
+            await asyncio.sleep(0.2)
+        return self.settled()
+
+    def oracle(self) -> Verdict:
+        v = Verdict(orders=len(self.seeded))
+        states = self.order_states()
+        held_by: dict[tuple[str, str], list[str]] = defaultdict(list)
+        parcels: dict[str, list[str]] = defaultdict(list)  # storefront order id -> tracking numbers shipped
+        for name, f in self.factories.items():
+            for held in f.orders.values():
+                held_by[(held.payload["order_id"], name)].append(held.key)
+                if held.shipped:
+                    for n, _ in enumerate(f.parcels(held), 1):
+                        parcels[held.payload["order_id"]].append(
+                            f"SF{abs(hash((held.key, n))) % 10**12:012d}"
+                        )
+        for oid in self.seeded:
+            if oid not in states:
+                v.lose(f"order {oid}: not in the database")
+            elif states[oid] != "completed":
+                v.lose(f"order {oid}: state {states[oid]!r}, not completed")
+            for factory in sorted(self.expected_factories(oid)):
+                keys = held_by.get((oid, factory), [])
+                if not keys:
+                    v.lose(f"order {oid}: factory {factory} never received it")
+                elif len(keys) > 1:
+                    v.dup(f"order {oid}: factory {factory} holds it {len(keys)} times (keys {keys})")
+                elif keys[0] != factory_order_key("shop", oid, factory):
+                    v.other(f"order {oid}: factory {factory} holds it under an unexpected key {keys[0]}")
+            for (held_oid, factory), _ in held_by.items():
+                if held_oid == oid and factory not in self.expected_factories(oid):
+                    v.dup(f"order {oid}: factory {factory} received lines it does not make")
+            shipped = Counter(parcels.get(oid, []))
+            on_storefront = Counter(f.tracking_number for f in self.storefront.fulfilments(oid))
+            for tracking, n in on_storefront.items():
+                if n > 1 or n > shipped.get(tracking, 0):
+                    v.dup(f"order {oid}: tracking {tracking} is on the storefront {n} times")
+            for tracking in shipped:
+                if tracking not in on_storefront:
+                    v.lose(f"order {oid}: parcel {tracking} shipped but not on the storefront")
+        recorded = {
+            (factory, shipment_id)
+            for factory, shipment_id in self.query(
+                "SELECT f.factory, s.shipment_id FROM shipments s JOIN factory_orders f ON f.id = s.factory_order_id"
+            )
+        }
+        for name, f in self.factories.items():
+            for message_id in f.acked:
+                if (name, message_id) not in recorded:
+                    v.lose(f"callback {name}/{message_id} got 2xx but is not in the shipments table")
+        integrity = self.query("PRAGMA integrity_check")
+        if integrity and integrity[0][0] != "ok":
+            v.other(f"integrity_check: {integrity}")
+        stray = self.query(
+            "SELECT COUNT(*) FROM factory_orders WHERE state = 'pending' AND next_attempt_at IS NULL"
+        )
+        if stray and stray[0][0]:
+            v.other(f"{stray[0][0]} pending factory orders without next_attempt_at")
+        return v
