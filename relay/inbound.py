@@ -85,6 +85,8 @@ class InboundServer:
         secrets = self.secrets.get(factory)
         if secrets is None:
             return _problem(404, "unknown factory")
+        if (request.content_length or 0) > self.max_body_bytes:  # refuse at once, don't wait for the body
+            return _problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT_S):
                 body = await request.read()
