@@ -57,6 +57,7 @@ class Loop:
         self.clock = clock
         self.log = log
         self._wake = asyncio.Event()
+        self._stopping: asyncio.Event | None = None
         self.health = Health(log, loop=self.name)
 
     def wake(self) -> None:
@@ -88,6 +89,7 @@ class Loop:
         return busy
 
     async def run(self, stopping: asyncio.Event) -> None:
+        self._stopping = stopping
         while not stopping.is_set():
             started = self.clock()
             self._wake.clear()
@@ -182,6 +184,11 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
                 outcome = await self.send(job)
             else:
                 async with limit:
+                    if self._stopping is not None and self._stopping.is_set():
+                        # Claimed but still queued behind the concurrency limit when the stop came:
+                        # start nothing new. The lease is freed by the next start (or lapses).
+                        self._claimed.discard(self.job_id(job))
+                        return
                     outcome = await self.send(job)
         except asyncio.CancelledError:
             # Shutdown past the grace period: nothing recorded, the lease lapses, the job is resent.
