@@ -271,8 +271,8 @@ class World:
 
     # --- orders --------------------------------------------------------------------------------------
 
-    def add_order(self, rng: random.Random) -> str:
-        skus = rng.sample(list(SKUS), rng.randint(1, 3))
+    def add_order(self, rng: random.Random, skus: list[str] | None = None) -> str:
+        skus = skus or rng.sample(list(SKUS), rng.randint(1, 3))
         lines = [SeedLine(sku, rng.randint(1, 3)) for sku in skus]
         oid = self.storefront.add_order(lines)
         self.seeded[oid] = lines
