@@ -19,9 +19,18 @@ test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
 # Crash, fault and bad-input suite (tests/fault, marker `fault`). Knobs: RELAY_FAULT_RUNS (crash-loop
-# runs, default 200), RELAY_FAULT_SEED (replay a run), RELAY_FAULT_EXAMPLES (state-machine examples).
+# runs, default 300), RELAY_FAULT_SEED (replay a run), RELAY_FAULT_EXAMPLES (state-machine examples).
 fault: $(STAMP)
 	$(BIN)/pytest tests/fault -m fault --timeout=1800 $(ARGS)
+
+# Coverage-guided fuzzing with atheris (optional extra `fuzz`; on demand, not in CI).
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+$(FUZZ_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,fuzz]'
+	touch $(FUZZ_STAMP)
+
+fuzz: $(FUZZ_STAMP)
+	$(BIN)/python fuzz/fuzz_callback.py -max_total_time=60 $(ARGS)
 
 # `make bench ARGS="--orders 5000 --concurrency 64"` (or BENCH_ORDERS=5000 BENCH_CONCURRENCY=64 make bench)
 BENCH_STAMP := $(VENV)/.installed-bench
