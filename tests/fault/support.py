@@ -124,10 +124,15 @@ class Verdict:
     def other(self, text: str) -> None:
         self.problems.append(text)
 
-    def report(self, limit: int = 25) -> str:
+    def report(self, limit: int = 12) -> str:
+        """The counts, then up to `limit` problems of each kind (duplicates first: they are rarer)."""
         head = f"{self.orders} orders checked, {self.lost} lost, {self.duplicated} duplicated"
-        return "\n".join([head, *self.problems[:limit]] + ([f"... {len(self.problems) - limit} more"]
-                                                           if len(self.problems) > limit else []))
+        lines = [head]
+        for prefix in ("DUPLICATED", "LOST", ""):
+            group = [p for p in self.problems if p.startswith(prefix)
+                     and (prefix or not p.startswith(("DUPLICATED", "LOST")))]
+            lines += group[:limit] + ([f"... {len(group) - limit} more {prefix or 'other'}"] if len(group) > limit else [])
+        return "\n".join(lines)
 
 
 class World:

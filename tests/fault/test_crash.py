@@ -7,7 +7,7 @@ ship as soon as they hold an order and retry their callbacks until answered, so 
 between a callback's commit and its 2xx, and during tracking pushes. After the last run a clean daemon
 settles everything; the oracle then checks the whole history.
 
-Knobs: RELAY_FAULT_RUNS (default 200), RELAY_FAULT_SEED.
+Knobs: RELAY_FAULT_RUNS (default 300), RELAY_FAULT_SEED.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ RUN_BUDGET_S = 1.5
 async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
     assert set(HIT_RANGES) | {"during_migration"} == set(POINTS), "a crash point is not exercised here"
     rng = random.Random(fault_seed)
-    runs = env_int("RELAY_FAULT_RUNS", 200)
+    runs = env_int("RELAY_FAULT_RUNS", 300)
     per_class: dict[str, list[int]] = {}  # class -> [runs, reached]
     async with World(tmp_path) as world:
         # The first runs crash inside the migration, after a random statement: it must roll back whole.
