@@ -13,6 +13,7 @@ Knobs: RELAY_FAULT_RUNS (default 300), RELAY_FAULT_SEED.
 from __future__ import annotations
 
 import random
+import re
 
 from relay.faults import POINTS
 from relay.store.sqlite import MIGRATIONS, _statements
@@ -48,9 +49,13 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
             stats = per_class.setdefault("during_migration", [0, 0])
             stats[0] += 1
             stats[1] += rc == -9
-            assert world.query("SELECT name FROM sqlite_master WHERE name = 'orders'") == [], (
-                "a crashed migration left part of the schema behind"
-            )
+            # Each migration is one transaction: the schema is exactly that of some version, never half of one.
+            version = (world.query("SELECT MAX(version) FROM schema_version") or [(0,)])[0][0] or 0
+            names = {name for (name,) in world.query("SELECT name FROM sqlite_master")}
+            for v, script in MIGRATIONS:
+                created = set(re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", script))
+                expected = created if v <= version else set()
+                assert created & names == expected, f"migration {v} half-applied after a crash (at {version})"
 
         for run in range(runs):
             for _ in range(rng.randint(0, 3)):
