@@ -226,7 +226,8 @@ ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     _O.HELD: frozenset({_O.RECEIVED, _O.ROUTED, _O.CANCELLED}),
     _O.ROUTED: frozenset({_O.PLACED, _O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED}),
     _O.PLACED: frozenset({_O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED, _O.ROUTED}),
-    _O.PARTIALLY_SHIPPED: frozenset({_O.SHIPPED, _O.FAILED}),
+    # COMPLETED directly: the unshipped rest was cancelled and every parcel's tracking is pushed.
+    _O.PARTIALLY_SHIPPED: frozenset({_O.SHIPPED, _O.COMPLETED, _O.FAILED}),
     _O.SHIPPED: frozenset({_O.COMPLETED, _O.FAILED}),
     _O.FAILED: frozenset(
         {_O.ROUTED, _O.PLACED, _O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.COMPLETED, _O.HELD, _O.CANCELLED}
