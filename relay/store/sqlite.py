@@ -162,9 +162,24 @@ class SQLiteStore:
         return StoreError(f"database error: {exc}")
 
     @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The connection, for at most busy_timeout of waiting: when another process holds the database
+        long enough that work queues up here, callers get StoreUnavailable (503) instead of waiting out
+        one busy_timeout per queued write."""
+        try:
+            async with asyncio.timeout(self._busy_timeout_ms / 1000):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise StoreUnavailable("database unavailable: the writer is busy") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-        async with self._lock:
+        async with self._locked():
             db = self.db
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -186,7 +201,7 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
+        async with self._locked():
             try:
                 yield self.db
             except sqlite3.Error as exc:
