@@ -13,7 +13,6 @@ The oracle reads the fakes' records and the daemon's database (read-only sqlite3
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -30,6 +29,7 @@ from adapters.demo.fake import FakeDemoStorefront
 from relay.models import factory_order_key
 from relay.testing.fake_factory import FakeFactory
 from relay.testing.faultproxy import FaultProxy
+from relay.testing.harness import merge, to_toml
 from relay.testing.vendor import SeedLine
 
 RELAY = str(Path(sys.executable).with_name("relay"))
@@ -54,37 +54,6 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port below the ephemeral range")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def dump_toml(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = []
-    if prefix and scalars:
-        out.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
-    out.extend(scalars)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.append(dump_toml(value, (*prefix, key)))
-    return "\n".join(out) + "\n"
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 class Daemon:
@@ -249,7 +218,7 @@ class World:
     def write_config(self, **extra: Any) -> None:
         if extra:
             self.extra = merge(self.extra, extra)
-        self.config_path.write_text(dump_toml(self.config()), encoding="utf-8")
+        self.config_path.write_text(to_toml(self.config()), encoding="utf-8")
 
     async def start(self, *args: str, crash_at: str | None = None, command: str = "run") -> Daemon:
         env = {k: v for k, v in os.environ.items() if k != "RELAY_CRASH_AT"}
