@@ -218,6 +218,7 @@ class AttentionReason(StrEnum):
     FACTORY_REJECTED = "factory_rejected"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PUSH_REJECTED = "push_rejected"
+    CANCEL_REJECTED = "cancel_rejected"  # the factory never confirmed a storefront cancellation
 
 
 _O = OrderState

@@ -520,6 +520,10 @@ class SQLiteStore:
             }.get(target, "cancel_failed")
             events.append(_event(order_id, now, kind, None, None, factory=factory, attempt=attempt,
                                  error=out.error, next_attempt_at=due))
+            if target is CancelState.DEAD:
+                # Never silent: the customer cancelled, the factory may still ship. A person must follow up.
+                await db.execute(Q["flag_order"], (AttentionReason.CANCEL_REJECTED, f"{factory}: {out.error}", now,
+                                                   order_id))
             if target is CancelState.DONE and FactoryOrderState(fo_state) is FactoryOrderState.PLACED:
                 check_transition(FACTORY_ORDER_TRANSITIONS, FactoryOrderState.PLACED, FactoryOrderState.CANCELLED,
                                  subject=f"factory order {fo_id}")

@@ -160,3 +160,28 @@ async def test_an_order_created_arriving_after_its_cancellation_is_refused_by_th
         async with aiohttp.ClientSession() as session, session.post(acme.url, data=body, headers=headers) as r:
             assert (r.status, await r.json()) == (409, {"error": "cancelled"})
         assert acme.held == 0
+
+
+async def test_a_rejected_cancellation_flags_the_order_for_a_person_and_stays_flagged(tmp_path):
+    async with Harness(tmp_path) as h:
+        acme = h.factories["acme"]
+        oid = h.storefront.add_order([SeedLine("TEE-RED-M")])
+        key = factory_order_key("shop", oid, "acme")
+        async with h.app() as app:
+            await app.run_once()
+            h.storefront.cancel(oid)
+            acme.fail_next(Fault(status=400, body='{"error": "cannot cancel: in production"}'))
+            await app.run_once()
+            view = await app.store.find_order(1)
+            assert view.factory_orders[0]["cancel_state"] == "dead"
+            assert view.order["attention_reason"] == "cancel_rejected"
+            assert "in production" in view.order["attention_detail"]
+            assert (await app.store.stats())["attention"] == {"cancel_rejected": 1}
+            # The factory ships anyway: the parcel flows back, and the order stays flagged.
+            line = h.storefront.line_ids(oid)[0]
+            assert await acme.send_event(shipment(key, [(line, 1)], "P1"), "ship-1") == 200
+            await app.run_once()
+            view = await app.store.find_order(1)
+        assert view.order["state"] == "completed"
+        assert view.order["attention_reason"] == "cancel_rejected"
+        assert "cancel_dead_lettered" in events(view)

@@ -38,9 +38,17 @@ DELETE FROM order_lines WHERE order_id = ? AND factory_order_id IS NULL;
 INSERT OR IGNORE INTO order_lines (order_id, line_id, sku, quantity) VALUES (?, ?, ?, ?);
 
 -- name: set_order_state
-UPDATE orders SET state = ?, attention_reason = ?, attention_detail = ?, updated_at = ?,
-                  lease_owner = NULL, lease_expires_at = NULL
-WHERE id = ?;
+-- A rejected cancellation stays flagged through later state changes until a person acts.
+UPDATE orders SET state = ?1,
+                  attention_reason = CASE WHEN ?2 IS NULL AND attention_reason = 'cancel_rejected'
+                                          THEN attention_reason ELSE ?2 END,
+                  attention_detail = CASE WHEN ?2 IS NULL AND attention_reason = 'cancel_rejected'
+                                          THEN attention_detail ELSE ?3 END,
+                  updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ?5;
+
+-- name: flag_order
+UPDATE orders SET attention_reason = ?, attention_detail = ?, updated_at = ? WHERE id = ?;
 
 -- name: quarantine
 INSERT INTO quarantine (storefront, external_id, reason, raw, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
