@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from relay import logging as relay_logging
@@ -199,5 +198,3 @@ async def _run(settings: Settings, registry: Registry, *, once: bool) -> int:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-
-__all__ = ["main", "Path"]

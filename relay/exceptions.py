@@ -78,3 +78,14 @@ class AlreadyShipped(FatalAdapterError):
 
 class UnsafeURL(FatalAdapterError):
     """The URL is not allowed by the egress policy."""
+
+
+def describe(exc: BaseException) -> str:
+    """An error as stored and logged: message plus the quoted response body, if any."""
+    body = getattr(exc, "body", None)
+    return f"{exc}: {body}" if body else (str(exc) or type(exc).__name__)
+
+
+def as_retriable(exc: BaseException) -> RetriableAdapterError:
+    """Any unexpected failure of a send counts as retriable (the persisted schedule bounds it)."""
+    return exc if isinstance(exc, RetriableAdapterError) else RetriableAdapterError(describe(exc))

@@ -20,7 +20,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.contracts import FactoryAdapter
-from relay.exceptions import AlreadyShipped, EndpointGone, FatalAdapterError, RetriableAdapterError, UnsafeURL
+from relay.exceptions import (
+    AlreadyShipped,
+    EndpointGone,
+    FatalAdapterError,
+    RetriableAdapterError,
+    UnsafeURL,
+    as_retriable,
+    describe,
+)
 from relay.faults import crash_point
 from relay.loop import Health, OutboxLoop
 from relay.models import AttentionReason, CancelState, FactoryOrderState
@@ -28,10 +36,6 @@ from relay.retry import RetryPolicy
 from relay.store import ORDER_CANCELLED, DeliveryJob, DeliveryOutcome, Store
 
 
-def describe(exc: BaseException) -> str:
-    """An error as stored and logged: message plus the quoted response body, if any."""
-    body = getattr(exc, "body", None)
-    return f"{exc}: {body}" if body else (str(exc) or type(exc).__name__)
 
 
 @dataclass
@@ -139,10 +143,9 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
                 self._close(circuit)
                 return DeliveryOutcome(job, dead, error=describe(exc), reason=AttentionReason.FACTORY_REJECTED)
             # An egress refusal (address, scheme, oversized answer) may be a DNS or config fix away: retry.
-            return self._retry(job, circuit, RetriableAdapterError(describe(exc)), log)
+            return self._retry(job, circuit, RetriableAdapterError(describe(exc)), log, pending, dead)
         except Exception as exc:
-            error = exc if isinstance(exc, RetriableAdapterError) else RetriableAdapterError(describe(exc))
-            return self._retry(job, circuit, error, log)
+            return self._retry(job, circuit, as_retriable(exc), log, pending, dead)
         self._close(circuit)
         return outcome
 
@@ -158,9 +161,11 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         log.info("order_placed", reference=placement.reference)
         return DeliveryOutcome(job, FactoryOrderState.PLACED, reference=placement.reference)
 
-    def _retry(self, job: DeliveryJob, circuit: Circuit, error: RetriableAdapterError, log: Any) -> DeliveryOutcome:
+    def _retry(
+        self, job: DeliveryJob, circuit: Circuit, error: RetriableAdapterError, log: Any,
+        pending: FactoryOrderState | CancelState, dead: FactoryOrderState | CancelState,
+    ) -> DeliveryOutcome:
         attempt = job.attempts + 1
-        cancel = job.kind == ORDER_CANCELLED
         decision = self.policies[job.factory].decide(error, attempt)
         now = self.clock()
         circuit.open, circuit.probe = True, None
@@ -168,14 +173,11 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         circuit.health.failed(now, describe(error), "factory_failing")
         if decision is None:
             log.error("retries_exhausted", error=describe(error), message=job.kind)
-            if cancel:
-                return DeliveryOutcome(job, CancelState.DEAD, error=describe(error))
-            return DeliveryOutcome(job, FactoryOrderState.DEAD, error=describe(error),
-                                   reason=AttentionReason.RETRIES_EXHAUSTED)
+            reason = None if dead is CancelState.DEAD else AttentionReason.RETRIES_EXHAUSTED
+            return DeliveryOutcome(job, dead, error=describe(error), reason=reason)
         log.info("delivery_failed", error=describe(error), retry_in_s=round(decision.retry_at - now, 3),
                  message=job.kind)
-        state = CancelState.PENDING if cancel else FactoryOrderState.PENDING
-        return DeliveryOutcome(job, state, next_attempt_at=decision.retry_at, error=describe(error))
+        return DeliveryOutcome(job, pending, next_attempt_at=decision.retry_at, error=describe(error))
 
     def _close(self, circuit: Circuit) -> None:
         if circuit.open:

@@ -6,9 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relay.contracts import StorefrontAdapter
-from relay.exceptions import FatalAdapterError, RetriableAdapterError
+from relay.exceptions import FatalAdapterError, as_retriable, describe
 from relay.faults import crash_point
-from relay.forwarder import describe
 from relay.loop import OutboxLoop
 from relay.models import PushState
 from relay.retry import RetryPolicy
@@ -63,8 +62,7 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
             log.warning("push_rejected", error=describe(exc), status=exc.status)
             return PushOutcome(job, PushState.DEAD, error=describe(exc))
         except Exception as exc:
-            error = exc if isinstance(exc, RetriableAdapterError) else RetriableAdapterError(describe(exc))
-            decision = self.policies[job.storefront].decide(error, attempt)
+            decision = self.policies[job.storefront].decide(as_retriable(exc), attempt)
             if decision is None:
                 log.error("push_retries_exhausted", error=describe(exc))
                 return PushOutcome(job, PushState.DEAD, error=describe(exc))
