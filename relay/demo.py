@@ -69,9 +69,7 @@ def demo_settings(fake: FakeStorefront, factories: dict[str, FakeFactory], datab
                          **fake.adapter_options()}
             },
             "factories": {
-                name: {"adapter": "webhook", "url": f.url, "signing_secret": f.signing_secret,
-                       "callback_secrets": [f.callback_secret], "concurrency": 16}
-                for name, f in factories.items()
+                name: {**f.factory_config(), "concurrency": 16} for name, f in factories.items()
             },
             "routing": {"skus": SKU_MAP},
         },

@@ -107,6 +107,16 @@ class FakeFactory:
         if self._runner:
             await self._runner.cleanup()
 
+    def factory_config(self, url: str | None = None) -> dict[str, Any]:
+        """The `[factories.NAME]` table that points relay's webhook adapter at this fake (or at `url`,
+        e.g. a fault proxy in front of it)."""
+        return {
+            "adapter": "webhook",
+            "url": url or self.url,
+            "signing_secret": self.signing_secret,
+            "callback_secrets": [self.callback_secret],
+        }
+
     def fail_next(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 

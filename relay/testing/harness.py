@@ -87,11 +87,7 @@ class Harness:
             "inbound": {"host": "127.0.0.1", "port": 0},
             "egress": {"allow_plain_http": True, "allow_private_addresses": True, "total_timeout_s": 2},
             "storefronts": {"shop": {"adapter": "demo", "poll_interval_s": 0.2, **self.storefront.adapter_options()}},
-            "factories": {
-                name: {"adapter": "webhook", "url": f.url, "signing_secret": f.signing_secret,
-                       "callback_secrets": [f.callback_secret]}
-                for name, f in self.factories.items()
-            },
+            "factories": {name: f.factory_config() for name, f in self.factories.items()},
             "routing": {"skus": self.sku_map},
         }
         return merge(merge(base, self.extra), extra)

@@ -202,10 +202,7 @@ class World:
             },
             "factories": {
                 name: {
-                    "adapter": "webhook",
-                    "url": self.proxies[name].url("/orders") if name in self.proxies else f.url,
-                    "signing_secret": f.signing_secret,
-                    "callback_secrets": [f.callback_secret],
+                    **f.factory_config(self.proxies[name].url("/orders") if name in self.proxies else None),
                     "timeout_s": 2.0,
                     "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
                 }
