@@ -35,7 +35,7 @@ import aiohttp
 from bench import limits, seed
 from bench.relay_proc import RelayProcess
 from bench.servers import FACTORIES, SKU_MAP, ServerProcess, order_lines
-from relay.models import factory_order_key
+from relay.domain.models import factory_order_key
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -77,7 +77,7 @@ def order_body_size() -> int:
     from adapters.demo.adapter import to_order
     from adapters.demo.fake import FakeDemoStorefront
     from adapters.webhook.adapter import order_created_body
-    from relay.routing import plan_route
+    from relay.domain.routing import plan_route
     from relay.store import RouteJob
 
     fake = FakeDemoStorefront()

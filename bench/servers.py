@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.demo.fake import FakeDemoStorefront
-from relay.testing.fake_factory import FakeFactory
+from adapters.webhook.fake import FakeFactory
 from relay.testing.vendor import SeedLine
 
 SKU_MAP = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}

@@ -17,7 +17,7 @@ import atheris
 with atheris.instrument_imports():
     from pydantic import ValidationError
 
-    from relay.inbound import ShipmentEvent, _too_deep
+    from relay.inbound.callbacks import ShipmentEvent, _too_deep
     from relay.signing import SignatureError, sign, verify
 
 NOW = 1_700_000_000

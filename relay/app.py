@@ -16,8 +16,8 @@ import contextlib
 import functools
 import signal
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -25,16 +25,17 @@ from aiohttp import web
 
 from relay.config import Settings
 from relay.contracts import AdapterContext, FactoryAdapter, ShipmentSource, StorefrontAdapter
-from relay.factory_poller import FactoryPoller
-from relay.forwarder import Forwarder
-from relay.http import new_session
+from relay.domain.retry import RetryPolicy
 from relay.inbound import InboundServer
-from relay.loop import Loop, OutboxLoop
-from relay.poller import Poller
+from relay.loops.base import Loop
+from relay.loops.forwarder import Forwarder
+from relay.loops.order_poller import OrderPoller
+from relay.loops.outbox import run_until_idle
+from relay.loops.router import Router
+from relay.loops.shipment_poller import ShipmentPoller
+from relay.loops.shipper import Shipper
+from relay.outbound.session import new_session
 from relay.registry import FACTORIES, STOREFRONTS, Registry
-from relay.retry import RetryPolicy
-from relay.router import Router
-from relay.shipper import Shipper
 from relay.store import Store, open_store
 
 
@@ -62,8 +63,8 @@ class App:
         self.store: Store
         self.storefronts: dict[str, StorefrontAdapter] = {}
         self.factories: dict[str, FactoryAdapter] = {}
-        self.pollers: list[Poller] = []
-        self.factory_pollers: list[FactoryPoller] = []
+        self.pollers: list[OrderPoller] = []
+        self.factory_pollers: list[ShipmentPoller] = []
         self.inbound_url: str | None = None
 
     # --- open / close --------------------------------------------------------------------------------
@@ -134,14 +135,14 @@ class App:
             log=self.log.bind(loop="router"), on_routed=self.forwarder.wake,
         )
         self.pollers = [
-            Poller(
+            OrderPoller(
                 self.store, self.storefronts[name], interval=sf.poll_interval_s, overlap_s=sf.cursor_overlap_s,
                 clock=self.clock, log=self.log.bind(loop="poller"), on_orders=self.router.wake,
             )
             for name, sf in s.storefronts.items()
         ]
         self.factory_pollers = [
-            FactoryPoller(
+            ShipmentPoller(
                 self.store, name, adapter, interval=s.factories[name].shipment_poll_interval_s, clock=self.clock,
                 log=self.log.bind(loop="factory_poller"), on_shipments=self.shipper.wake,
             )
@@ -268,12 +269,3 @@ class App:
                 loop.remove_signal_handler(sig)
 
         return restore
-
-
-async def run_until_idle(outbox: OutboxLoop[Any, Any]) -> None:
-    """Claim and send until nothing more is due now, committing every outcome."""
-    while True:
-        more = await outbox.safe_pass()
-        await outbox.flush()
-        if not more:
-            return

@@ -167,8 +167,8 @@ def _core_keys(section: type[BaseModel]) -> set[str]:
 
 def _check_urls(prefix: str, options: BaseModel, egress: EgressSettings) -> list[tuple[str, str]]:
     """Configured URLs that the egress policy would refuse, by key."""
-    from relay.egress import check_url
     from relay.exceptions import UnsafeURL
+    from relay.outbound.policy import check_url
 
     problems = []
     for key, value in options:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import aiohttp
 from pydantic import BaseModel
 
-from relay.models import FactoryOrder, Malformed, Order, Placement, PushReceipt, Shipment, ShipmentPush
+from relay.domain.models import FactoryOrder, Malformed, Order, Placement, PushReceipt, Shipment, ShipmentPush
 
 OrderPage = Sequence[Order | Malformed]
 """One page of a storefront listing: good orders, and records that failed to parse."""

@@ -18,11 +18,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from adapters.webhook.fake import FakeFactory
 from relay.app import App
 from relay.config import parse_settings
-from relay.models import factory_order_key
+from relay.domain.models import factory_order_key
 from relay.registry import Registry
-from relay.testing.fake_factory import FakeFactory
 from relay.testing.vendor import FakeStorefront, SeedLine
 
 SKU_MAP = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "HOODIE-GRY-XL": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}

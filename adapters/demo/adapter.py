@@ -13,9 +13,10 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 from adapters.demo.client import DemoAPIError, DemoClient
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
+from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, RetriableAdapterError
-from relay.http import error_for_status, in_call_retries
-from relay.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
+from relay.outbound.retries import in_call_retries
+from relay.outbound.session import error_for_status
 
 T = TypeVar("T")
 

@@ -20,9 +20,10 @@ from adapters.factory_poll.client import ListingResponse, ShipmentListingClient
 from adapters.webhook.adapter import WebhookFactory, WebhookOptions
 from relay.config import Secret
 from relay.contracts import AdapterContext, ShipmentPage
+from relay.domain.models import Shipment
 from relay.exceptions import AdapterError, RetriableAdapterError
-from relay.http import error_for_status, in_call_retries
-from relay.models import Shipment
+from relay.outbound.retries import in_call_retries
+from relay.outbound.session import error_for_status
 
 
 class PolledFactoryOptions(WebhookOptions):

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.testing.fake_factory import FakeFactory
+from adapters.webhook.fake import FakeFactory
 
 
 class FakePolledFactory(FakeFactory):

@@ -26,9 +26,10 @@ from adapters.shopify.client import (
 )
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
+from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, AuthError, FatalAdapterError, RetriableAdapterError
-from relay.http import error_for_status, parse_retry_after
-from relay.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
+from relay.outbound.retries import parse_retry_after
+from relay.outbound.session import error_for_status
 
 API_VERSION = "2026-10"
 """Pinned Admin API version: the newest stable release on 2026-11-25, supported until at least 2027-10."""

@@ -20,9 +20,9 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_
 from adapters.webhook.client import WebhookClient, WebhookResponse
 from relay.config import Secret
 from relay.contracts import AdapterContext
+from relay.domain.models import FactoryOrder, Placement
 from relay.exceptions import AdapterError, AlreadyShipped, RetriableAdapterError
-from relay.http import error_for_status
-from relay.models import FactoryOrder, Placement
+from relay.outbound.session import error_for_status
 from relay.signing import secret_bytes
 
 

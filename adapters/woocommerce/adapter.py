@@ -23,9 +23,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
+from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, RetriableAdapterError
-from relay.http import error_for_status
-from relay.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
+from relay.outbound.session import error_for_status
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from relay.models import (
+from relay.domain.models import (
     AttentionReason,
     CancelState,
     FactoryOrder,

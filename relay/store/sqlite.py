@@ -19,9 +19,7 @@ from typing import Any
 
 import aiosqlite
 
-from relay.exceptions import IllegalTransition, StoreError, StoreUnavailable, UnsupportedDatabaseVersion
-from relay.faults import crash_point
-from relay.models import (
+from relay.domain.models import (
     CANCEL_TRANSITIONS,
     FACTORY_ORDER_TRANSITIONS,
     ORDER_TRANSITIONS,
@@ -40,6 +38,8 @@ from relay.models import (
     derive_order_state,
     shipment_push_key,
 )
+from relay.exceptions import IllegalTransition, StoreError, StoreUnavailable, UnsupportedDatabaseVersion
+from relay.faults import crash_point
 from relay.store import (
     ORDER_CANCELLED,
     ORDER_CREATED,

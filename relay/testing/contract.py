@@ -48,9 +48,9 @@ import structlog
 
 from relay.config import EgressSettings
 from relay.contracts import AdapterContext, StorefrontAdapter
+from relay.domain.models import Malformed, Order, ShipmentLine, ShipmentPush
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
-from relay.http import new_session
-from relay.models import Malformed, Order, ShipmentLine, ShipmentPush
+from relay.outbound.session import new_session
 from relay.testing.vendor import FakeStorefront, SeedLine
 
 T0 = 1_790_000_000
@@ -76,7 +76,7 @@ class RecordingSleep:
 
 @dataclass
 class SessionTracker:
-    """Wraps `relay.http.new_session` and keeps every session it makes, to check they get closed."""
+    """Wraps `relay.outbound.session.new_session` and keeps every session it makes, to check they get closed."""
 
     egress: EgressSettings
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.demo.fake import FakeDemoStorefront
+from adapters.webhook.fake import FakeFactory
 from relay.app import App
 from relay.config import Settings, parse_settings
 from relay.registry import Registry
-from relay.testing.fake_factory import FakeFactory
 
 DEFAULT_SKUS = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported now: CPython 3.11.7 fails to import it lazily at session end with
+
 #                   "AST constructor recursion depth mismatch" once a test hit a RecursionError)
 import pytest
 

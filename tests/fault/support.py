@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.demo.fake import FakeDemoStorefront
-from relay.models import factory_order_key
-from relay.testing.fake_factory import FakeFactory
+from adapters.webhook.fake import FakeFactory
+from relay.domain.models import factory_order_key
 from relay.testing.faultproxy import FaultProxy
 from relay.testing.harness import merge, to_toml
 from relay.testing.vendor import SeedLine

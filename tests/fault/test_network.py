@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from relay.testing.fake_factory import Fault
+from adapters.webhook.fake import Fault
 from relay.testing.faultproxy import Toxic
 from tests.fault.summary import env_int, record
 from tests.fault.support import World

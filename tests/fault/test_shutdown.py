@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import random
 
-from relay.models import factory_order_key
+from relay.domain.models import factory_order_key
 from relay.testing.faultproxy import Toxic
-from tests.fault.test_network import settle_and_check
 from tests.fault.support import World
+from tests.fault.test_network import settle_and_check
 
 ORDERS = 4
 

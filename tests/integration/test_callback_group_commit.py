@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from relay.models import Shipment
+from relay.domain.models import Shipment
 from relay.store import ShipmentVerdict
 from relay.testing.harness import Harness
 from relay.testing.vendor import SeedLine

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from relay.app import run_until_idle
+from adapters.webhook.fake import Fault
 from relay.config import EgressSettings
-from relay.models import factory_order_key
-from relay.testing.fake_factory import Fault
+from relay.domain.models import factory_order_key
+from relay.loops.outbox import run_until_idle
 from relay.testing.harness import Harness, ManualClock
 from relay.testing.vendor import SeedLine
 from tests.integration.factory_helpers import events

@@ -6,8 +6,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.factory_poll.fake import FakePolledFactory
-from relay.factory_poller import polled_message_id
-from relay.models import Shipment, factory_order_key
+from relay.domain.models import Shipment, factory_order_key
+from relay.loops.shipment_poller import polled_message_id
 from relay.testing.harness import Harness
 from relay.testing.vendor import SeedLine
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from relay.models import factory_order_key
+from relay.domain.models import factory_order_key
 from relay.signing import signed_headers
 from relay.testing.harness import Harness, ManualClock
 from relay.testing.vendor import SeedLine

@@ -10,9 +10,9 @@ import time
 import aiohttp
 import structlog
 
+from adapters.webhook.fake import Fault
 from relay import logging as relay_logging
 from relay.signing import signed_headers
-from relay.testing.fake_factory import Fault
 from relay.testing.harness import Harness
 from relay.testing.vendor import SeedLine
 

@@ -8,9 +8,9 @@ import time
 import aiohttp
 import pytest
 
-from relay.models import factory_order_key
+from adapters.webhook.fake import Fault
+from relay.domain.models import factory_order_key
 from relay.signing import signed_headers
-from relay.testing.fake_factory import Fault
 from relay.testing.harness import Harness, ManualClock
 from relay.testing.vendor import SeedLine
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from relay.domain.models import factory_order_key
 from relay.exceptions import UnsupportedDatabaseVersion
-from relay.models import factory_order_key
 from relay.store.sqlite import LATEST_VERSION, SQLiteStore
 from relay.testing.harness import Harness
 from relay.testing.vendor import SeedLine

@@ -6,9 +6,9 @@ import pytest
 from aiohttp import web
 
 from relay.config import EgressSettings
-from relay.egress import address_allowed, check_url
 from relay.exceptions import RetriableAdapterError, UnsafeURL
-from relay.http import new_session
+from relay.outbound.policy import address_allowed, check_url
+from relay.outbound.session import new_session
 
 BIG = b"x" * 3_000_000
 

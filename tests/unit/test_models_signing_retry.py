@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.exceptions import FatalAdapterError, IllegalTransition, RetriableAdapterError
-from relay.models import (
+from relay.domain.models import (
     FACTORY_ORDER_TRANSITIONS,
     ORDER_TRANSITIONS,
     FactoryOrderState,
@@ -15,7 +14,8 @@ from relay.models import (
     derive_order_state,
     factory_order_key,
 )
-from relay.retry import STANDARD_WEBHOOKS_SCHEDULE, RetryPolicy
+from relay.domain.retry import STANDARD_WEBHOOKS_SCHEDULE, RetryPolicy
+from relay.exceptions import FatalAdapterError, IllegalTransition, RetriableAdapterError
 from relay.signing import SignatureError, sign, signed_headers, verify
 
 F, P = FactoryOrderState, PushState

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from relay.models import (
+from relay.domain.models import (
+    AttentionReason,
     CancelState,
     FactoryOrderState,
     Order,
@@ -34,8 +35,7 @@ from relay.models import (
     derive_order_state,
     factory_order_key,
 )
-from relay.routing import plan_route
-from relay.models import AttentionReason
+from relay.domain.routing import plan_route
 from relay.store import ORDER_CANCELLED, DeliveryOutcome, PushOutcome, ShipmentVerdict
 from relay.store.sqlite import Q, SQLiteStore
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from relay.models import FactoryOrderState, Order, OrderLine, PushState, Shipment, ShipmentLine
-from relay.routing import plan_route
+from relay.domain.models import FactoryOrderState, Order, OrderLine, PushState, Shipment, ShipmentLine
+from relay.domain.routing import plan_route
 from relay.signing import SignatureError, verify
 from relay.store import DeliveryOutcome, PushOutcome
 from relay.store.sqlite import SQLiteStore
@@ -58,7 +58,7 @@ async def test_cancelling_the_unshipped_rest_of_a_partially_shipped_order_is_leg
 
 
 def _done(job):
-    from relay.models import CancelState
+    from relay.domain.models import CancelState
     from relay.store import ORDER_CANCELLED
 
     return CancelState.DONE if job.kind == ORDER_CANCELLED else FactoryOrderState.PLACED

@@ -26,8 +26,8 @@ from adapters.shopify.adapter import (
 from adapters.shopify.client import ShopifyConnectionError, ShopifyGraphQLError, throttle_wait
 from adapters.shopify.fake import FakeShopify, parse_operation, requested_cost
 from relay.contracts import AdapterContext
+from relay.domain.models import Malformed, Order, ShipmentLine, ShipmentPush
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
-from relay.models import Malformed, Order, ShipmentLine, ShipmentPush
 from relay.testing.contract import RecordingSleep, SessionTracker, drain, loopback_egress, make_context
 from relay.testing.vendor import SeedLine
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
-import relay.http
+import relay.outbound.session
 from adapters.woocommerce import WooCommerceStorefront
 from adapters.woocommerce.fake import FakeWooCommerce
 from relay.config import EgressSettings
@@ -35,7 +35,7 @@ def make_context(sleeps: list[float], total_timeout_s: float = 2) -> AdapterCont
         allow_plain_http=True, allow_private_addresses=True, total_timeout_s=total_timeout_s
     )
     return AdapterContext(
-        new_session=functools.partial(relay.http.new_session, egress),
+        new_session=functools.partial(relay.outbound.session.new_session, egress),
         clock=time.time,
         sleep=sleep,
         log=structlog.get_logger(),

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from adapters.woocommerce import WooCommerceStorefront
 from adapters.woocommerce.client import WooCommerceError
 from adapters.woocommerce.fake import FakeWooCommerce, load_fixture
+from relay.domain.models import Address, Malformed, Order, ShipmentLine, ShipmentPush
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
-from relay.models import Address, Malformed, Order, ShipmentLine, ShipmentPush
 from relay.testing.vendor import SeedLine
 
 from .conftest import make_context

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.contracts import ShipmentSource
+from relay.domain.models import Shipment
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
-from relay.loop import Loop
-from relay.models import Shipment
+from relay.loops.base import Loop
 from relay.store import ShipmentVerdict, Store
 
 
@@ -24,7 +24,7 @@ def polled_message_id(shipment: Shipment) -> str:
     return f"poll:{shipment.factory_order_key}:{shipment.shipment_id}"
 
 
-class FactoryPoller(Loop):
+class ShipmentPoller(Loop):
     name = "factory_poller"
 
     def __init__(

@@ -18,7 +18,12 @@ from typing import Any
 
 from relay import logging as relay_logging
 from relay.config import Settings, load_settings
-from relay.exceptions import ConfigurationError, IllegalTransition, StoreUnavailable, UnsupportedDatabaseVersion
+from relay.exceptions import (
+    ConfigurationError,
+    IllegalTransition,
+    StoreUnavailable,
+    UnsupportedDatabaseVersion,
+)
 from relay.registry import Registry
 
 EX_FAILURE, EX_CONFIG, EX_TEMPFAIL = 1, 78, 75

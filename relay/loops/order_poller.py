@@ -1,4 +1,4 @@
-"""Poller: one per storefront. Lists orders updated since the stored cursor and hands pages to the store.
+"""OrderPoller: one per storefront. Lists orders updated since the stored cursor and hands pages to the store.
 
 The cursor belongs to the core. Each poll asks for orders updated since `cursor - overlap`, so orders
 sharing the cursor's timestamp, or updated while the previous listing was in progress, are seen again;
@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from relay.contracts import StorefrontAdapter
+from relay.domain.models import Malformed, Order
 from relay.exceptions import AuthError, RetriableAdapterError
 from relay.faults import crash_point
-from relay.loop import Loop
-from relay.models import Malformed, Order
+from relay.loops.base import Loop
 from relay.store import Store
 
 
-class Poller(Loop):
+class OrderPoller(Loop):
     name = "poller"
 
     def __init__(

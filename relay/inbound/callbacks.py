@@ -1,6 +1,6 @@
-"""Inbound HTTP server: factories report shipments here; operators read health and metrics.
+"""Factory callbacks: `POST /v1/factories/{factory}/events`.
 
-`POST /v1/factories/{factory}/events` takes a Standard Webhooks-signed JSON event (see
+The endpoint takes a Standard Webhooks-signed JSON event (see
 docs/factory-api.md). The raw body is verified before it is parsed; the message id is recorded in the
 same transaction as the shipment, so a replay has no second effect. Every bad input gets a 4xx and
 changes nothing; only a store outage answers 503 (the factory retries later).
@@ -16,9 +16,9 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from relay.domain.models import Shipment
 from relay.exceptions import StoreUnavailable
 from relay.faults import crash_point
-from relay.models import Shipment
 from relay.signing import SignatureError, verify
 from relay.store import ShipmentVerdict, Store
 
@@ -35,7 +35,7 @@ class ShipmentEvent(BaseModel):
     data: Shipment
 
 
-def _problem(status: int, title: str, detail: Any = None, **headers: str) -> web.Response:
+def problem(status: int, title: str, detail: Any = None, **headers: str) -> web.Response:
     body: dict[str, Any] = {"error": title}
     if detail is not None:
         body["detail"] = detail
@@ -52,8 +52,8 @@ def _too_deep(value: Any, depth: int = 0) -> bool:
     return False
 
 
-class InboundServer:
-    """The aiohttp application and its handlers."""
+class FactoryCallbacks:
+    """The handler for signed shipment events from factories."""
 
     def __init__(
         self,
@@ -65,7 +65,6 @@ class InboundServer:
         max_body_bytes: int,
         log: Any,
         on_shipment: Callable[[], None] = lambda: None,
-        stats: Callable[[], Any] | None = None,
     ) -> None:
         self.store = store
         self.secrets = callback_secrets
@@ -73,41 +72,36 @@ class InboundServer:
         self.tolerance_s = tolerance_s
         self.log = log
         self.on_shipment = on_shipment
-        self.stats = stats
         self.max_body_bytes = max_body_bytes
-        self.app = web.Application(client_max_size=max_body_bytes)
-        self.app.router.add_post("/v1/factories/{factory}/events", self.factory_event)
-        self.app.router.add_get("/healthz", self.healthz)
-        self.app.router.add_get("/metrics", self.metrics)
 
     async def factory_event(self, request: web.Request) -> web.Response:
         factory = request.match_info["factory"]
         secrets = self.secrets.get(factory)
         if secrets is None:
-            return _problem(404, "unknown factory")
+            return problem(404, "unknown factory")
         if (request.content_length or 0) > self.max_body_bytes:  # refuse at once, don't wait for the body
-            return _problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
+            return problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT_S):
                 body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
+            return problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
         except TimeoutError:
-            return _problem(408, "body not received in time")
+            return problem(408, "body not received in time")
         log = self.log.bind(factory=factory)
         try:
             message_id, _ = verify(secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s)
         except SignatureError as exc:
             log.warning("callback_unauthenticated", reason=str(exc))
-            return _problem(401, "invalid signature", str(exc))
+            return problem(401, "invalid signature", str(exc))
         try:
             raw = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            return _problem(400, "body is not valid JSON", str(exc)[:200])
+            return problem(400, "body is not valid JSON", str(exc)[:200])
         except ValueError as exc:  # e.g. integers with too many digits
-            return _problem(400, "body is not valid JSON", str(exc)[:200])
+            return problem(400, "body is not valid JSON", str(exc)[:200])
         if _too_deep(raw):
-            return _problem(400, "JSON nested too deeply")
+            return problem(400, "JSON nested too deeply")
         try:
             event = ShipmentEvent.model_validate(raw)
         except ValidationError as exc:
@@ -115,50 +109,23 @@ class InboundServer:
                 {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
                 for e in exc.errors(include_url=False, include_input=False)
             ]
-            return _problem(422, "invalid event", errors[:20])
+            return problem(422, "invalid event", errors[:20])
         try:
             result = await self.store.record_shipment(factory, message_id, event.data, self.clock())
         except StoreUnavailable as exc:
             log.error("callback_store_unavailable", error=str(exc))
-            return _problem(503, "temporarily unavailable", None, **{"Retry-After": "5"})
+            return problem(503, "temporarily unavailable", None, **{"Retry-After": "5"})
         crash_point("during_callback")
         log = log.bind(order_id=result.order_id, message_id=message_id, shipment_id=event.data.shipment_id)
         if result.verdict is ShipmentVerdict.UNKNOWN_ORDER:
             log.warning("callback_unknown_order", key=event.data.factory_order_key)
-            return _problem(404, "unknown factory order", result.detail)
+            return problem(404, "unknown factory order", result.detail)
         if result.verdict is ShipmentVerdict.INVALID_LINES:
             log.warning("callback_invalid_lines", detail=result.detail)
-            return _problem(422, "invalid shipment lines", result.detail)
+            return problem(422, "invalid shipment lines", result.detail)
         if result.verdict is ShipmentVerdict.DUPLICATE:
             log.info("callback_duplicate", detail=result.detail)
             return web.json_response({"status": "duplicate"})
         log.info("shipment_recorded", tracking_number=event.data.tracking_number)
         self.on_shipment()
         return web.json_response({"status": "accepted"})
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        try:
-            await self.store.ping()
-        except Exception as exc:
-            return _problem(503, "store unavailable", str(exc))
-        report = self.stats() if self.stats else {}
-        status = 200 if not report.get("failing") else 503
-        return web.json_response({"status": "ok" if status == 200 else "degraded", **report}, status=status)
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text format: gauges from the store, read at scrape time."""
-        try:
-            stats = await self.store.stats()
-        except StoreUnavailable as exc:
-            return _problem(503, "store unavailable", str(exc))
-        lines = ["# TYPE relay_orders gauge"]
-        lines += [f'relay_orders{{state="{k}"}} {v}' for k, v in sorted(stats["orders"].items())]
-        lines.append("# TYPE relay_orders_needing_attention gauge")
-        lines += [f'relay_orders_needing_attention{{reason="{k}"}} {v}' for k, v in sorted(stats["attention"].items())]
-        lines.append("# TYPE relay_factory_orders gauge")
-        lines += [f'relay_factory_orders{{state="{k}"}} {v}' for k, v in sorted(stats["factory_orders"].items())]
-        lines.append("# TYPE relay_storefront_pushes gauge")
-        lines += [f'relay_storefront_pushes{{state="{k}"}} {v}' for k, v in sorted(stats["storefront_pushes"].items())]
-        lines.append("# TYPE relay_quarantined_records gauge")
-        lines.append(f"relay_quarantined_records {stats['quarantined']}")
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

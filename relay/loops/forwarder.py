@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.contracts import FactoryAdapter
+from relay.domain.models import AttentionReason, CancelState, FactoryOrderState
+from relay.domain.retry import RetryPolicy
 from relay.exceptions import (
     AlreadyShipped,
     EndpointGone,
@@ -30,12 +32,9 @@ from relay.exceptions import (
     describe,
 )
 from relay.faults import crash_point
-from relay.loop import Health, OutboxLoop
-from relay.models import AttentionReason, CancelState, FactoryOrderState
-from relay.retry import RetryPolicy
+from relay.loops.base import Health
+from relay.loops.outbox import OutboxLoop
 from relay.store import ORDER_CANCELLED, DeliveryJob, DeliveryOutcome, Store
-
-
 
 
 @dataclass

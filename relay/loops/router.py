@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from relay.loop import Loop
-from relay.routing import plan_route
+from relay.domain.routing import plan_route
+from relay.loops.base import Loop
 from relay.store import Store
 
 

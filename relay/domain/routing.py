@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
-from relay.models import AttentionReason, FactoryOrder, OrderLine, factory_order_key
+from relay.domain.models import AttentionReason, FactoryOrder, OrderLine, factory_order_key
 from relay.store import RouteJob, RoutePlan
 
 

@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relay.contracts import StorefrontAdapter
+from relay.domain.models import PushState
+from relay.domain.retry import RetryPolicy
 from relay.exceptions import FatalAdapterError, as_retriable, describe
 from relay.faults import crash_point
-from relay.loop import OutboxLoop
-from relay.models import PushState
-from relay.retry import RetryPolicy
+from relay.loops.outbox import OutboxLoop
 from relay.store import PushJob, PushOutcome, Store
 
 
