@@ -20,7 +20,9 @@ import aiohttp
 import aiosqlite
 
 
-async def raw_post(url: str, body: bytes, inflight: int, *, seconds: float = 3.0, cap: int = 30000) -> dict[str, Any]:
+async def raw_post(
+    url: str, body: bytes, inflight: int, *, seconds: float = 3.0, cap: int = 30000
+) -> dict[str, Any]:
     """Requests per second and latency percentiles for `inflight` concurrent POST loops."""
     connector = aiohttp.TCPConnector(limit=max(inflight, 1))
     latencies: list[float] = []

@@ -66,8 +66,13 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
             await app.store.db.set_trace_callback(counter)  # type: ignore[attr-defined]
             runner = asyncio.create_task(app.run())
-            conn.send({"inbound_url": app.inbound_url, "startup_s": time.monotonic() - started,
-                       **_figures(counter, started)})
+            conn.send(
+                {
+                    "inbound_url": app.inbound_url,
+                    "startup_s": time.monotonic() - started,
+                    **_figures(counter, started),
+                }
+            )
             while True:
                 command = await asyncio.to_thread(conn.recv)
                 if command == "mark":
@@ -96,7 +101,9 @@ class RelayProcess:
     def __init__(self, config: dict[str, Any], **options: Any) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_main, args=(child, config, options), name="bench-relay", daemon=True)
+        self.process = ctx.Process(
+            target=_main, args=(child, config, options), name="bench-relay", daemon=True
+        )
         self.process.start()
         if not self._conn.poll(120):
             raise RuntimeError("relay did not start")

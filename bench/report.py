@@ -24,20 +24,30 @@ def table(result: dict[str, Any]) -> str:
     if lim:
         raw = lim["post_c"]["per_s"]
         out.append(f"limits (this machine, loopback, {result['machine']['cpus']} CPUs)")
-        out.append(f"  raw aiohttp POST {lim['body_bytes']} B, separate server process: "
-                   f"{lim['post_1']['per_s']:.0f}/s at 1 in flight (p50 {lim['post_1']['p50_ms']:.2f} ms), "
-                   f"{raw:.0f}/s at {lim['post_c']['inflight']} in flight")
-        out.append(f"  SQLite WAL+FULL, 1 row per commit: {lim['sqlite3']['per_s']:.0f} commits/s sqlite3, "
-                   f"{lim['aiosqlite']['per_s']:.0f} commits/s aiosqlite")
+        out.append(
+            f"  raw aiohttp POST {lim['body_bytes']} B, separate server process: "
+            f"{lim['post_1']['per_s']:.0f}/s at 1 in flight (p50 {lim['post_1']['p50_ms']:.2f} ms), "
+            f"{raw:.0f}/s at {lim['post_c']['inflight']} in flight"
+        )
+        out.append(
+            f"  SQLite WAL+FULL, 1 row per commit: {lim['sqlite3']['per_s']:.0f} commits/s sqlite3, "
+            f"{lim['aiosqlite']['per_s']:.0f} commits/s aiosqlite"
+        )
     ideal = ideal_ratio(args["page_size"])
-    out.append(f"relay: {args['orders']} orders at once (throughput), {args['latency_orders']} at "
-               f"{args['rate']:g}/s (latency); {args['concurrency']} deliveries in flight per factory; "
-               f"uvloop={'on' if args['uvloop'] else 'off'}; log level {args['log_level']}")
+    out.append(
+        f"relay: {args['orders']} orders at once (throughput), {args['latency_orders']} at "
+        f"{args['rate']:g}/s (latency); {args['concurrency']} deliveries in flight per factory; "
+        f"uvloop={'on' if args['uvloop'] else 'off'}; log level {args['log_level']}"
+    )
     if raw:
-        out.append(f"  ideal ratio relay orders/s ÷ raw POST/s = 1/(3 + 1/{args['page_size']}) = {ideal:.3f} "
-                   f"-> ideal {raw * ideal:.0f} orders/s; goal >= 50% of it = {raw * ideal / 2:.0f} orders/s")
-    head = (f"  {'stored':>7} {'orders/s':>8} {'ratio':>6} {'%ideal':>6} | {'added ms p50/p95/p99':>20} "
-            f"{'(rate)':>7} | {'sat. p99':>8} | {'CPU s/1k':>8} {'commits/o':>9} {'peak RSS':>8}")
+        out.append(
+            f"  ideal ratio relay orders/s ÷ raw POST/s = 1/(3 + 1/{args['page_size']}) = {ideal:.3f} "
+            f"-> ideal {raw * ideal:.0f} orders/s; goal >= 50% of it = {raw * ideal / 2:.0f} orders/s"
+        )
+    head = (
+        f"  {'stored':>7} {'orders/s':>8} {'ratio':>6} {'%ideal':>6} | {'added ms p50/p95/p99':>20} "
+        f"{'(rate)':>7} | {'sat. p99':>8} | {'CPU s/1k':>8} {'commits/o':>9} {'peak RSS':>8}"
+    )
     out.append(head)
     out.append("  " + "-" * (len(head) - 2))
     for s in result["settings"]:
@@ -56,9 +66,13 @@ def table(result: dict[str, Any]) -> str:
     scaled = sorted(k for k in rss if k)
     if len(scaled) >= 2:
         lo, hi = scaled[0], scaled[-1]
-        out.append(f"  peak RSS {_n(lo)} -> {_n(hi)} stored orders: {(rss[hi] / rss[lo] - 1) * 100:+.1f}% (goal < +10%)")
-    ok = all(s["throughput"]["exactly_once"] and (s["latency"] is None or s["latency"]["exactly_once"])
-             for s in result["settings"])
+        out.append(
+            f"  peak RSS {_n(lo)} -> {_n(hi)} stored orders: {(rss[hi] / rss[lo] - 1) * 100:+.1f}% (goal < +10%)"
+        )
+    ok = all(
+        s["throughput"]["exactly_once"] and (s["latency"] is None or s["latency"]["exactly_once"])
+        for s in result["settings"]
+    )
     out.append(f"  exactly-once checks: {'all held' if ok else 'FAILED'}; total {result['total_s']:.0f} s")
     return "\n".join(out)
 
@@ -90,8 +104,13 @@ def chart(result: dict[str, Any], path: Path) -> Path | None:
     ax1.set_title("throughput (orders/s, end to end)")
     ax1.set_xlabel("finished orders already stored")
     for q, color in ((50, "#66ccee"), (95, "#228833"), (99, "#ee6677")):
-        ax2.plot(names, [(s["latency"] or s["throughput"])["added_latency_ms"][q] for s in settings],
-                 marker="o", color=color, label=f"p{q}")
+        ax2.plot(
+            names,
+            [(s["latency"] or s["throughput"])["added_latency_ms"][q] for s in settings],
+            marker="o",
+            color=color,
+            label=f"p{q}",
+        )
     ax2.axhline(20, color="grey", linestyle=":", label="goal p99 < 20 ms")
     ax2.set_title(f"added latency at {result['args']['rate']:g} orders/s (ms)")
     ax2.set_xlabel("finished orders already stored")

@@ -42,31 +42,61 @@ RESULTS = Path(__file__).parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--orders", type=int, default=int(env("BENCH_ORDERS", "5000")),
-                   help="orders per throughput phase (env BENCH_ORDERS; default 5000)")
-    p.add_argument("--concurrency", type=int, default=int(env("BENCH_CONCURRENCY", "64")),
-                   help="deliveries in flight per factory, and requests in flight for the raw limit "
-                        "(env BENCH_CONCURRENCY; default 64)")
-    p.add_argument("--scale", default=env("BENCH_SCALE", "10000,100000,1000000"),
-                   help="finished orders already stored, comma-separated; '' for none (env BENCH_SCALE)")
-    p.add_argument("--rate", type=float, default=float(env("BENCH_RATE", "200")),
-                   help="orders/s arriving in the latency phase (env BENCH_RATE; default 200)")
-    p.add_argument("--latency-orders", type=int, default=int(env("BENCH_LATENCY_ORDERS", "1000")),
-                   help="orders in the latency phase (default 1000)")
+    p = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--orders",
+        type=int,
+        default=int(env("BENCH_ORDERS", "5000")),
+        help="orders per throughput phase (env BENCH_ORDERS; default 5000)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env("BENCH_CONCURRENCY", "64")),
+        help="deliveries in flight per factory, and requests in flight for the raw limit "
+        "(env BENCH_CONCURRENCY; default 64)",
+    )
+    p.add_argument(
+        "--scale",
+        default=env("BENCH_SCALE", "10000,100000,1000000"),
+        help="finished orders already stored, comma-separated; '' for none (env BENCH_SCALE)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=float(env("BENCH_RATE", "200")),
+        help="orders/s arriving in the latency phase (env BENCH_RATE; default 200)",
+    )
+    p.add_argument(
+        "--latency-orders",
+        type=int,
+        default=int(env("BENCH_LATENCY_ORDERS", "1000")),
+        help="orders in the latency phase (default 1000)",
+    )
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--poll-interval", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--log-level", default=env("BENCH_LOG_LEVEL", "info"), choices=["debug", "info", "warning"])
-    p.add_argument("--uvloop", action="store_true", default=env("BENCH_UVLOOP") == "1",
-                   help="run the relay process on uvloop (env BENCH_UVLOOP=1)")
+    p.add_argument(
+        "--log-level", default=env("BENCH_LOG_LEVEL", "info"), choices=["debug", "info", "warning"]
+    )
+    p.add_argument(
+        "--uvloop",
+        action="store_true",
+        default=env("BENCH_UVLOOP") == "1",
+        help="run the relay process on uvloop (env BENCH_UVLOOP=1)",
+    )
     p.add_argument("--workdir", default=env("BENCH_DIR"), help="where the databases go (default: a temp dir)")
     p.add_argument("--label", default=env("BENCH_LABEL", ""), help="name of the result files")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--skip-limits", action="store_true")
-    p.add_argument("--profile", metavar="PATH",
-                   help="record the relay process with py-spy during each throughput phase (collapsed stacks, "
-                        "PATH-<setting>.txt; needs `pip install py-spy`)")
+    p.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="record the relay process with py-spy during each throughput phase (collapsed stacks, "
+        "PATH-<setting>.txt; needs `pip install py-spy`)",
+    )
     return p.parse_args(argv)
 
 
@@ -87,19 +117,38 @@ def order_body_size() -> int:
     return len(order_created_body(plan.factory_orders[0]))
 
 
-def relay_config(args: argparse.Namespace, db: Path, storefront: dict[str, Any],
-                 factories: dict[str, Any]) -> dict[str, Any]:
+def relay_config(
+    args: argparse.Namespace, db: Path, storefront: dict[str, Any], factories: dict[str, Any]
+) -> dict[str, Any]:
     return {
-        "daemon": {"database": f"sqlite:///{db}", "instance_id": "bench", "shutdown_grace_s": 10,
-                   "batch_size": args.batch_size, "log_format": "json", "log_level": args.log_level},
+        "daemon": {
+            "database": f"sqlite:///{db}",
+            "instance_id": "bench",
+            "shutdown_grace_s": 10,
+            "batch_size": args.batch_size,
+            "log_format": "json",
+            "log_level": args.log_level,
+        },
         "inbound": {"host": "127.0.0.1", "port": 0},
         "egress": {"allow_plain_http": True, "allow_private_addresses": True},
-        "storefronts": {"shop": {"adapter": "demo", "url": storefront["url"], "token": storefront["token"],
-                                 "page_size": args.page_size, "poll_interval_s": args.poll_interval,
-                                 "cursor_overlap_s": 0}},
+        "storefronts": {
+            "shop": {
+                "adapter": "demo",
+                "url": storefront["url"],
+                "token": storefront["token"],
+                "page_size": args.page_size,
+                "poll_interval_s": args.poll_interval,
+                "cursor_overlap_s": 0,
+            }
+        },
         "factories": {
-            name: {"adapter": "webhook", "url": f["url"], "signing_secret": f["signing_secret"],
-                   "callback_secrets": [f["callback_secret"]], "concurrency": args.concurrency}
+            name: {
+                "adapter": "webhook",
+                "url": f["url"],
+                "signing_secret": f["signing_secret"],
+                "callback_secrets": [f["callback_secret"]],
+                "concurrency": args.concurrency,
+            }
             for name, f in factories.items()
         },
         "routing": {"skus": SKU_MAP},
@@ -143,9 +192,17 @@ class Bench:
         factory_report = await self.get(f"{self.factories.info['control']}/_bench/report")
         return self.figures(count, rate, seeded, before, after, report, factory_report, status["pages"])
 
-    def figures(self, count: int, rate: float, seeded: dict[str, Any], before: dict[str, Any],
-                after: dict[str, Any], report: dict[str, Any], factory_report: dict[str, Any],
-                pages: int) -> dict[str, Any]:
+    def figures(
+        self,
+        count: int,
+        rate: float,
+        seeded: dict[str, Any],
+        before: dict[str, Any],
+        after: dict[str, Any],
+        report: dict[str, Any],
+        factory_report: dict[str, Any],
+        pages: int,
+    ) -> dict[str, Any]:
         received: dict[str, float] = {}
         deliveries: dict[str, int] = {}
         for f in factory_report.values():
@@ -195,35 +252,64 @@ class Bench:
         config = relay_config(a, db, self.storefront.info, self.factories.info["factories"])
         relay = RelayProcess(config, log_path=str(log_path), log_level=a.log_level, uvloop=a.uvloop)
         try:
-            await self.post(f"{self.factories.info['control']}/_bench/callbacks",
-                            {n: f"{relay.ready['inbound_url']}/v1/factories/{n}/events" for n in FACTORIES})
+            await self.post(
+                f"{self.factories.info['control']}/_bench/callbacks",
+                {n: f"{relay.ready['inbound_url']}/v1/factories/{n}/events" for n in FACTORIES},
+            )
             await asyncio.sleep(0.3)
             spy = None
             if a.profile:
                 spy = subprocess.Popen(  # noqa: S603 - our own tool, our own child's pid
-                    [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(relay.pid), "-r", "250",
-                     "--format", "raw", "-o", f"{a.profile}-{name}.txt"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-p",
+                        str(relay.pid),
+                        "-r",
+                        "250",
+                        "--format",
+                        "raw",
+                        "-o",
+                        f"{a.profile}-{name}.txt",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 await asyncio.sleep(1.0)
             throughput = await self.phase(relay, a.orders, 0, timeout=max(120, a.orders / 20))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
-            latency = await self.phase(relay, a.latency_orders, a.rate,
-                                       timeout=a.latency_orders / a.rate + 60) if a.latency_orders else None
+            latency = (
+                await self.phase(relay, a.latency_orders, a.rate, timeout=a.latency_orders / a.rate + 60)
+                if a.latency_orders
+                else None
+            )
         finally:
             final = relay.stop()
-        return {"setting": name, "stored_orders": stored, "throughput": throughput, "latency": latency,
-                "relay_startup_s": relay.ready["startup_s"], "peak_rss_mib": final["hwm_kib"] / 1024,
-                "rss_mib_end": final["rss_kib"] / 1024}
+        return {
+            "setting": name,
+            "stored_orders": stored,
+            "throughput": throughput,
+            "latency": latency,
+            "relay_startup_s": relay.ready["startup_s"],
+            "peak_rss_mib": final["hwm_kib"] / 1024,
+            "rss_mib_end": final["rss_kib"] / 1024,
+        }
 
     async def run(self) -> dict[str, Any]:
         a = self.args
         work = Path(tempfile.mkdtemp(prefix="relay-bench-", dir=a.workdir))
         result: dict[str, Any] = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "label": a.label,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "args": {k: v for k, v in vars(a).items()}, "workdir": str(work),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "label": a.label,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "args": {k: v for k, v in vars(a).items()},
+            "workdir": str(work),
         }
         started = time.monotonic()
         try:
@@ -240,8 +326,11 @@ class Bench:
                         seeding = None
                         if stored:
                             seeding = await asyncio.to_thread(seed.seed, db, stored)
-                            print(f"  seeded to {stored} orders in {seeding['seconds']:.1f} s "
-                                  f"({seeding['db_mib']:.0f} MiB)", file=sys.stderr)
+                            print(
+                                f"  seeded to {stored} orders in {seeding['seconds']:.1f} s "
+                                f"({seeding['db_mib']:.0f} MiB)",
+                                file=sys.stderr,
+                            )
                         else:
                             await seed.migrate(db)
                         row = await self.setting(name, stored, db, work / "relay.log")
@@ -276,8 +365,11 @@ def _scales(text: str) -> list[int]:
 
 
 def _short(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
-        f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n))
+    return (
+        f"{n // 1_000_000}M"
+        if n >= 1_000_000 and n % 1_000_000 == 0
+        else (f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_chart:
         png = chart(result, RESULTS / f"{stem}.png")
         print(f"chart:   {png}" if png else "chart:   skipped (pip install -e '.[bench]' for matplotlib)")
-    ok = all(s["throughput"]["exactly_once"] and (s["latency"] is None or s["latency"]["exactly_once"])
-             for s in result["settings"])
+    ok = all(
+        s["throughput"]["exactly_once"] and (s["latency"] is None or s["latency"]["exactly_once"])
+        for s in result["settings"]
+    )
     if not ok:
         print("FAILED: an exactly-once check did not hold (see problems in the JSON)")
     return 0 if ok else 1

@@ -38,11 +38,18 @@ def count_orders(path: Path) -> int:
 
 
 def _payload(i: int) -> str:
-    return json.dumps({
-        "external_id": f"s{i}", "number": f"#S{i}", "currency": "USD", "paid": True,
-        "email": f"customer{i}@example.com", "shipping_address": {"name": "Ada", "city": "Shenzhen"},
-        "lines": [{"line_id": f"s{i}-1", "sku": "TEE-RED-M", "quantity": 1, "unit_price": "9.50"}],
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "external_id": f"s{i}",
+            "number": f"#S{i}",
+            "currency": "USD",
+            "paid": True,
+            "email": f"customer{i}@example.com",
+            "shipping_address": {"name": "Ada", "city": "Shenzhen"},
+            "lines": [{"line_id": f"s{i}-1", "sku": "TEE-RED-M", "quantity": 1, "unit_price": "9.50"}],
+        },
+        separators=(",", ":"),
+    )
 
 
 def seed(path: Path, target: int) -> dict[str, float]:
@@ -52,8 +59,10 @@ def seed(path: Path, target: int) -> dict[str, float]:
     started = time.perf_counter()
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous = OFF")  # seeding is set-up, not measured; the relay runs FULL
-    ids = {t: int(db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0])  # noqa: S608
-           for t in ("factory_orders", "shipments", "storefront_pushes")}
+    ids = {
+        t: int(db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0])  # noqa: S608
+        for t in ("factory_orders", "shipments", "storefront_pushes")
+    }
     t0 = time.time() - 86400 * 30
     for lo in range(have + 1, target + 1, CHUNK):
         hi = min(target, lo + CHUNK - 1)
@@ -63,38 +72,81 @@ def seed(path: Path, target: int) -> dict[str, float]:
             at = t0 + oid * 0.001
             ext = f"s{oid}"
             payload = _payload(oid)
-            fo_id, ship_id, push_id = ids["factory_orders"] + n, ids["shipments"] + n, ids["storefront_pushes"] + n
+            fo_id, ship_id, push_id = (
+                ids["factory_orders"] + n,
+                ids["shipments"] + n,
+                ids["storefront_pushes"] + n,
+            )
             iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at))
             orders.append((oid, "shop", ext, f"#S{oid}", "completed", iso, payload, at, at + 60))
             lines.append((oid, f"{ext}-1", "TEE-RED-M", 1, 1, fo_id))
-            fos.append((fo_id, oid, "acme", f"fo_seed{oid}", "shipped", payload, 1, f"ACME-S{oid}", at, at + 30))
-            ships.append((ship_id, fo_id, oid, f"ACME-S{oid}-P1", "SF Express", f"SF{oid:012d}",
-                          '[{"line_id":"%s-1","quantity":1}]' % ext, at + 40))
-            pushes.append((push_id, ship_id, oid, "shop", f"sp_seed{oid}", "done", payload, 1, f"F1-{ext}",
-                           at + 40, at + 60))
+            fos.append(
+                (fo_id, oid, "acme", f"fo_seed{oid}", "shipped", payload, 1, f"ACME-S{oid}", at, at + 30)
+            )
+            ships.append(
+                (
+                    ship_id,
+                    fo_id,
+                    oid,
+                    f"ACME-S{oid}-P1",
+                    "SF Express",
+                    f"SF{oid:012d}",
+                    '[{"line_id":"%s-1","quantity":1}]' % ext,
+                    at + 40,
+                )
+            )
+            pushes.append(
+                (
+                    push_id,
+                    ship_id,
+                    oid,
+                    "shop",
+                    f"sp_seed{oid}",
+                    "done",
+                    payload,
+                    1,
+                    f"F1-{ext}",
+                    at + 40,
+                    at + 60,
+                )
+            )
             events.append((oid, at, "received", None, "received", None))
             events.append((oid, at + 60, "completed", "shipped", "completed", '{"cause":"push"}'))
         db.execute("BEGIN")
         db.executemany(
             "INSERT INTO orders (id, storefront, external_id, number, state, source_updated_iso, payload,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)", orders)
+            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            orders,
+        )
         db.executemany(
             "INSERT INTO factory_orders (id, order_id, factory, key, state, payload, attempts, reference,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)", fos)
+            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            fos,
+        )
         db.executemany(
             "INSERT INTO order_lines (order_id, line_id, sku, quantity, shipped_quantity, factory_order_id)"
-            " VALUES (?,?,?,?,?,?)", lines)
+            " VALUES (?,?,?,?,?,?)",
+            lines,
+        )
         db.executemany(
             "INSERT INTO shipments (id, factory_order_id, order_id, shipment_id, carrier, tracking_number,"
-            " lines, received_at) VALUES (?,?,?,?,?,?,?,?)", ships)
+            " lines, received_at) VALUES (?,?,?,?,?,?,?,?)",
+            ships,
+        )
         db.executemany(
             "INSERT INTO storefront_pushes (id, shipment_id, order_id, storefront, key, state, payload, attempts,"
-            " reference, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", pushes)
+            " reference, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            pushes,
+        )
         db.executemany(
             "INSERT INTO order_events (order_id, at, kind, from_state, to_state, detail) VALUES (?,?,?,?,?,?)",
-            events)
+            events,
+        )
         db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
-    return {"added": max(0, target - have), "seconds": time.perf_counter() - started,
-            "db_mib": Path(path).stat().st_size / 2**20}
+    return {
+        "added": max(0, target - have),
+        "seconds": time.perf_counter() - started,
+        "db_mib": Path(path).stat().st_size / 2**20,
+    }

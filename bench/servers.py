@@ -72,7 +72,9 @@ class BenchStorefront(FakeDemoStorefront):
 
     def add(self) -> None:
         last = self._keys[-1][0] if self._keys else 0.0
-        order_id = self.add_order(order_lines(len(self._rows), self._rng), updated_at=max(time.time(), last + 1e-6))
+        order_id = self.add_order(
+            order_lines(len(self._rows), self._rng), updated_at=max(time.time(), last + 1e-6)
+        )
         row = self._orders[order_id]
         self._keys.append((row.updated_at, int(row.id)))
         self._rows.append(row)
@@ -92,7 +94,9 @@ class BenchStorefront(FakeDemoStorefront):
         next_cursor = None
         if start + limit < len(self._rows):
             last = page[-1]
-            next_cursor = base64.urlsafe_b64encode(json.dumps([last.updated_at, int(last.id)]).encode()).decode()
+            next_cursor = base64.urlsafe_b64encode(
+                json.dumps([last.updated_at, int(last.id)]).encode()
+            ).decode()
         body = json.dumps({"orders": [o.to_json() for o in page], "next_cursor": next_cursor})
         now = time.time()
         for o in page:
@@ -127,15 +131,25 @@ class BenchStorefront(FakeDemoStorefront):
             await asyncio.sleep(max(0.0, started + added / rate - time.monotonic()))
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response({"orders": len(self._rows), "fulfilled": len(self.fulfilled_at),
-                                  "fulfilments": self.fulfilments, "pages": self.pages})
+        return web.json_response(
+            {
+                "orders": len(self._rows),
+                "fulfilled": len(self.fulfilled_at),
+                "fulfilments": self.fulfilments,
+                "pages": self.pages,
+            }
+        )
 
     async def _report(self, request: web.Request) -> web.Response:
         first = int(request.query.get("first", 0))
         rows = self._rows[first:]
         per_order = {
-            o.id: [self.first_served.get(o.id), self.fulfilled_at.get(o.id), len(o.fulfilments),
-                   len({f["tracking_number"] for f in o.fulfilments.values()})]
+            o.id: [
+                self.first_served.get(o.id),
+                self.fulfilled_at.get(o.id),
+                len(o.fulfilments),
+                len({f["tracking_number"] for f in o.fulfilments.values()}),
+            ]
             for o in rows
         }
         return web.json_response({"orders": per_order, "pages": self.pages})
@@ -167,12 +181,18 @@ async def _control_app(factories: dict[str, BenchFactory]) -> tuple[web.AppRunne
         return web.json_response({})
 
     async def report(request: web.Request) -> web.Response:
-        return web.json_response({
-            name: {"received_at": f.received_at, "deliveries": dict(f.deliveries), "held": len(f.orders),
-                   "callbacks": {str(k): v for k, v in f.callbacks_sent.items()},
-                   "rejected_signatures": f.rejected_signatures}
-            for name, f in factories.items()
-        })
+        return web.json_response(
+            {
+                name: {
+                    "received_at": f.received_at,
+                    "deliveries": dict(f.deliveries),
+                    "held": len(f.orders),
+                    "callbacks": {str(k): v for k, v in f.callbacks_sent.items()},
+                    "rejected_signatures": f.rejected_signatures,
+                }
+                for name, f in factories.items()
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/_bench/callbacks", set_callbacks)
@@ -188,7 +208,9 @@ async def _echo_app() -> tuple[web.AppRunner, str]:
 
     async def handle(request: web.Request) -> web.Response:
         await request.json()
-        return web.Response(text=json.dumps({"ok": True, "id": next(counter)}), content_type="application/json")
+        return web.Response(
+            text=json.dumps({"ok": True, "id": next(counter)}), content_type="application/json"
+        )
 
     app = web.Application()
     app.router.add_post("/", handle)
@@ -212,10 +234,19 @@ async def _serve(kind: str, conn: Connection, options: dict[str, Any]) -> None:
             closers.append(f.close)
         runner, control = await _control_app(factories)
         closers.append(runner.cleanup)
-        conn.send({"control": control, "factories": {
-            n: {"url": f.url, "signing_secret": f.signing_secret, "callback_secret": f.callback_secret}
-            for n, f in factories.items()
-        }})
+        conn.send(
+            {
+                "control": control,
+                "factories": {
+                    n: {
+                        "url": f.url,
+                        "signing_secret": f.signing_secret,
+                        "callback_secret": f.callback_secret,
+                    }
+                    for n, f in factories.items()
+                },
+            }
+        )
     elif kind == "echo":
         runner, url = await _echo_app()
         closers.append(runner.cleanup)
@@ -237,7 +268,9 @@ class ServerProcess:
     def __init__(self, kind: str, **options: Any) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_main, args=(kind, child, options), name=f"bench-{kind}", daemon=True)
+        self.process = ctx.Process(
+            target=_main, args=(kind, child, options), name=f"bench-{kind}", daemon=True
+        )
         self.process.start()
         if not self._conn.poll(30):
             raise RuntimeError(f"{kind} server did not start")

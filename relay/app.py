@@ -110,41 +110,68 @@ class App:
             self.on_close(f"factory {name}", adapter.aclose)
         for row in await self.store.list_factories():
             if row["disabled_at"] is not None and row["name"] in self.factories:
-                self.log.warning("factory_disabled", factory=row["name"], reason=row["disabled_reason"],
-                                 hint=f"relay factories enable {row['name']}")
+                self.log.warning(
+                    "factory_disabled",
+                    factory=row["name"],
+                    reason=row["disabled_reason"],
+                    hint=f"relay factories enable {row['name']}",
+                )
 
         d = s.daemon
         self.shipper = Shipper(
             self.store,
             self.storefronts,
             {n: self._policy(sf.retry) for n, sf in s.storefronts.items()},
-            owner=self.owner, lease_s=d.lease_s, batch_size=d.batch_size,
-            concurrency={n: 8 for n in s.storefronts}, clock=self.clock, log=self.log.bind(loop="shipper"),
+            owner=self.owner,
+            lease_s=d.lease_s,
+            batch_size=d.batch_size,
+            concurrency={n: 8 for n in s.storefronts},
+            clock=self.clock,
+            log=self.log.bind(loop="shipper"),
         )
         self.forwarder = Forwarder(
             self.store,
             self.factories,
             {n: self._policy(fs.retry) for n, fs in s.factories.items()},
-            owner=self.owner, lease_s=d.lease_s, batch_size=d.batch_size,
+            owner=self.owner,
+            lease_s=d.lease_s,
+            batch_size=d.batch_size,
             concurrency={n: fs.concurrency for n, fs in s.factories.items()},
-            clock=self.clock, log=self.log.bind(loop="forwarder"),
+            clock=self.clock,
+            log=self.log.bind(loop="forwarder"),
         )
         self.router = Router(
-            self.store, s.sku_map, {n: sf.test_tags for n, sf in s.storefronts.items()},
-            owner=self.owner, lease_s=d.lease_s, batch_size=d.batch_size, clock=self.clock,
-            log=self.log.bind(loop="router"), on_routed=self.forwarder.wake,
+            self.store,
+            s.sku_map,
+            {n: sf.test_tags for n, sf in s.storefronts.items()},
+            owner=self.owner,
+            lease_s=d.lease_s,
+            batch_size=d.batch_size,
+            clock=self.clock,
+            log=self.log.bind(loop="router"),
+            on_routed=self.forwarder.wake,
         )
         self.pollers = [
             OrderPoller(
-                self.store, self.storefronts[name], interval=sf.poll_interval_s, overlap_s=sf.cursor_overlap_s,
-                clock=self.clock, log=self.log.bind(loop="poller"), on_orders=self.router.wake,
+                self.store,
+                self.storefronts[name],
+                interval=sf.poll_interval_s,
+                overlap_s=sf.cursor_overlap_s,
+                clock=self.clock,
+                log=self.log.bind(loop="poller"),
+                on_orders=self.router.wake,
             )
             for name, sf in s.storefronts.items()
         ]
         self.factory_pollers = [
             ShipmentPoller(
-                self.store, name, adapter, interval=s.factories[name].shipment_poll_interval_s, clock=self.clock,
-                log=self.log.bind(loop="factory_poller"), on_shipments=self.shipper.wake,
+                self.store,
+                name,
+                adapter,
+                interval=s.factories[name].shipment_poll_interval_s,
+                clock=self.clock,
+                log=self.log.bind(loop="factory_poller"),
+                on_shipments=self.shipper.wake,
             )
             for name, adapter in self.factories.items()
             if isinstance(adapter, ShipmentSource)
@@ -193,7 +220,9 @@ class App:
     def health(self) -> dict[str, Any]:
         loops: list[Loop] = [*self.pollers, self.router, self.forwarder, *self.factory_pollers, self.shipper]
         failing = {
-            f"{loop.name}:{getattr(getattr(loop, 'adapter', None), 'name', '')}".rstrip(":"): loop.health.last_error
+            f"{loop.name}:{getattr(getattr(loop, 'adapter', None), 'name', '')}".rstrip(
+                ":"
+            ): loop.health.last_error
             for loop in loops
             if loop.health.failing_since is not None
         }
@@ -233,7 +262,9 @@ class App:
             asyncio.create_task(loop.run(stopping), name=f"{loop.name}")
             for loop in [*self.pollers, self.router, *self.factory_pollers]
         ]
-        draining = [asyncio.create_task(loop.run(stopping), name=loop.name) for loop in (self.forwarder, self.shipper)]
+        draining = [
+            asyncio.create_task(loop.run(stopping), name=loop.name) for loop in (self.forwarder, self.shipper)
+        ]
         self.log.info("relay_started", storefronts=list(self.storefronts), factories=list(self.factories))
         everything = quick + draining
         stop_waiter = asyncio.create_task(stopping.wait())

@@ -174,8 +174,11 @@ def _check_urls(prefix: str, options: BaseModel, egress: EgressSettings) -> list
     for key, value in options:
         if isinstance(value, AnyUrl):
             try:
-                check_url(str(value), allow_plain_http=egress.allow_plain_http,
-                          allow_private=egress.allow_private_addresses)
+                check_url(
+                    str(value),
+                    allow_plain_http=egress.allow_plain_http,
+                    allow_private=egress.allow_private_addresses,
+                )
             except UnsafeURL as exc:
                 problems.append((f"{prefix}.{key}", str(exc)))
     return problems
@@ -195,9 +198,12 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
         found = _problems(exc)
         # A list that is empty only because its items failed is noise next to the items' own errors.
         problems.extend(
-            (key, msg) for key, msg in found
-            if not (msg.startswith(("Tuple should have at least", "List should have at least"))
-                    and any(k.startswith(key + ".") for k, _ in found))
+            (key, msg)
+            for key, msg in found
+            if not (
+                msg.startswith(("Tuple should have at least", "List should have at least"))
+                and any(k.startswith(key + ".") for k, _ in found)
+            )
         )
     egress = settings.egress if settings else EgressSettings()
     options: dict[tuple[str, str], BaseModel] = {}
@@ -236,8 +242,12 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
         raise ConfigurationError(problems)
     return settings.model_copy(
         update={
-            "storefronts": {n: _with_options(s, options[("storefronts", n)]) for n, s in settings.storefronts.items()},
-            "factories": {n: _with_options(f, options[("factories", n)]) for n, f in settings.factories.items()},
+            "storefronts": {
+                n: _with_options(s, options[("storefronts", n)]) for n, s in settings.storefronts.items()
+            },
+            "factories": {
+                n: _with_options(f, options[("factories", n)]) for n, f in settings.factories.items()
+            },
         }
     )
 

@@ -25,7 +25,13 @@ from relay.domain.models import factory_order_key
 from relay.registry import Registry
 from relay.testing.vendor import FakeStorefront, SeedLine
 
-SKU_MAP = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "HOODIE-GRY-XL": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
+SKU_MAP = {
+    "TEE-RED-M": "acme",
+    "TEE-BLU-L": "acme",
+    "HOODIE-GRY-XL": "acme",
+    "MUG-WHT": "bolt",
+    "CAP-BLK": "bolt",
+}
 
 
 def make_fake_storefront(adapter: str) -> FakeStorefront:
@@ -51,26 +57,34 @@ def seed_orders(fake: FakeStorefront, count: int, rng: random.Random) -> dict[st
     seeded = {}
     for _ in range(count):
         lines = [
-            SeedLine(sku, quantity=rng.randint(1, 3), properties={"engraving": "For Ada"} if sku == "MUG-WHT" else {})
+            SeedLine(
+                sku,
+                quantity=rng.randint(1, 3),
+                properties={"engraving": "For Ada"} if sku == "MUG-WHT" else {},
+            )
             for sku in rng.sample(skus, rng.randint(1, 3))
         ]
         seeded[fake.add_order(lines)] = [line.sku for line in lines if line.sku]
     return seeded
 
 
-def demo_settings(fake: FakeStorefront, factories: dict[str, FakeFactory], database: str, registry: Registry) -> Any:
+def demo_settings(
+    fake: FakeStorefront, factories: dict[str, FakeFactory], database: str, registry: Registry
+) -> Any:
     return parse_settings(
         {
             "daemon": {"database": database, "instance_id": "demo", "shutdown_grace_s": 5, "batch_size": 200},
             "inbound": {"host": "127.0.0.1", "port": 0},
             "egress": {"allow_plain_http": True, "allow_private_addresses": True},
             "storefronts": {
-                "shop": {"adapter": fake.adapter, "poll_interval_s": 0.5, "cursor_overlap_s": 5,
-                         **fake.adapter_options()}
+                "shop": {
+                    "adapter": fake.adapter,
+                    "poll_interval_s": 0.5,
+                    "cursor_overlap_s": 5,
+                    **fake.adapter_options(),
+                }
             },
-            "factories": {
-                name: {**f.factory_config(), "concurrency": 16} for name, f in factories.items()
-            },
+            "factories": {name: {**f.factory_config(), "concurrency": 16} for name, f in factories.items()},
             "routing": {"skus": SKU_MAP},
         },
         registry,
@@ -78,8 +92,13 @@ def demo_settings(fake: FakeStorefront, factories: dict[str, FakeFactory], datab
 
 
 async def run_demo(
-    count: int, *, storefront: str = "demo", timeout: float = 120.0, database: str | None = None,
-    registry: Registry | None = None, out: Any = None,
+    count: int,
+    *,
+    storefront: str = "demo",
+    timeout: float = 120.0,
+    database: str | None = None,
+    registry: Registry | None = None,
+    out: Any = None,
 ) -> int:
     out = out or sys.stdout
     registry = registry or Registry()
@@ -93,8 +112,11 @@ async def run_demo(
         for f in factories.values():
             await f.start()
         seeded = seed_orders(fake, count, random.Random(7))
-        print(f"relay demo: {count} orders on a fake {storefront} storefront, factories acme and bolt, "
-              f"database {db_path}", file=out)
+        print(
+            f"relay demo: {count} orders on a fake {storefront} storefront, factories acme and bolt, "
+            f"database {db_path}",
+            file=out,
+        )
         settings = demo_settings(fake, factories, f"sqlite:///{db_path}", registry)
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
             for name, f in factories.items():
@@ -129,8 +151,12 @@ async def _wait_until_done(app: App, count: int, deadline: float, out: Any) -> d
 
 
 def _report(
-    stats: dict[str, Any], seeded: dict[str, list[str]], fake: FakeStorefront,
-    factories: dict[str, FakeFactory], elapsed: float, out: Any,
+    stats: dict[str, Any],
+    seeded: dict[str, list[str]],
+    fake: FakeStorefront,
+    factories: dict[str, FakeFactory],
+    elapsed: float,
+    out: Any,
 ) -> int:
     problems = []
     expected: dict[str, set[str]] = {name: set() for name in factories}
@@ -143,7 +169,9 @@ def _report(
     for name, f in factories.items():
         held = set(f.orders)
         if held != expected[name]:
-            problems.append(f"factory {name}: missing {len(expected[name] - held)}, unexpected {len(held - expected[name])}")
+            problems.append(
+                f"factory {name}: missing {len(expected[name] - held)}, unexpected {len(held - expected[name])}"
+            )
     fulfilments = Counter()
     for order_id in seeded:
         recorded = fake.fulfilments(order_id)
@@ -160,14 +188,25 @@ def _report(
         print(f"  needing attention    {stats['attention']}", file=out)
     for name, f in factories.items():
         deliveries = sum(f.deliveries.values())
-        print(f"  factory {name:<12} held {len(f.orders)} orders (expected {len(expected[name])}), "
-              f"{deliveries} deliveries", file=out)
-    print(f"  storefront           {total_fulfilments} fulfilments (expected {parcels_expected} parcels)", file=out)
-    print(f"  elapsed              {elapsed:.1f} s ({len(seeded) / elapsed:.1f} orders/s end to end)", file=out)
+        print(
+            f"  factory {name:<12} held {len(f.orders)} orders (expected {len(expected[name])}), "
+            f"{deliveries} deliveries",
+            file=out,
+        )
+    print(
+        f"  storefront           {total_fulfilments} fulfilments (expected {parcels_expected} parcels)",
+        file=out,
+    )
+    print(
+        f"  elapsed              {elapsed:.1f} s ({len(seeded) / elapsed:.1f} orders/s end to end)", file=out
+    )
     if problems:
         print("FAILED:", file=out)
         for p in problems:
             print(f"  - {p}", file=out)
         return 1
-    print(f"OK: every order reached its factory exactly once and got tracking back ({len(seeded)} orders)", file=out)
+    print(
+        f"OK: every order reached its factory exactly once and got tracking back ({len(seeded)} orders)",
+        file=out,
+    )
     return 0

@@ -62,7 +62,9 @@ def verify(
     signatures = headers.get(SIGNATURE_HEADER, "")
     if not message_id or not raw_ts or not signatures:
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    if max(len(message_id), len(raw_ts), len(signatures)) > MAX_HEADER_LENGTH or not (raw_ts.isascii() and raw_ts.isdigit()):
+    if max(len(message_id), len(raw_ts), len(signatures)) > MAX_HEADER_LENGTH or not (
+        raw_ts.isascii() and raw_ts.isdigit()
+    ):
         raise SignatureError("malformed webhook headers")
     timestamp = int(raw_ts)
     if abs(now - timestamp) > tolerance_s:

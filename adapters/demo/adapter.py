@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -90,7 +89,7 @@ class DemoStorefront:
                     raise error_for_status(exc.status, exc.body, exc.headers) from exc
                 except AdapterError:
                     raise
-                except (TimeoutError, asyncio.TimeoutError) as exc:
+                except TimeoutError as exc:
                     raise RetriableAdapterError("storefront timed out") from exc
                 except aiohttp.ClientError as exc:
                     raise RetriableAdapterError(f"storefront connection failed: {exc}") from exc
@@ -109,7 +108,9 @@ class DemoStorefront:
                     records.append(to_order(raw))
                 except (ValidationError, KeyError, TypeError, ValueError, AttributeError) as exc:
                     ext = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") is not None else None
-                    records.append(Malformed(external_id=ext, reason=f"{type(exc).__name__}: {exc}"[:500], raw=raw))
+                    records.append(
+                        Malformed(external_id=ext, reason=f"{type(exc).__name__}: {exc}"[:500], raw=raw)
+                    )
             yield records
             if not page.next_cursor:
                 return

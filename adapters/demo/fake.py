@@ -205,7 +205,11 @@ class FakeDemoStorefront:
             limit = min(int(request.query.get("limit", self.page_size)), 250)
             since = request.query.get("updated_since")
             since_ts = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() if since else None
-            after = json.loads(base64.urlsafe_b64decode(request.query["cursor"])) if "cursor" in request.query else None
+            after = (
+                json.loads(base64.urlsafe_b64decode(request.query["cursor"]))
+                if "cursor" in request.query
+                else None
+            )
         except (ValueError, KeyError) as exc:
             return web.json_response({"error": f"bad query: {exc}"}, status=400)
         rows = sorted(self._orders.values(), key=lambda o: (o.updated_at, int(o.id)))
@@ -217,7 +221,9 @@ class FakeDemoStorefront:
         next_cursor = None
         if len(rows) > limit:
             last = page[-1]
-            next_cursor = base64.urlsafe_b64encode(json.dumps([last.updated_at, int(last.id)]).encode()).decode()
+            next_cursor = base64.urlsafe_b64encode(
+                json.dumps([last.updated_at, int(last.id)]).encode()
+            ).decode()
         return web.json_response({"orders": [o.to_json() for o in page], "next_cursor": next_cursor})
 
     async def _fulfil(self, request: web.Request) -> web.Response:
@@ -248,4 +254,3 @@ class FakeDemoStorefront:
             return web.json_response({"error": "unknown line item"}, status=422)
         order.fulfilments[key] = record
         return web.json_response(record, status=201)
-

@@ -8,7 +8,6 @@ factory had called back (see docs/factory-api.md, "Polled status endpoint").
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -79,7 +78,7 @@ class PolledFactory(WebhookFactory):
             return await self._listing.page(cursor, self._page_size)
         except AdapterError:
             raise
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise RetriableAdapterError(f"timed out after {self.options.timeout_s}s") from exc
         except aiohttp.ClientError as exc:
             raise RetriableAdapterError(f"connection failed: {type(exc).__name__}: {exc}") from exc
@@ -93,6 +92,9 @@ class PolledFactory(WebhookFactory):
                 reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         else:
             reason = "not an object"
-        self.context.log.warning("polled_shipment_malformed", reason=reason,
-                                 shipment_id=raw.get("shipment_id") if isinstance(raw, dict) else None)
+        self.context.log.warning(
+            "polled_shipment_malformed",
+            reason=reason,
+            shipment_id=raw.get("shipment_id") if isinstance(raw, dict) else None,
+        )
         return None

@@ -28,5 +28,7 @@ class ShipmentListingClient:
 
     async def page(self, since: str | None, limit: int) -> ListingResponse:
         params = {"limit": str(limit)} | ({"since": since} if since else {})
-        async with self._session.get(self._url, params=params, headers=self._auth, allow_redirects=False) as resp:
+        async with self._session.get(
+            self._url, params=params, headers=self._auth, allow_redirects=False
+        ) as resp:
             return ListingResponse(resp.status, await resp.text(errors="replace"), dict(resp.headers))

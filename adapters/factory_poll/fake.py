@@ -31,9 +31,14 @@ class FakePolledFactory(FakeFactory):
 
     def adapter_options(self) -> dict[str, Any]:
         """The `factory_poll` adapter's config keys for this fake."""
-        return {"adapter": "factory_poll", "url": self.url, "shipments_url": self.shipments_url,
-                "signing_secret": self.signing_secret, "status_token": self.status_token,
-                "callback_secrets": [self.callback_secret]}
+        return {
+            "adapter": "factory_poll",
+            "url": self.url,
+            "shipments_url": self.shipments_url,
+            "signing_secret": self.signing_secret,
+            "status_token": self.status_token,
+            "callback_secrets": [self.callback_secret],
+        }
 
     def add_routes(self, app: web.Application) -> None:
         super().add_routes(app)
@@ -52,6 +57,8 @@ class FakePolledFactory(FakeFactory):
             return web.json_response({"error": "injected"}, status=self.listing_faults.pop(0))
         start = int(since or 0)
         limit = min(int(request.query.get("limit", "100")), self.page_size)
-        page = self.listed[start:start + limit]
+        page = self.listed[start : start + limit]
         end = start + len(page)
-        return web.json_response({"shipments": page, "next_cursor": str(end), "has_more": end < len(self.listed)})
+        return web.json_response(
+            {"shipments": page, "next_cursor": str(end), "has_more": end < len(self.listed)}
+        )

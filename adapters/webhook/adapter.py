@@ -9,7 +9,6 @@ is also sent as `Idempotency-Key`, and the body is byte-identical on every attem
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -74,7 +73,9 @@ class WebhookFactory:
         self.options = options
         self.context = context
         self._session = context.new_session(total_timeout_s=options.timeout_s)
-        self._client = WebhookClient(self._session, str(options.url), options.signing_secret.get_secret_value())
+        self._client = WebhookClient(
+            self._session, str(options.url), options.signing_secret.get_secret_value()
+        )
 
     async def submit(self, order: FactoryOrder) -> Placement:
         resp = await self._post(order.key, order_created_body(order))
@@ -95,7 +96,7 @@ class WebhookFactory:
             return await self._client.post(message_id, int(self.context.clock()), body)
         except AdapterError:
             raise
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise RetriableAdapterError(f"timed out after {self.options.timeout_s}s") from exc
         except aiohttp.ClientError as exc:
             raise RetriableAdapterError(f"connection failed: {type(exc).__name__}: {exc}") from exc

@@ -68,7 +68,9 @@ class FakeFactory:
         self.ship_after_s = ship_after_s
         self.split_parcels = split_parcels
         self.callback_url: str | None = None
-        self.deliveries: Counter[str] = Counter()  # valid, signed POSTs per message id (order.created and .cancel)
+        self.deliveries: Counter[str] = (
+            Counter()
+        )  # valid, signed POSTs per message id (order.created and .cancel)
         self.orders: dict[str, HeldOrder] = {}
         self.cancellations: Counter[str] = Counter()  # valid order.cancelled messages per factory order key
         self.cancelled_unknown: set[str] = set()  # keys cancelled before (or without) their order.created
@@ -127,7 +129,9 @@ class FakeFactory:
     async def _receive(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         try:
-            message_id, _ = verify([self.signing_secret], request.headers, body, now=self.clock(), tolerance_s=300)
+            message_id, _ = verify(
+                [self.signing_secret], request.headers, body, now=self.clock(), tolerance_s=300
+            )
         except SignatureError as exc:
             self.rejected_signatures += 1
             return web.json_response({"error": str(exc)}, status=401)
@@ -141,8 +145,9 @@ class FakeFactory:
             headers = dict(fault.headers)
             if fault.retry_after is not None:
                 headers["Retry-After"] = f"{fault.retry_after:g}"
-            return web.Response(status=fault.status, text=fault.body, headers=headers,
-                                content_type="application/json")
+            return web.Response(
+                status=fault.status, text=fault.body, headers=headers, content_type="application/json"
+            )
         message = json.loads(body)
         if message.get("type") == "order.cancelled":
             return self._cancel(message["data"]["key"])
@@ -205,8 +210,11 @@ class FakeFactory:
                 "tracking_url": None,
                 "lines": lines,
             }
-            await self.send_event({"type": "shipment.created", "data": shipment}, f"{held.reference}-P{n}",
-                                  attempts=self.callback_attempts)
+            await self.send_event(
+                {"type": "shipment.created", "data": shipment},
+                f"{held.reference}-P{n}",
+                attempts=self.callback_attempts,
+            )
         held.shipped = True
 
     async def send_event(self, event: dict[str, Any], message_id: str, *, attempts: int = 50) -> int:

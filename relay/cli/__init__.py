@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="TOML config (env RELAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--once", action="store_true", help="one full pass (poll, route, deliver, push), then exit")
+    run.add_argument(
+        "--once", action="store_true", help="one full pass (poll, route, deliver, push), then exit"
+    )
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("check", help="validate the config; print every problem by key")
     demo = sub.add_parser("demo", help="run the whole loop against built-in fake storefront and factories")
@@ -98,17 +100,33 @@ async def _orders(settings: Settings, args: argparse.Namespace) -> int:
         now = time.time()
         if args.action == "list":
             for row in await store.list_orders(args.state, args.limit):
-                reason = f" [{row['attention_reason']}: {row['attention_detail'] or ''}]" if row["attention_reason"] else ""
-                print(f"{row['id']:>8}  {row['storefront']}:{row['external_id']}  {row['number']:<10} "
-                      f"{row['state']:<18}{reason}")
+                reason = (
+                    f" [{row['attention_reason']}: {row['attention_detail'] or ''}]"
+                    if row["attention_reason"]
+                    else ""
+                )
+                print(
+                    f"{row['id']:>8}  {row['storefront']}:{row['external_id']}  {row['number']:<10} "
+                    f"{row['state']:<18}{reason}"
+                )
             return 0
         if args.action == "show":
             view = await store.find_order(args.order_id)
             if view is None:
                 print(f"order {args.order_id} not found", file=sys.stderr)
                 return EX_FAILURE
-            print(json.dumps({"order": view.order, "factory_orders": view.factory_orders,
-                              "shipments": view.shipments, "events": view.events}, indent=2, default=str))
+            print(
+                json.dumps(
+                    {
+                        "order": view.order,
+                        "factory_orders": view.factory_orders,
+                        "shipments": view.shipments,
+                        "events": view.events,
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
             return 0
         fn = store.retry_order if args.action == "retry" else store.replay_order
         try:
@@ -130,18 +148,27 @@ async def _factories(settings: Settings, args: argparse.Namespace) -> int:
             for name in sorted(set(settings.factories) | set(known)):
                 row = known.get(name, {})
                 where = "" if name in settings.factories else "  (not configured)"
-                state = (f"disabled since {_ts(row['disabled_at'])}: {row['disabled_reason']}"
-                         if row.get("disabled_at") else "enabled")
-                counts = ", ".join(f"{k} {v}" for k, v in sorted(row.get("orders", {}).items())) or "no orders"
+                state = (
+                    f"disabled since {_ts(row['disabled_at'])}: {row['disabled_reason']}"
+                    if row.get("disabled_at")
+                    else "enabled"
+                )
+                counts = (
+                    ", ".join(f"{k} {v}" for k, v in sorted(row.get("orders", {}).items())) or "no orders"
+                )
                 print(f"{name:<20} {state}  [{counts}]{where}")
             return 0
         if args.name not in settings.factories:
-            print(f"unknown factory {args.name!r}; configured: {', '.join(sorted(settings.factories))}",
-                  file=sys.stderr)
+            print(
+                f"unknown factory {args.name!r}; configured: {', '.join(sorted(settings.factories))}",
+                file=sys.stderr,
+            )
             return EX_FAILURE
         if args.action == "enable":
             changed = await store.enable_factory(args.name, time.time())
-            print(f"{args.name}: {'enabled; its waiting orders go out now' if changed else 'was not disabled'}")
+            print(
+                f"{args.name}: {'enabled; its waiting orders go out now' if changed else 'was not disabled'}"
+            )
         else:
             changed = await store.disable_factory(args.name, args.reason, time.time())
             print(f"{args.name}: {'disabled; its orders wait' if changed else 'was already disabled'}")
@@ -159,12 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             from relay.demo import run_demo
 
             relay_logging.configure("json", "warning")
-            return asyncio.run(run_demo(args.orders, storefront=args.storefront, timeout=args.timeout,
-                                        database=args.database, registry=registry))
+            return asyncio.run(
+                run_demo(
+                    args.orders,
+                    storefront=args.storefront,
+                    timeout=args.timeout,
+                    database=args.database,
+                    registry=registry,
+                )
+            )
         settings = _load(args.config, registry)
         if args.command == "check":
-            print(f"{args.config}: ok ({len(settings.storefronts)} storefront(s), "
-                  f"{len(settings.factories)} factory(ies), {len(settings.sku_map)} mapped SKU(s))")
+            print(
+                f"{args.config}: ok ({len(settings.storefronts)} storefront(s), "
+                f"{len(settings.factories)} factory(ies), {len(settings.sku_map)} mapped SKU(s))"
+            )
             return 0
         relay_logging.configure(settings.daemon.log_format, settings.daemon.log_level)
         if args.command == "migrate":
@@ -202,4 +238,3 @@ async def _run(settings: Settings, registry: Registry, *, once: bool) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

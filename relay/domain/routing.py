@@ -34,7 +34,9 @@ def plan_route(
         )
     unknown = sorted({line.sku for line in order.lines if line.sku not in sku_map})  # type: ignore[misc]
     if unknown:
-        return RoutePlan(job.order_id, hold=AttentionReason.UNKNOWN_SKU, detail=f"unmapped SKUs: {', '.join(unknown)}")
+        return RoutePlan(
+            job.order_id, hold=AttentionReason.UNKNOWN_SKU, detail=f"unmapped SKUs: {', '.join(unknown)}"
+        )
     by_factory: dict[str, list[OrderLine]] = defaultdict(list)
     for line in order.lines:
         by_factory[sku_map[line.sku]].append(line)  # type: ignore[index]

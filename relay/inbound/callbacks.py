@@ -90,7 +90,9 @@ class FactoryCallbacks:
             return problem(408, "body not received in time")
         log = self.log.bind(factory=factory)
         try:
-            message_id, _ = verify(secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s)
+            message_id, _ = verify(
+                secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s
+            )
         except SignatureError as exc:
             log.warning("callback_unauthenticated", reason=str(exc))
             return problem(401, "invalid signature", str(exc))

@@ -37,11 +37,19 @@ class OpsEndpoints:
         lines = ["# TYPE relay_orders gauge"]
         lines += [f'relay_orders{{state="{k}"}} {v}' for k, v in sorted(stats["orders"].items())]
         lines.append("# TYPE relay_orders_needing_attention gauge")
-        lines += [f'relay_orders_needing_attention{{reason="{k}"}} {v}' for k, v in sorted(stats["attention"].items())]
+        lines += [
+            f'relay_orders_needing_attention{{reason="{k}"}} {v}'
+            for k, v in sorted(stats["attention"].items())
+        ]
         lines.append("# TYPE relay_factory_orders gauge")
-        lines += [f'relay_factory_orders{{state="{k}"}} {v}' for k, v in sorted(stats["factory_orders"].items())]
+        lines += [
+            f'relay_factory_orders{{state="{k}"}} {v}' for k, v in sorted(stats["factory_orders"].items())
+        ]
         lines.append("# TYPE relay_storefront_pushes gauge")
-        lines += [f'relay_storefront_pushes{{state="{k}"}} {v}' for k, v in sorted(stats["storefront_pushes"].items())]
+        lines += [
+            f'relay_storefront_pushes{{state="{k}"}} {v}'
+            for k, v in sorted(stats["storefront_pushes"].items())
+        ]
         lines.append("# TYPE relay_quarantined_records gauge")
         lines.append(f"relay_quarantined_records {stats['quarantined']}")
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

@@ -97,7 +97,9 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
     async def claim(self, destinations: Sequence[str], limit: int) -> list[DeliveryJob]:
         now = self.clock()
         closed = [name for name in destinations if not self.circuits[name].open]
-        jobs = await self.store.claim_deliveries(self.owner, closed, now, self.lease_s, limit) if closed else []
+        jobs = (
+            await self.store.claim_deliveries(self.owner, closed, now, self.lease_s, limit) if closed else []
+        )
         for name in destinations:
             circuit = self.circuits[name]
             if circuit.open and len(jobs) < limit:
@@ -119,19 +121,25 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
     async def send(self, job: DeliveryJob) -> DeliveryOutcome:
         circuit = self.circuits[job.factory]
         if circuit.gone or (circuit.open and circuit.probe != self.job_id(job)):
-            return DeliveryOutcome(job, FactoryOrderState.PENDING, attempted=False)  # claimed before it opened
+            return DeliveryOutcome(
+                job, FactoryOrderState.PENDING, attempted=False
+            )  # claimed before it opened
         attempt = job.attempts + 1
         cancel = job.kind == ORDER_CANCELLED
         log = self.log.bind(order_id=job.order_id, factory=job.factory, key=job.key, attempt=attempt)
-        pending, dead = (CancelState.PENDING, CancelState.DEAD) if cancel else (
-            FactoryOrderState.PENDING, FactoryOrderState.DEAD)
+        pending, dead = (
+            (CancelState.PENDING, CancelState.DEAD)
+            if cancel
+            else (FactoryOrderState.PENDING, FactoryOrderState.DEAD)
+        )
         try:
             outcome = await self._deliver(job, log)
         except EndpointGone as exc:
             circuit.gone, circuit.probe = True, None
             if await self.store.disable_factory(job.factory, describe(exc), self.clock()):
-                log.error("factory_disabled", error=describe(exc),
-                          hint=f"relay factories enable {job.factory}")
+                log.error(
+                    "factory_disabled", error=describe(exc), hint=f"relay factories enable {job.factory}"
+                )
             return DeliveryOutcome(job, pending, error=describe(exc), attempted=False)
         except AlreadyShipped as exc:
             log.info("cancel_refused_already_shipped")
@@ -140,7 +148,9 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
             if not isinstance(exc, UnsafeURL):
                 log.warning("factory_rejected", error=describe(exc), status=exc.status, message=job.kind)
                 self._close(circuit)
-                return DeliveryOutcome(job, dead, error=describe(exc), reason=AttentionReason.FACTORY_REJECTED)
+                return DeliveryOutcome(
+                    job, dead, error=describe(exc), reason=AttentionReason.FACTORY_REJECTED
+                )
             # An egress refusal (address, scheme, oversized answer) may be a DNS or config fix away: retry.
             return self._retry(job, circuit, RetriableAdapterError(describe(exc)), log, pending, dead)
         except Exception as exc:
@@ -161,8 +171,13 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         return DeliveryOutcome(job, FactoryOrderState.PLACED, reference=placement.reference)
 
     def _retry(
-        self, job: DeliveryJob, circuit: Circuit, error: RetriableAdapterError, log: Any,
-        pending: FactoryOrderState | CancelState, dead: FactoryOrderState | CancelState,
+        self,
+        job: DeliveryJob,
+        circuit: Circuit,
+        error: RetriableAdapterError,
+        log: Any,
+        pending: FactoryOrderState | CancelState,
+        dead: FactoryOrderState | CancelState,
     ) -> DeliveryOutcome:
         attempt = job.attempts + 1
         decision = self.policies[job.factory].decide(error, attempt)
@@ -174,8 +189,12 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
             log.error("retries_exhausted", error=describe(error), message=job.kind)
             reason = None if dead is CancelState.DEAD else AttentionReason.RETRIES_EXHAUSTED
             return DeliveryOutcome(job, dead, error=describe(error), reason=reason)
-        log.info("delivery_failed", error=describe(error), retry_in_s=round(decision.retry_at - now, 3),
-                 message=job.kind)
+        log.info(
+            "delivery_failed",
+            error=describe(error),
+            retry_in_s=round(decision.retry_at - now, 3),
+            message=job.kind,
+        )
         return DeliveryOutcome(job, pending, next_attempt_at=decision.retry_at, error=describe(error))
 
     def _close(self, circuit: Circuit) -> None:

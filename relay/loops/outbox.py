@@ -24,7 +24,9 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
 
     idle_poll_s = 5.0
 
-    def __init__(self, *, batch_size: int, concurrency: dict[str, int], clock: Callable[[], float], log: Any) -> None:
+    def __init__(
+        self, *, batch_size: int, concurrency: dict[str, int], clock: Callable[[], float], log: Any
+    ) -> None:
         super().__init__(interval=self.idle_poll_s, clock=clock, log=log)
         self.batch_size = batch_size
         self._limits = {dest: asyncio.Semaphore(n) for dest, n in concurrency.items()}

@@ -41,17 +41,23 @@ class Router(Loop):
         if not jobs:
             return False
         plans = [
-            plan_route(job, self.sku_map, test_tags=self.test_tags.get(job.storefront, ()), now=now) for job in jobs
+            plan_route(job, self.sku_map, test_tags=self.test_tags.get(job.storefront, ()), now=now)
+            for job in jobs
         ]
         await self.store.apply_routing(plans, self.clock())
         for plan in plans:
             if plan.hold is not None:
-                self.log.warning("order_held", order_id=plan.order_id, reason=plan.hold.value, detail=plan.detail)
+                self.log.warning(
+                    "order_held", order_id=plan.order_id, reason=plan.hold.value, detail=plan.detail
+                )
             elif plan.cancel:
                 self.log.info("order_cancelled", order_id=plan.order_id)
             else:
-                self.log.info("order_routed", order_id=plan.order_id,
-                              factories=[fo.factory for fo in plan.factory_orders])
+                self.log.info(
+                    "order_routed",
+                    order_id=plan.order_id,
+                    factories=[fo.factory for fo in plan.factory_orders],
+                )
         if any(plan.factory_orders for plan in plans):
             self.on_routed()
         return len(jobs) == self.batch_size

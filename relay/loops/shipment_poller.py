@@ -69,8 +69,13 @@ class ShipmentPoller(Loop):
                 if result.verdict is ShipmentVerdict.ACCEPTED:
                     new += 1
                 elif result.verdict is not ShipmentVerdict.DUPLICATE:
-                    self.log.warning("polled_shipment_rejected", verdict=result.verdict.value, detail=result.detail,
-                                     key=shipment.factory_order_key, shipment_id=shipment.shipment_id)
+                    self.log.warning(
+                        "polled_shipment_rejected",
+                        verdict=result.verdict.value,
+                        detail=result.detail,
+                        key=shipment.factory_order_key,
+                        shipment_id=shipment.shipment_id,
+                    )
             if page.cursor is not None and page.cursor != cursor:
                 await self.store.set_factory_cursor(self.factory, page.cursor, self.clock())
                 cursor = page.cursor

@@ -66,7 +66,9 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
             if decision is None:
                 log.error("push_retries_exhausted", error=describe(exc))
                 return PushOutcome(job, PushState.DEAD, error=describe(exc))
-            log.info("push_failed", error=describe(exc), retry_in_s=round(decision.retry_at - self.clock(), 3))
+            log.info(
+                "push_failed", error=describe(exc), retry_in_s=round(decision.retry_at - self.clock(), 3)
+            )
             return PushOutcome(job, PushState.PENDING, next_attempt_at=decision.retry_at, error=describe(exc))
         log.info("tracking_pushed", tracking_number=job.push.tracking_number, reference=receipt.reference)
         return PushOutcome(job, PushState.DONE, reference=receipt.reference)

@@ -20,7 +20,9 @@ from yarl import URL
 
 from relay.exceptions import RetriableAdapterError, UnsafeURL
 
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
 
 
 def address_allowed(address: str, *, allow_private: bool) -> bool:
@@ -82,9 +84,7 @@ class SafeResolver(AbstractResolver):
         await self._inner.close()
 
 
-def egress_middleware(
-    *, allow_plain_http: bool, allow_private: bool, max_response_bytes: int
-) -> Any:
+def egress_middleware(*, allow_plain_http: bool, allow_private: bool, max_response_bytes: int) -> Any:
     """An aiohttp client middleware enforcing scheme, IP-literal, redirect and body-size rules."""
 
     async def middleware(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:

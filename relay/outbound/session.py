@@ -58,7 +58,5 @@ def error_for_status(status: int, body: str, headers: Mapping[str, str]) -> Adap
     if status == 410:
         return EndpointGone(f"HTTP {status}: endpoint gone", status=status, body=quoted)
     if status in (408, 425, 429) or status >= 500:
-        return RetriableAdapterError(
-            f"HTTP {status}", status=status, body=quoted, retry_after=retry_after
-        )
+        return RetriableAdapterError(f"HTTP {status}", status=status, body=quoted, retry_after=retry_after)
     return FatalAdapterError(f"HTTP {status}: rejected", status=status, body=quoted)

@@ -56,7 +56,14 @@ from relay.store import (
 )
 
 # SQLite result codes that mean "not now" rather than "bug": the caller answers 503 / retries later.
-_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY")
+_UNAVAILABLE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY",
+)
 _DERIVED_STATES = frozenset(
     {
         OrderState.ROUTED,
@@ -114,7 +121,9 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
-def _event(order_id: int, at: float, kind: str, src: Any = None, dst: Any = None, **detail: Any) -> tuple[Any, ...]:
+def _event(
+    order_id: int, at: float, kind: str, src: Any = None, dst: Any = None, **detail: Any
+) -> tuple[Any, ...]:
     return (order_id, at, kind, src, dst, json.dumps(detail, default=str) if detail else None)
 
 
@@ -231,7 +240,9 @@ class SQLiteStore:
     async def migrate(self) -> int:
         """Apply pending migrations, each in its own transaction. Refuse a database newer than the code."""
         async with self._write() as db:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)"
+            )
         while True:
             async with self._write() as db:
                 current = await self._version(db)
@@ -312,14 +323,25 @@ class SQLiteStore:
                     if state is OrderState.HELD:
                         requeued += 1
                         await self._set_order_state(db, order_id, state, OrderState.RECEIVED, now)
-                        events.append(_event(order_id, now, "requeued", state, OrderState.RECEIVED,
-                                             cause="storefront_updated"))
-                elif order.cancelled and not before.cancelled and state not in (
-                    OrderState.CANCELLED, OrderState.COMPLETED
+                        events.append(
+                            _event(
+                                order_id,
+                                now,
+                                "requeued",
+                                state,
+                                OrderState.RECEIVED,
+                                cause="storefront_updated",
+                            )
+                        )
+                elif (
+                    order.cancelled
+                    and not before.cancelled
+                    and state not in (OrderState.CANCELLED, OrderState.COMPLETED)
                 ):
                     cancelled += 1
-                    events.append(_event(order_id, now, "cancel_requested", state, state,
-                                         cause="storefront_cancelled"))
+                    events.append(
+                        _event(order_id, now, "cancel_requested", state, state, cause="storefront_cancelled")
+                    )
                     await self._cancel_factory_orders(db, order_id, now, events)
             if inserts:
                 await db.executemany(Q["insert_order"], inserts)
@@ -332,7 +354,14 @@ class SQLiteStore:
                 await db.executemany(
                     Q["quarantine"],
                     [
-                        (storefront, m.external_id or "", m.reason, json.dumps(m.raw, default=str)[:65536], now, now)
+                        (
+                            storefront,
+                            m.external_id or "",
+                            m.reason,
+                            json.dumps(m.raw, default=str)[:65536],
+                            now,
+                            now,
+                        )
                         for m in malformed
                     ],
                 )
@@ -358,9 +387,15 @@ class SQLiteStore:
         ):
             state = FactoryOrderState(fo_state)
             if state in (FactoryOrderState.PENDING, FactoryOrderState.DEAD):
-                check_transition(FACTORY_ORDER_TRANSITIONS, state, FactoryOrderState.CANCELLED,
-                                 subject=f"factory order {fo_id}")
-                await db.execute(Q["cancel_factory_order_locally"], ("cancelled on the storefront", now, fo_id))
+                check_transition(
+                    FACTORY_ORDER_TRANSITIONS,
+                    state,
+                    FactoryOrderState.CANCELLED,
+                    subject=f"factory order {fo_id}",
+                )
+                await db.execute(
+                    Q["cancel_factory_order_locally"], ("cancelled on the storefront", now, fo_id)
+                )
                 in_flight = lease_expires_at is not None and lease_expires_at > now
                 if not (attempts or in_flight):
                     continue
@@ -374,7 +409,9 @@ class SQLiteStore:
 
     # --- route -------------------------------------------------------------------------------------
 
-    async def claim_orders_to_route(self, owner: str, now: float, lease_s: float, limit: int) -> list[RouteJob]:
+    async def claim_orders_to_route(
+        self, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[RouteJob]:
         async with self._write() as db:
             rows = await self._fetchall(db, "claim_orders_to_route", (owner, now + lease_s, now, limit))
         return [RouteJob(row[0], row[1], Order.model_validate_json(row[2])) for row in rows]
@@ -385,7 +422,9 @@ class SQLiteStore:
         async with self._write() as db:
             states = {
                 row[0]: OrderState(row[1])
-                for row in await self._fetchall(db, "order_states", (json.dumps([p.order_id for p in plans]),))
+                for row in await self._fetchall(
+                    db, "order_states", (json.dumps([p.order_id for p in plans]),)
+                )
             }
             fo_rows, assign, events, updates = [], [], [], []
             for plan in plans:
@@ -426,19 +465,35 @@ class SQLiteStore:
         """Claim due messages to enabled factories: cancellations first, then orders."""
         names = json.dumps(list(factories))
         async with self._write() as db:
-            cancels = await self._fetchall(db, "claim_cancellations", (owner, now + lease_s, now, names, limit))
+            cancels = await self._fetchall(
+                db, "claim_cancellations", (owner, now + lease_s, now, names, limit)
+            )
             rows = []
             if len(cancels) < limit:
                 rows = await self._fetchall(
                     db, "claim_deliveries", (owner, now + lease_s, now, now, names, limit - len(cancels))
                 )
         return [
-            DeliveryJob(id=r[0], order_id=r[1], factory=r[2], key=r[3], attempts=r[4],
-                        order=FactoryOrder.model_validate_json(r[6]), kind=ORDER_CANCELLED, requested_at=r[5])
+            DeliveryJob(
+                id=r[0],
+                order_id=r[1],
+                factory=r[2],
+                key=r[3],
+                attempts=r[4],
+                order=FactoryOrder.model_validate_json(r[6]),
+                kind=ORDER_CANCELLED,
+                requested_at=r[5],
+            )
             for r in cancels
         ] + [
-            DeliveryJob(id=r[0], order_id=r[1], factory=r[2], key=r[3], attempts=r[4],
-                        order=FactoryOrder.model_validate_json(r[5]))
+            DeliveryJob(
+                id=r[0],
+                order_id=r[1],
+                factory=r[2],
+                key=r[3],
+                attempts=r[4],
+                order=FactoryOrder.model_validate_json(r[5]),
+            )
             for r in rows
         ]
 
@@ -460,12 +515,18 @@ class SQLiteStore:
             await db.executemany(Q["insert_event"], events)
 
     async def _record_creates(
-        self, db: aiosqlite.Connection, outcomes: Sequence[DeliveryOutcome], now: float,
-        events: list[tuple[Any, ...]], touched: list[int],
+        self,
+        db: aiosqlite.Connection,
+        outcomes: Sequence[DeliveryOutcome],
+        now: float,
+        events: list[tuple[Any, ...]],
+        touched: list[int],
     ) -> None:
         rows = {
             r[0]: r
-            for r in await self._fetchall(db, "factory_orders_by_ids", (json.dumps([o.job.id for o in outcomes]),))
+            for r in await self._fetchall(
+                db, "factory_orders_by_ids", (json.dumps([o.job.id for o in outcomes]),)
+            )
         }
         updates, releases = [], []
         for out in outcomes:
@@ -481,26 +542,64 @@ class SQLiteStore:
             updates.append((out.state, attempt, due, out.error, reason, out.reference, now, fo_id))
             touched.append(order_id)
             if out.state is FactoryOrderState.PLACED:
-                events.append(_event(order_id, now, "factory_accepted", None, None, factory=factory, attempt=attempt,
-                                     reference=out.reference))
+                events.append(
+                    _event(
+                        order_id,
+                        now,
+                        "factory_accepted",
+                        None,
+                        None,
+                        factory=factory,
+                        attempt=attempt,
+                        reference=out.reference,
+                    )
+                )
             elif out.state is FactoryOrderState.DEAD:
-                events.append(_event(order_id, now, "dead_lettered", None, None, factory=factory,
-                                     attempt=attempt, reason=reason, error=out.error))
+                events.append(
+                    _event(
+                        order_id,
+                        now,
+                        "dead_lettered",
+                        None,
+                        None,
+                        factory=factory,
+                        attempt=attempt,
+                        reason=reason,
+                        error=out.error,
+                    )
+                )
             else:
-                events.append(_event(order_id, now, "delivery_failed", None, None, factory=factory,
-                                     attempt=attempt, error=out.error, next_attempt_at=due))
+                events.append(
+                    _event(
+                        order_id,
+                        now,
+                        "delivery_failed",
+                        None,
+                        None,
+                        factory=factory,
+                        attempt=attempt,
+                        error=out.error,
+                        next_attempt_at=due,
+                    )
+                )
         await db.executemany(Q["update_factory_order"], updates)
         await db.executemany(Q["release_factory_order_lease"], releases)
 
     async def _record_cancels(
-        self, db: aiosqlite.Connection, outcomes: Sequence[DeliveryOutcome], now: float,
-        events: list[tuple[Any, ...]], touched: list[int],
+        self,
+        db: aiosqlite.Connection,
+        outcomes: Sequence[DeliveryOutcome],
+        now: float,
+        events: list[tuple[Any, ...]],
+        touched: list[int],
     ) -> None:
         """Outcomes of `order.cancelled` messages. DONE cancels a placed factory order; REFUSED (the
         factory already shipped) leaves it, so its parcels keep flowing back."""
         rows = {
             r[0]: r
-            for r in await self._fetchall(db, "cancellations_by_ids", (json.dumps([o.job.id for o in outcomes]),))
+            for r in await self._fetchall(
+                db, "cancellations_by_ids", (json.dumps([o.job.id for o in outcomes]),)
+            )
         }
         for out in outcomes:
             c_id, order_id, fo_id, state, attempts, factory, fo_state = rows[out.job.id]
@@ -518,21 +617,40 @@ class SQLiteStore:
                 CancelState.REFUSED: "cancel_refused_already_shipped",
                 CancelState.DEAD: "cancel_dead_lettered",
             }.get(target, "cancel_failed")
-            events.append(_event(order_id, now, kind, None, None, factory=factory, attempt=attempt,
-                                 error=out.error, next_attempt_at=due))
+            events.append(
+                _event(
+                    order_id,
+                    now,
+                    kind,
+                    None,
+                    None,
+                    factory=factory,
+                    attempt=attempt,
+                    error=out.error,
+                    next_attempt_at=due,
+                )
+            )
             if target is CancelState.DEAD:
                 # Never silent: the customer cancelled, the factory may still ship. A person must follow up.
-                await db.execute(Q["flag_order"], (AttentionReason.CANCEL_REJECTED, f"{factory}: {out.error}", now,
-                                                   order_id))
+                await db.execute(
+                    Q["flag_order"],
+                    (AttentionReason.CANCEL_REJECTED, f"{factory}: {out.error}", now, order_id),
+                )
             if target is CancelState.DONE and FactoryOrderState(fo_state) is FactoryOrderState.PLACED:
-                check_transition(FACTORY_ORDER_TRANSITIONS, FactoryOrderState.PLACED, FactoryOrderState.CANCELLED,
-                                 subject=f"factory order {fo_id}")
+                check_transition(
+                    FACTORY_ORDER_TRANSITIONS,
+                    FactoryOrderState.PLACED,
+                    FactoryOrderState.CANCELLED,
+                    subject=f"factory order {fo_id}",
+                )
                 await db.execute(Q["cancel_factory_order_locally"], ("cancelled at the factory", now, fo_id))
                 touched.append(order_id)
 
     # --- inbound shipments -------------------------------------------------------------------------
 
-    async def record_shipment(self, factory: str, message_id: str, shipment: Shipment, now: float) -> ShipmentResult:
+    async def record_shipment(
+        self, factory: str, message_id: str, shipment: Shipment, now: float
+    ) -> ShipmentResult:
         """Record one parcel from `factory` and queue its tracking push, or change nothing at all.
 
         Group-committed: callbacks that arrive while a transaction is running share the next one, each
@@ -615,8 +733,16 @@ class SQLiteStore:
         lines_json = json.dumps([ln.model_dump() for ln in shipment.lines])
         cur = await db.execute(
             Q["insert_shipment"],
-            (fo_id, order_id, shipment.shipment_id, shipment.carrier, shipment.tracking_number,
-             shipment.tracking_url, lines_json, now),
+            (
+                fo_id,
+                order_id,
+                shipment.shipment_id,
+                shipment.carrier,
+                shipment.tracking_number,
+                shipment.tracking_url,
+                lines_json,
+                now,
+            ),
         )
         shipment_row = cur.lastrowid
         await db.executemany(Q["add_shipped_quantity"], [(q, order_id, lid) for lid, q in wanted.items()])
@@ -639,9 +765,18 @@ class SQLiteStore:
         # Only an accepted message is remembered: a rejected one may be corrected and sent again.
         await db.execute(Q["remember_message"], (factory, message_id, now))
         events = [
-            _event(order_id, now, "shipment_received", None, None, factory=factory,
-                   shipment_id=shipment.shipment_id, carrier=shipment.carrier,
-                   tracking_number=shipment.tracking_number, message_id=message_id)
+            _event(
+                order_id,
+                now,
+                "shipment_received",
+                None,
+                None,
+                factory=factory,
+                shipment_id=shipment.shipment_id,
+                carrier=shipment.carrier,
+                tracking_number=shipment.tracking_number,
+                message_id=message_id,
+            )
         ]
         await self._refresh_orders(db, [order_id], now, events, cause="shipment")
         await db.executemany(Q["insert_event"], events)
@@ -657,8 +792,14 @@ class SQLiteStore:
                 db, "claim_pushes", (owner, now + lease_s, now, now, json.dumps(list(storefronts)), limit)
             )
         return [
-            PushJob(id=r[0], order_id=r[1], storefront=r[2], key=r[3], attempts=r[4],
-                    push=ShipmentPush.model_validate_json(r[5]))
+            PushJob(
+                id=r[0],
+                order_id=r[1],
+                storefront=r[2],
+                key=r[3],
+                attempts=r[4],
+                push=ShipmentPush.model_validate_json(r[5]),
+            )
             for r in rows
         ]
 
@@ -668,7 +809,9 @@ class SQLiteStore:
         async with self._write() as db:
             rows = {
                 r[0]: r
-                for r in await self._fetchall(db, "pushes_by_ids", (json.dumps([o.job.id for o in outcomes]),))
+                for r in await self._fetchall(
+                    db, "pushes_by_ids", (json.dumps([o.job.id for o in outcomes]),)
+                )
             }
             updates, events, touched = [], [], []
             for out in outcomes:
@@ -686,9 +829,20 @@ class SQLiteStore:
                 kind = {PushState.DONE: "tracking_pushed", PushState.DEAD: "push_dead_lettered"}.get(
                     out.state, "push_failed"
                 )
-                events.append(_event(order_id, now, kind, None, None, tracking_number=out.job.push.tracking_number,
-                                     attempt=attempt, error=out.error, reference=out.reference,
-                                     next_attempt_at=due))
+                events.append(
+                    _event(
+                        order_id,
+                        now,
+                        kind,
+                        None,
+                        None,
+                        tracking_number=out.job.push.tracking_number,
+                        attempt=attempt,
+                        error=out.error,
+                        reference=out.reference,
+                        next_attempt_at=due,
+                    )
+                )
             await db.executemany(Q["update_push"], updates)
             await self._refresh_orders(db, touched, now, events, cause="push")
             await db.executemany(Q["insert_event"], events)
@@ -696,8 +850,13 @@ class SQLiteStore:
     # --- derived order state -----------------------------------------------------------------------
 
     async def _refresh_orders(
-        self, db: aiosqlite.Connection, order_ids: Sequence[int], now: float, events: list[tuple[Any, ...]],
-        *, cause: str,
+        self,
+        db: aiosqlite.Connection,
+        order_ids: Sequence[int],
+        now: float,
+        events: list[tuple[Any, ...]],
+        *,
+        cause: str,
     ) -> None:
         """Recompute the state of routed orders from their parts and write any change with its event."""
         ids = sorted(set(order_ids))
@@ -737,8 +896,14 @@ class SQLiteStore:
             await db.executemany(Q["set_order_state"], updates)
 
     async def _set_order_state(
-        self, db: aiosqlite.Connection, order_id: int, current: OrderState, target: OrderState, now: float,
-        reason: str | None = None, detail: str | None = None,
+        self,
+        db: aiosqlite.Connection,
+        order_id: int,
+        current: OrderState,
+        target: OrderState,
+        now: float,
+        reason: str | None = None,
+        detail: str | None = None,
     ) -> None:
         check_transition(ORDER_TRANSITIONS, current, target, subject=f"order {order_id}")
         await db.execute(Q["set_order_state"], (target, reason, detail, now, order_id))
@@ -748,8 +913,12 @@ class SQLiteStore:
     async def release_leases(self, owner: str) -> None:
         """Free every lease held by `owner` (used at start-up: a previous incarnation died holding them)."""
         async with self._write() as db:
-            for query in ("release_order_leases", "release_delivery_leases", "release_cancellation_leases",
-                          "release_push_leases"):
+            for query in (
+                "release_order_leases",
+                "release_delivery_leases",
+                "release_cancellation_leases",
+                "release_push_leases",
+            ):
                 await db.execute(Q[query], (owner,))
 
     async def next_due(self) -> float | None:
@@ -784,13 +953,26 @@ class SQLiteStore:
             rows = await self._fetchall(db, "list_factories")
             counts = await self._fetchall(db, "factory_order_counts")
         found: dict[str, dict[str, Any]] = {
-            r[0]: {"name": r[0], "disabled_at": r[1], "disabled_reason": r[2], "shipment_cursor": r[3],
-                   "orders": {}}
+            r[0]: {
+                "name": r[0],
+                "disabled_at": r[1],
+                "disabled_reason": r[2],
+                "shipment_cursor": r[3],
+                "orders": {},
+            }
             for r in rows
         }
         for factory, state, count in counts:
-            found.setdefault(factory, {"name": factory, "disabled_at": None, "disabled_reason": None,
-                                       "shipment_cursor": None, "orders": {}})["orders"][state] = count
+            found.setdefault(
+                factory,
+                {
+                    "name": factory,
+                    "disabled_at": None,
+                    "disabled_reason": None,
+                    "shipment_cursor": None,
+                    "orders": {},
+                },
+            )["orders"][state] = count
         return [found[name] for name in sorted(found)]
 
     async def get_factory_cursor(self, factory: str) -> str | None:
@@ -823,7 +1005,9 @@ class SQLiteStore:
                 await self._set_order_state(db, order_id, state, OrderState.RECEIVED, now)
                 events.append(_event(order_id, now, "operator_retry", state, OrderState.RECEIVED))
                 changed.append("order requeued for routing")
-            for fo_id, factory, _, fo_state, *_ in await self._fetchall(db, "factory_orders_of_order", (order_id,)):
+            for fo_id, factory, _, fo_state, *_ in await self._fetchall(
+                db, "factory_orders_of_order", (order_id,)
+            ):
                 if fo_state == FactoryOrderState.DEAD:
                     await db.execute(Q["requeue_dead_factory_order"], (now, now, fo_id))
                     events.append(_event(order_id, now, "operator_retry", None, None, factory=factory))
@@ -844,10 +1028,16 @@ class SQLiteStore:
         changed: list[str] = []
         async with self._write() as db:
             events: list[tuple[Any, ...]] = []
-            for fo_id, factory, _, fo_state, *_ in await self._fetchall(db, "factory_orders_of_order", (order_id,)):
+            for fo_id, factory, _, fo_state, *_ in await self._fetchall(
+                db, "factory_orders_of_order", (order_id,)
+            ):
                 if fo_state == FactoryOrderState.PLACED:
-                    check_transition(FACTORY_ORDER_TRANSITIONS, FactoryOrderState.PLACED,
-                                     FactoryOrderState.PENDING, subject=f"factory order {fo_id}")
+                    check_transition(
+                        FACTORY_ORDER_TRANSITIONS,
+                        FactoryOrderState.PLACED,
+                        FactoryOrderState.PENDING,
+                        subject=f"factory order {fo_id}",
+                    )
                     await db.execute(Q["replay_factory_order"], (now, now, fo_id))
                     events.append(_event(order_id, now, "operator_replay", None, None, factory=factory))
                     changed.append(f"factory order for {factory} will be re-sent with the same key")
@@ -874,10 +1064,32 @@ class SQLiteStore:
         cols = ("id", "storefront", "external_id", "number", "state", "attention_reason", "attention_detail")
         order = dict(zip(cols, r[:7], strict=True)) | {"created_at": r[8], "updated_at": r[9]}
         order["payload"] = json.loads(r[7])
-        fo_cols = ("id", "factory", "key", "state", "attempts", "next_attempt_at", "last_error", "dead_reason",
-                   "reference", "cancel_state")
-        ship_cols = ("id", "factory", "shipment_id", "carrier", "tracking_number", "tracking_url", "lines",
-                     "received_at", "push_state", "push_attempts", "push_error", "push_reference")
+        fo_cols = (
+            "id",
+            "factory",
+            "key",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "dead_reason",
+            "reference",
+            "cancel_state",
+        )
+        ship_cols = (
+            "id",
+            "factory",
+            "shipment_id",
+            "carrier",
+            "tracking_number",
+            "tracking_url",
+            "lines",
+            "received_at",
+            "push_state",
+            "push_attempts",
+            "push_error",
+            "push_reference",
+        )
         return OrderView(
             order=order,
             factory_orders=[dict(zip(fo_cols, f, strict=True)) for f in fos],
@@ -891,8 +1103,16 @@ class SQLiteStore:
     async def list_orders(self, state: str | None, limit: int) -> list[dict[str, Any]]:
         async with self._read() as db:
             rows = await self._fetchall(db, "list_orders", (state, state, limit))
-        cols = ("id", "storefront", "external_id", "number", "state", "attention_reason", "attention_detail",
-                "updated_at")
+        cols = (
+            "id",
+            "storefront",
+            "external_id",
+            "number",
+            "state",
+            "attention_reason",
+            "attention_detail",
+            "updated_at",
+        )
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     async def stats(self) -> dict[str, Any]:

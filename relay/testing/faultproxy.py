@@ -138,7 +138,9 @@ class FaultProxy:
             cut = next((t.exception() for t in done if isinstance(t.exception(), _Cut)), None)
             if cut is None:
                 await asyncio.wait({up, down})  # normal half-close: let the other side finish
-                cut = next((t.exception() for t in (up, down) if t.done() and isinstance(t.exception(), _Cut)), None)
+                cut = next(
+                    (t.exception() for t in (up, down) if t.done() and isinstance(t.exception(), _Cut)), None
+                )
         finally:
             for t in (up, down):
                 t.cancel()
@@ -152,7 +154,9 @@ class FaultProxy:
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, toxic: Toxic | None) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, toxic: Toxic | None
+    ) -> None:
         sent = 0
         try:
             while True:

@@ -44,7 +44,9 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge config tables."""
     out = dict(base)
     for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -63,7 +65,8 @@ class Harness:
         self.database = f"sqlite:///{tmp_path / 'relay.db'}"
         self.storefront = FakeDemoStorefront(page_size=20)
         self.factories = {
-            name: FakeFactory(name, ship_after_s=ship_after_s, split_parcels=split_parcels) for name in factories
+            name: FakeFactory(name, ship_after_s=ship_after_s, split_parcels=split_parcels)
+            for name in factories
         }
         self.sku_map = sku_map if sku_map is not None else DEFAULT_SKUS
         self.extra = config or {}
@@ -86,7 +89,9 @@ class Harness:
             "daemon": {"database": self.database, "instance_id": "test", "shutdown_grace_s": 2},
             "inbound": {"host": "127.0.0.1", "port": 0},
             "egress": {"allow_plain_http": True, "allow_private_addresses": True, "total_timeout_s": 2},
-            "storefronts": {"shop": {"adapter": "demo", "poll_interval_s": 0.2, **self.storefront.adapter_options()}},
+            "storefronts": {
+                "shop": {"adapter": "demo", "poll_interval_s": 0.2, **self.storefront.adapter_options()}
+            },
             "factories": {name: f.factory_config() for name, f in self.factories.items()},
             "routing": {"skus": self.sku_map},
         }

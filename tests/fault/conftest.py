@@ -31,14 +31,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr.write_line(f"{'fault class':<{width}}  {'runs':>6}  {'orders':>7}  {'lost':>5}  {'dup':>5}  note")
     totals = Row("TOTAL")
     for row in SUMMARY.values():
-        tr.write_line(f"{row.fault_class:<{width}}  {row.runs:>6}  {row.orders:>7}  {row.lost:>5}  "
-                      f"{row.duplicated:>5}  {row.note}")
+        tr.write_line(
+            f"{row.fault_class:<{width}}  {row.runs:>6}  {row.orders:>7}  {row.lost:>5}  "
+            f"{row.duplicated:>5}  {row.note}"
+        )
         totals.runs += row.runs
         totals.orders += row.orders
         totals.lost += row.lost
         totals.duplicated += row.duplicated
-    tr.write_line(f"{'TOTAL':<{width}}  {totals.runs:>6}  {totals.orders:>7}  {totals.lost:>5}  "
-                  f"{totals.duplicated:>5}")
+    tr.write_line(
+        f"{'TOTAL':<{width}}  {totals.runs:>6}  {totals.orders:>7}  {totals.lost:>5}  {totals.duplicated:>5}"
+    )
 
 
 @pytest.fixture
@@ -47,4 +50,3 @@ def fault_seed() -> Iterator[int]:
     seed = int(os.environ.get("RELAY_FAULT_SEED") or int.from_bytes(os.urandom(4), "big"))
     print(f"\nRELAY_FAULT_SEED={seed}")
     yield seed
-

@@ -19,8 +19,9 @@ class Row:
 SUMMARY: dict[str, Row] = {}
 
 
-def record(fault_class: str, *, runs: int = 0, orders: int = 0, lost: int = 0, duplicated: int = 0,
-           note: str = "") -> None:
+def record(
+    fault_class: str, *, runs: int = 0, orders: int = 0, lost: int = 0, duplicated: int = 0, note: str = ""
+) -> None:
     """Add to the summary row of one fault class (several tests may feed the same class)."""
     row = SUMMARY.setdefault(fault_class, Row(fault_class))
     row.runs += runs

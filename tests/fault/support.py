@@ -111,9 +111,14 @@ class Verdict:
         head = f"{self.orders} orders checked, {self.lost} lost, {self.duplicated} duplicated"
         lines = [head]
         for prefix in ("DUPLICATED", "LOST", ""):
-            group = [p for p in self.problems if p.startswith(prefix)
-                     and (prefix or not p.startswith(("DUPLICATED", "LOST")))]
-            lines += group[:limit] + ([f"... {len(group) - limit} more {prefix or 'other'}"] if len(group) > limit else [])
+            group = [
+                p
+                for p in self.problems
+                if p.startswith(prefix) and (prefix or not p.startswith(("DUPLICATED", "LOST")))
+            ]
+            lines += group[:limit] + (
+                [f"... {len(group) - limit} more {prefix or 'other'}"] if len(group) > limit else []
+            )
         return "\n".join(lines)
 
 
@@ -191,12 +196,20 @@ class World:
                 "log_level": "warning",
             },
             "inbound": {"host": "127.0.0.1", "port": self.port},
-            "egress": {"allow_plain_http": True, "allow_private_addresses": True, "total_timeout_s": 5.0,
-                       "connect_timeout_s": 2.0},
+            "egress": {
+                "allow_plain_http": True,
+                "allow_private_addresses": True,
+                "total_timeout_s": 5.0,
+                "connect_timeout_s": 2.0,
+            },
             "storefronts": {
                 "shop": {
-                    "adapter": "demo", "url": sf_url, "token": self.storefront.token, "page_size": 20,
-                    "poll_interval_s": 0.2, "cursor_overlap_s": 5.0,
+                    "adapter": "demo",
+                    "url": sf_url,
+                    "token": self.storefront.token,
+                    "page_size": 20,
+                    "poll_interval_s": 0.2,
+                    "cursor_overlap_s": 5.0,
                     "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
                 }
             },
@@ -222,12 +235,21 @@ class World:
         if crash_at:
             env["RELAY_CRASH_AT"] = crash_at
         with self.log_path.open("a", encoding="utf-8") as log:
-            log.write(f"\n=== {time.strftime('%H:%M:%S')} relay {command} {' '.join(args)} crash_at={crash_at}\n")
+            log.write(
+                f"\n=== {time.strftime('%H:%M:%S')} relay {command} {' '.join(args)} crash_at={crash_at}\n"
+            )
         log = self.log_path.open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
-                RELAY, "-c", str(self.config_path), command, *args, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                RELAY,
+                "-c",
+                str(self.config_path),
+                command,
+                *args,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         finally:
             log.close()

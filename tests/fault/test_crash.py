@@ -55,7 +55,9 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
             version = (world.query("SELECT MAX(version) FROM schema_version") or [(0,)])[0][0] or 0
             names = {name for (name,) in world.query("SELECT name FROM sqlite_master")}
             for v, script in MIGRATIONS:
-                created = set(re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", script))
+                created = set(
+                    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", script)
+                )
                 expected = created if v <= version else set()
                 assert created & names == expected, f"migration {v} half-applied after a crash (at {version})"
 
@@ -89,8 +91,13 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
 
     for kind, (n, reached) in per_class.items():
         record(f"crash: {kind}", runs=n, note=f"reached {reached}/{n}")
-    record("crash loop (all points)", orders=verdict.orders, lost=verdict.lost, duplicated=verdict.duplicated,
-           note=f"{runs} runs + migration crashes, seed {fault_seed}")
+    record(
+        "crash loop (all points)",
+        orders=verdict.orders,
+        lost=verdict.lost,
+        duplicated=verdict.duplicated,
+        note=f"{runs} runs + migration crashes, seed {fault_seed}",
+    )
     assert verdict.lost == 0 and verdict.duplicated == 0 and not verdict.problems, (
         f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
     )

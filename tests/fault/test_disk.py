@@ -61,9 +61,16 @@ async def probe_callback(world: World, factory: str = "acme") -> tuple[int, str 
     f = world.factories[factory]
     held = next(iter(f.orders.values()))
     lines = [{"line_id": li["line_id"], "quantity": li["quantity"]} for li in held.payload["lines"]]
-    event = {"type": "shipment.created", "data": {
-        "factory_order_key": held.key, "shipment_id": f"{held.reference}-P1", "carrier": "SF Express",
-        "tracking_number": "PROBE", "lines": lines}}
+    event = {
+        "type": "shipment.created",
+        "data": {
+            "factory_order_key": held.key,
+            "shipment_id": f"{held.reference}-P1",
+            "carrier": "SF Express",
+            "tracking_number": "PROBE",
+            "lines": lines,
+        },
+    }
     body = json.dumps(event).encode()
     headers = signed_headers(f.callback_secret, f"probe-{time.time_ns()}", int(time.time()), body)
     async with aiohttp.ClientSession() as s, s.post(f.callback_url, data=body, headers=headers) as r:
@@ -75,8 +82,9 @@ async def placed_world(world: World, rng: random.Random):
         world.add_order(rng)
     daemon = await world.start()
     assert await world.wait_ready(daemon), world.log_tail()
-    assert await until(lambda: set(world.order_states().values()) == {"placed"}
-                       and len(world.order_states()) == ORDERS), world.log_tail()
+    assert await until(
+        lambda: set(world.order_states().values()) == {"placed"} and len(world.order_states()) == ORDERS
+    ), world.log_tail()
     return daemon
 
 
@@ -115,7 +123,9 @@ async def test_long_foreign_write_lock_gets_503_with_retry_after_then_recovers(t
             # The factories' callbacks now fail (503, or their own 10 s timeout while queued behind the
             # daemon's other writers): none may be acknowledged, nothing may be written meanwhile.
             await asyncio.sleep(3)
-            assert not any(f.acked for f in world.factories.values()), "a callback was acknowledged while locked"
+            assert not any(f.acked for f in world.factories.values()), (
+                "a callback was acknowledged while locked"
+            )
             assert world.query("SELECT COUNT(*) FROM shipments") == [(0,)]
             assert daemon.alive()
         finally:
@@ -126,8 +136,9 @@ async def test_long_foreign_write_lock_gets_503_with_retry_after_then_recovers(t
 @contextlib.contextmanager
 def tiny_disk(path: Path, size: str = "8m"):
     path.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
     try:
@@ -164,8 +175,12 @@ async def test_disk_full_gets_503_writes_nothing_half_and_recovers(tmp_path):
             con.close()
             filler = fill(disk)
             try:
-                ship = asyncio.ensure_future(asyncio.gather(*(f.ship_all() for f in world.factories.values())))
-                refused = await until(lambda: any(f.callbacks_sent[503] for f in world.factories.values()), 30)
+                ship = asyncio.ensure_future(
+                    asyncio.gather(*(f.ship_all() for f in world.factories.values()))
+                )
+                refused = await until(
+                    lambda: any(f.callbacks_sent[503] for f in world.factories.values()), 30
+                )
                 assert refused, f"no callback was refused on a full disk\n{world.log_tail()}"
                 status, retry_after = await probe_callback(world)
                 assert (status, retry_after) == (503, "5")

@@ -83,8 +83,10 @@ class LiveRelay:
     def state(self) -> tuple:
         con = sqlite3.connect(f"file:{self.tmp_path / 'relay.db'}?mode=ro", uri=True)
         try:
-            return tuple(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608
-                         for t in ("shipments", "inbound_messages", "order_events", "storefront_pushes"))
+            return tuple(
+                con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608
+                for t in ("shipments", "inbound_messages", "order_events", "storefront_pushes")
+            )
         finally:
             con.close()
 
@@ -95,8 +97,11 @@ def live(tmp_path_factory):
     yield relay
     relay.close()
     total = sum(COUNTS.values())
-    record("hostile input: callback endpoint + verifier", runs=total, note=", ".join(
-        f"{k} {v}" for k, v in sorted(COUNTS.items())))
+    record(
+        "hostile input: callback endpoint + verifier",
+        runs=total,
+        note=", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items())),
+    )
 
 
 def count(kind: str) -> None:
@@ -105,7 +110,9 @@ def count(kind: str) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -136,8 +143,13 @@ def test_random_signed_json_never_5xx_and_changes_nothing(live, value):
     key=st.one_of(st.just("REAL"), st.text(max_size=80)),
     shipment_id=st.text(max_size=40),
     tracking=st.text(max_size=40),
-    lines=st.lists(st.tuples(st.one_of(st.just("REAL"), st.text(max_size=20)),
-                             st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.none())), max_size=4),
+    lines=st.lists(
+        st.tuples(
+            st.one_of(st.just("REAL"), st.text(max_size=20)),
+            st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.none()),
+        ),
+        max_size=4,
+    ),
     extra=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
 )
 def test_shipment_shaped_events_never_5xx_and_only_accepted_ones_change_state(
@@ -146,7 +158,9 @@ def test_shipment_shaped_events_never_5xx_and_only_accepted_ones_change_state(
     count("shipment-shaped events")
     data = {
         "factory_order_key": live.key if key == "REAL" else key,
-        "shipment_id": shipment_id, "carrier": "SF", "tracking_number": tracking,
+        "shipment_id": shipment_id,
+        "carrier": "SF",
+        "tracking_number": tracking,
         "lines": [{"line_id": live.line_ids[0] if lid == "REAL" else lid, "quantity": q} for lid, q in lines],
         **extra,
     }
@@ -160,15 +174,30 @@ def test_shipment_shaped_events_never_5xx_and_only_accepted_ones_change_state(
 
 @FUZZ
 @given(
-    mutation=st.sampled_from(["flip_body", "wrong_secret", "stale", "future", "drop_header", "garbage_header",
-                              "other_factory", "id_swap"]),
+    mutation=st.sampled_from(
+        [
+            "flip_body",
+            "wrong_secret",
+            "stale",
+            "future",
+            "drop_header",
+            "garbage_header",
+            "other_factory",
+            "id_swap",
+        ]
+    ),
     garbage=st.text(max_size=200),
     position=st.integers(0, 10_000),
 )
 def test_bad_signatures_are_refused_without_a_state_change(live, mutation, garbage, position):
     count("bad signatures")
-    data = {"factory_order_key": live.key, "shipment_id": f"P-{time.time_ns()}", "carrier": "SF",
-            "tracking_number": "T", "lines": [{"line_id": live.line_ids[0], "quantity": 1}]}
+    data = {
+        "factory_order_key": live.key,
+        "shipment_id": f"P-{time.time_ns()}",
+        "carrier": "SF",
+        "tracking_number": "T",
+        "lines": [{"line_id": live.line_ids[0], "quantity": 1}],
+    }
     body = json.dumps({"type": "shipment.created", "data": data}).encode()
     message_id, ts = f"sig-{time.time_ns()}", int(time.time())
     headers = signed_headers(live.secret, message_id, ts, body)
@@ -212,8 +241,10 @@ def test_nasty_bodies(live):
     for name, body in cases.items():
         count("nasty bodies")
         before = live.state()
-        status = live.post(body[:60_000] if name.startswith("deeply") else body, live.signed(
-            body[:60_000] if name.startswith("deeply") else body, f"n-{time.time_ns()}"))
+        status = live.post(
+            body[:60_000] if name.startswith("deeply") else body,
+            live.signed(body[:60_000] if name.startswith("deeply") else body, f"n-{time.time_ns()}"),
+        )
         assert 400 <= status < 500, (name, status)
         assert live.state() == before, name
 
@@ -227,8 +258,10 @@ def test_oversized_body_gets_413(live):
 def test_oversized_declared_length_gets_413_without_reading_it(live):
     count("oversized body")
     with socket.create_connection((live.host, live.port), timeout=30) as s:
-        s.sendall(b"POST /v1/factories/acme/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n"
-                  b"Content-Type: application/json\r\n\r\n" + b"x" * 1000)
+        s.sendall(
+            b"POST /v1/factories/acme/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n"
+            b"Content-Type: application/json\r\n\r\n" + b"x" * 1000
+        )
         assert s.recv(100).split(b" ")[1] == b"413"
 
 
@@ -237,8 +270,10 @@ def test_slow_drip_body_is_cut_off_with_4xx(live):
     count("slow-drip body")
     before = live.state()
     with socket.create_connection((live.host, live.port), timeout=60) as s:
-        s.sendall(b"POST /v1/factories/acme/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-                  b"Content-Type: application/json\r\n\r\n")
+        s.sendall(
+            b"POST /v1/factories/acme/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            b"Content-Type: application/json\r\n\r\n"
+        )
         s.settimeout(0.5)
         answer = b""
         for _ in range(80):  # at most 40 s, dripping
@@ -258,8 +293,11 @@ def test_slow_drip_body_is_cut_off_with_4xx(live):
 
 @settings(max_examples=EXAMPLES * 3, deadline=None)
 @given(
-    headers=st.dictionaries(st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature", "x"]),
-                            st.text(max_size=300), max_size=4),
+    headers=st.dictionaries(
+        st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature", "x"]),
+        st.text(max_size=300),
+        max_size=4,
+    ),
     body=st.binary(max_size=512),
     secrets=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=3),
 )
@@ -278,7 +316,11 @@ def test_verifier_only_raises_signature_error(headers, body, secrets):
 def test_verifier_rejects_any_single_bit_flip(body, position, bit):
     count("verifier inputs")
     ts = int(time.time())
-    headers = {"webhook-id": "m", "webhook-timestamp": str(ts), "webhook-signature": sign("secret", "m", ts, body)}
+    headers = {
+        "webhook-id": "m",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign("secret", "m", ts, body),
+    }
     assert verify(["secret"], headers, body, now=ts, tolerance_s=300) == ("m", ts)
     i = position % len(body)
     flipped = body[:i] + bytes([body[i] ^ (1 << bit)]) + body[i + 1 :]

@@ -39,7 +39,9 @@ async def settle_and_check(world: World, fault_class: str, runs: int, seed: int 
     if any(f.ship_after_s is None for f in world.factories.values()):
         # Let every order be placed first (so lost answers are visibly resent), then ship.
         deadline = asyncio.get_running_loop().time() + 60
-        while set(world.order_states().values()) != {"placed"} or len(world.order_states()) < len(world.seeded):
+        while set(world.order_states().values()) != {"placed"} or len(world.order_states()) < len(
+            world.seeded
+        ):
             assert asyncio.get_running_loop().time() < deadline, world.log_tail()
             await asyncio.sleep(0.1)
         for f in world.factories.values():
@@ -89,8 +91,13 @@ async def test_factory_5xx_and_429_with_retry_after(tmp_path):
         for _ in range(ORDERS):
             world.add_order(rng)
         for f in world.factories.values():
-            f.fail_next(Fault(status=503, retry_after=0.3), Fault(status=429, retry_after=0.2),
-                        Fault(status=500), Fault(status=502), Fault(status=504))
+            f.fail_next(
+                Fault(status=503, retry_after=0.3),
+                Fault(status=429, retry_after=0.2),
+                Fault(status=500),
+                Fault(status=502),
+                Fault(status=504),
+            )
         await settle_and_check(world, "network: factory 5xx/429 bursts", runs=10)
 
 
@@ -121,9 +128,15 @@ async def test_random_network_chaos(tmp_path, fault_seed):
     rng = random.Random(fault_seed)
     connections = env_int("RELAY_FAULT_NET_CONNS", 60)
     choices = [
-        None, None, None,
-        Toxic.reset_peer(0, "upstream"), Toxic.reset_peer(rng.randint(1, 80)), Toxic.limit_data(rng.randint(1, 80)),
-        Toxic.timeout(0.2), Toxic.latency(0.2), Toxic.slicer(64, 0.005),
+        None,
+        None,
+        None,
+        Toxic.reset_peer(0, "upstream"),
+        Toxic.reset_peer(rng.randint(1, 80)),
+        Toxic.limit_data(rng.randint(1, 80)),
+        Toxic.timeout(0.2),
+        Toxic.latency(0.2),
+        Toxic.slicer(64, 0.005),
     ]
     async with World(tmp_path, proxy_factories=True, proxy_storefront=True) as world:
         for _ in range(ORDERS * 2):

@@ -23,7 +23,10 @@ class HeavyOrderMachine(OrderMachine):
 
 TestHeavyOrderMachine = HeavyOrderMachine.TestCase
 TestHeavyOrderMachine.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=60, deadline=None, derandomize=False,
+    max_examples=EXAMPLES,
+    stateful_step_count=60,
+    deadline=None,
+    derandomize=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
@@ -31,5 +34,8 @@ TestHeavyOrderMachine.settings = settings(
 def test_record_state_machine_runs():
     """Runs after the machine (file order) and reports how much it ran; the machine itself fails on
     any broken invariant."""
-    record("stateful: order machine (hypothesis)", runs=RAN["examples"],
-           note=f"examples of <= 60 steps; {RAN['steps']} order events checked")
+    record(
+        "stateful: order machine (hypothesis)",
+        runs=RAN["examples"],
+        note=f"examples of <= 60 steps; {RAN['steps']} order events checked",
+    )

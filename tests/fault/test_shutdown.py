@@ -33,8 +33,12 @@ def delivered(world: World) -> int:
 
 
 def fo_rows(world: World) -> dict[str, tuple[str, int]]:
-    return {key: (state, attempts) for key, state, attempts in world.query(
-        "SELECT key, state, attempts FROM factory_orders WHERE factory = 'acme'")}
+    return {
+        key: (state, attempts)
+        for key, state, attempts in world.query(
+            "SELECT key, state, attempts FROM factory_orders WHERE factory = 'acme'"
+        )
+    }
 
 
 async def test_sigterm_drains_in_flight_deliveries_and_starts_nothing_new(tmp_path):
@@ -53,7 +57,9 @@ async def test_sigterm_drains_in_flight_deliveries_and_starts_nothing_new(tmp_pa
         assert delivered(world) == in_flight, "a delivery was started after SIGTERM"
         rows = fo_rows(world)
         placed = [k for k, (state, _) in rows.items() if state == "placed"]
-        assert sorted(placed) == sorted(world.factories["acme"].deliveries), "an in-flight delivery was not recorded"
+        assert sorted(placed) == sorted(world.factories["acme"].deliveries), (
+            "an in-flight delivery was not recorded"
+        )
         assert all(attempts == 0 for k, (state, attempts) in rows.items() if state == "pending")
         world.proxies["acme"].default = None
         await settle_and_check(world, "shutdown: SIGTERM drains in-flight", runs=1)

@@ -16,7 +16,10 @@ async def post_event(
     """POST one signed callback to relay; return (status, JSON answer)."""
     body = json.dumps(event).encode()
     headers = signed_headers(secret, message_id, int(ts), body)
-    async with aiohttp.ClientSession() as s, s.post(app.callback_url(factory), data=body, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(app.callback_url(factory), data=body, headers=headers) as r,
+    ):
         return r.status, await r.json()
 
 

@@ -16,10 +16,15 @@ from relay.testing.vendor import SeedLine
 
 
 def parcel(key: str, line_id: str, n: int = 1) -> Shipment:
-    return Shipment.model_validate({
-        "factory_order_key": key, "shipment_id": f"P{n}", "carrier": "SF Express",
-        "tracking_number": f"SF{abs(hash((key, n))) % 10**10:010d}", "lines": [{"line_id": line_id, "quantity": 1}],
-    })
+    return Shipment.model_validate(
+        {
+            "factory_order_key": key,
+            "shipment_id": f"P{n}",
+            "carrier": "SF Express",
+            "tracking_number": f"SF{abs(hash((key, n))) % 10**10:010d}",
+            "lines": [{"line_id": line_id, "quantity": 1}],
+        }
+    )
 
 
 async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp_path: Path) -> None:
@@ -30,18 +35,29 @@ async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp
             held = list(h.factories["acme"].orders.values())
             assert len(held) == 3
             commits: list[str] = []
-            await app.store.db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+            await app.store.db.set_trace_callback(
+                lambda sql: commits.append(sql) if sql == "COMMIT" else None
+            )
             now = time.time()
-            calls = [app.store.record_shipment("acme", f"m-{o.key}", parcel(o.key, o.payload["lines"][0]["line_id"]), now)
-                     for o in held]
+            calls = [
+                app.store.record_shipment(
+                    "acme", f"m-{o.key}", parcel(o.key, o.payload["lines"][0]["line_id"]), now
+                )
+                for o in held
+            ]
             first = held[0]
-            calls.append(app.store.record_shipment(  # the same message again, in the same batch
-                "acme", f"m-{first.key}", parcel(first.key, first.payload["lines"][0]["line_id"]), now))
+            calls.append(
+                app.store.record_shipment(  # the same message again, in the same batch
+                    "acme", f"m-{first.key}", parcel(first.key, first.payload["lines"][0]["line_id"]), now
+                )
+            )
             calls.append(app.store.record_shipment("acme", "m-x", parcel("fo_unknown", "1"), now))
             results = await asyncio.gather(*calls)
             await app.store.db.set_trace_callback(None)
             assert [r.verdict for r in results] == [ShipmentVerdict.ACCEPTED] * 3 + [
-                ShipmentVerdict.DUPLICATE, ShipmentVerdict.UNKNOWN_ORDER]
+                ShipmentVerdict.DUPLICATE,
+                ShipmentVerdict.UNKNOWN_ORDER,
+            ]
             assert commits == ["COMMIT"]
             await app.run_once()
         for order_id in ids:
@@ -67,8 +83,12 @@ async def test_a_failing_callback_does_not_fail_the_others_in_its_batch(
             monkeypatch.setattr(app.store, "_record_one_shipment", flaky)
             now = time.time()
             results = await asyncio.gather(
-                app.store.record_shipment("acme", "m-good", parcel(good.key, good.payload["lines"][0]["line_id"]), now),
-                app.store.record_shipment("acme", "m-bad", parcel(bad.key, bad.payload["lines"][0]["line_id"]), now),
+                app.store.record_shipment(
+                    "acme", "m-good", parcel(good.key, good.payload["lines"][0]["line_id"]), now
+                ),
+                app.store.record_shipment(
+                    "acme", "m-bad", parcel(bad.key, bad.payload["lines"][0]["line_id"]), now
+                ),
                 return_exceptions=True,
             )
             assert results[0].verdict is ShipmentVerdict.ACCEPTED  # type: ignore[union-attr]

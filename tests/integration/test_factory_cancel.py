@@ -129,7 +129,9 @@ async def test_a_parcel_reported_after_the_factory_cancelled_is_still_accepted_a
             line = h.storefront.line_ids(oid)[0]
             event = shipment(key, [(line, 1)], "P1")
             assert await post_event(app, "acme", acme.callback_secret, event, "late-1", ts=app.clock()) == (
-                200, {"status": "accepted"})
+                200,
+                {"status": "accepted"},
+            )
             await app.run_once()
             view = await app.store.find_order(1)
         assert view.order["state"] == "cancelled"  # terminal; the parcel is real all the same
@@ -150,14 +152,19 @@ async def test_an_order_created_arriving_after_its_cancellation_is_refused_by_th
             await app.run_once()
             h.storefront.cancel(oid)
             await app.run_once()
-            assert acme.cancellations == {}  # the circuit is open: nothing before the failed probe's retry time
+            assert (
+                acme.cancellations == {}
+            )  # the circuit is open: nothing before the failed probe's retry time
             clock.advance(6)
             await app.run_once()
             assert acme.cancellations == {key: 1}
         # The first attempt, delayed in transit, arrives after its cancellation: nothing is made.
         body = json.dumps({"type": "order.created", "data": {"key": key, "lines": []}}).encode()
         headers = signed_headers(acme.signing_secret, key, int(clock()), body) | {"Idempotency-Key": key}
-        async with aiohttp.ClientSession() as session, session.post(acme.url, data=body, headers=headers) as r:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(acme.url, data=body, headers=headers) as r,
+        ):
             assert (r.status, await r.json()) == (409, {"error": "cancelled"})
         assert acme.held == 0
 

@@ -22,7 +22,9 @@ async def slow():
 
 def harness(tmp_path, slow: FakePolledFactory, **config) -> Harness:
     return Harness(
-        tmp_path, factories=("acme",), sku_map={"TEE-RED-M": "acme", "MUG-WHT": "slow", "CAP-BLK": "slow"},
+        tmp_path,
+        factories=("acme",),
+        sku_map={"TEE-RED-M": "acme", "MUG-WHT": "slow", "CAP-BLK": "slow"},
         config={"factories": {"slow": slow.adapter_options()}, **config},
     )
 
@@ -61,14 +63,21 @@ async def test_a_failing_listing_is_logged_once_and_the_cursor_waits(tmp_path, s
                 slow.listing_faults = [503] * 6  # outlasts the in-call retries twice
                 await app.run_once()
                 await app.run_once()
-                assert await app.store.get_factory_cursor("slow") == "0"  # where the first, empty poll left it
+                assert (
+                    await app.store.get_factory_cursor("slow") == "0"
+                )  # where the first, empty poll left it
                 assert app.health()["failing"] == {"factory_poller:slow": "HTTP 503"}
                 await app.run_once()
                 state = (await app.store.find_order(1)).order["state"]
         assert state == "completed"
         assert len(recording_sleep.calls) == 4  # in-call retries: 2 per failed poll, never really slept
-        assert [e["event"] for e in logs if e.get("loop") == "factory_poller" and e["log_level"] != "debug"
-                and e["event"] in ("factory_unavailable", "recovered")] == ["factory_unavailable", "recovered"]
+        assert [
+            e["event"]
+            for e in logs
+            if e.get("loop") == "factory_poller"
+            and e["log_level"] != "debug"
+            and e["event"] in ("factory_unavailable", "recovered")
+        ] == ["factory_unavailable", "recovered"]
 
 
 async def test_bad_records_and_parcels_of_unknown_orders_are_skipped_and_the_cursor_moves_on(tmp_path, slow):
@@ -78,8 +87,15 @@ async def test_bad_records_and_parcels_of_unknown_orders_are_skipped_and_the_cur
             async with h.app() as app:
                 await app.run_once()
                 slow.listed.append({"shipment_id": "no-key"})
-                slow.listed.append({"factory_order_key": "fo_nope", "shipment_id": "X", "carrier": "c",
-                                    "tracking_number": "t", "lines": [{"line_id": "l", "quantity": 1}]})
+                slow.listed.append(
+                    {
+                        "factory_order_key": "fo_nope",
+                        "shipment_id": "X",
+                        "carrier": "c",
+                        "tracking_number": "t",
+                        "lines": [{"line_id": "l", "quantity": 1}],
+                    }
+                )
                 await slow.ship_all()
                 slow.listed[-1]["shipped_at"] = "2025-01-01T00:00:00Z"  # unknown fields are ignored
                 await app.run_once()

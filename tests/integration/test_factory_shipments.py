@@ -21,10 +21,15 @@ async def test_two_parcels_make_two_pushes_and_the_order_completes_after_the_sec
             await app.run_once()
             secret = acme.callback_secret
             # Parcel 1: one of the two red tees.
-            assert (await post_event(app, "acme", secret, shipment(key, [(red, 1)], "P1"), "m1", ts=app.clock()))[0] == 200
+            assert (
+                await post_event(app, "acme", secret, shipment(key, [(red, 1)], "P1"), "m1", ts=app.clock())
+            )[0] == 200
             await app.run_once()
             view = await app.store.find_order(1)
-            assert (view.order["state"], view.factory_orders[0]["state"]) == ("partially_shipped", "partially_shipped")
+            assert (view.order["state"], view.factory_orders[0]["state"]) == (
+                "partially_shipped",
+                "partially_shipped",
+            )
             assert len(h.storefront.fulfilments(oid)) == 1
             # Parcel 2: the rest.
             event = shipment(key, [(red, 1), (blue, 1)], "P2")
@@ -60,7 +65,9 @@ async def test_a_shipment_for_lines_not_in_that_factory_order_is_rejected_and_ch
             # Corrected, the parcel goes through.
             event = shipment(key, [(tee, 1)], "P1")
             assert await post_event(app, "acme", acme.callback_secret, event, "bad-1", ts=app.clock()) == (
-                200, {"status": "accepted"})
+                200,
+                {"status": "accepted"},
+            )
 
 
 async def test_processed_message_ids_survive_a_restart(tmp_path):
@@ -72,12 +79,16 @@ async def test_processed_message_ids_survive_a_restart(tmp_path):
         async with h.app() as app:
             await app.run_once()
             first = shipment(key, [(line, 1)], "P1")
-            assert (await post_event(app, "acme", acme.callback_secret, first, "m1", ts=app.clock()))[0] == 200
+            assert (await post_event(app, "acme", acme.callback_secret, first, "m1", ts=app.clock()))[
+                0
+            ] == 200
         async with h.app() as app:
             # The same message id with a different parcel: a replay, no second effect.
             again = shipment(key, [(line, 1)], "P2")
             assert await post_event(app, "acme", acme.callback_secret, again, "m1", ts=app.clock()) == (
-                200, {"status": "duplicate"})
+                200,
+                {"status": "duplicate"},
+            )
             view = await app.store.find_order(1)
         assert [s["shipment_id"] for s in view.shipments] == ["P1"]
 
@@ -95,15 +106,25 @@ async def test_timestamps_within_five_minutes_are_accepted_and_beyond_are_refuse
             secret = acme.callback_secret
             for n, (skew, status) in enumerate([(-299, 200), (299, 200), (-301, 401), (301, 401)]):
                 event = shipment(key, [(line, 1)], f"P{n}")
-                assert (await post_event(app, "acme", secret, event, f"m{n}", ts=clock.now + skew))[0] == status
+                assert (await post_event(app, "acme", secret, event, f"m{n}", ts=clock.now + skew))[
+                    0
+                ] == status
             view = await app.store.find_order(1)
         assert [s["shipment_id"] for s in view.shipments] == ["P0", "P1"]
 
 
 async def test_malformed_json_of_every_kind_gets_a_4xx_never_a_5xx(tmp_path):
     bodies = [
-        b"", b"null", b"[]", b'"text"', b"1e999999", b"{" * 100, b'{"type": "shipment.created"}',
-        b'{"type": "shipment.created", "data": {"lines": "not a list"}}', b"\x00\x01", "{\"é\": 1}".encode("utf-16"),
+        b"",
+        b"null",
+        b"[]",
+        b'"text"',
+        b"1e999999",
+        b"{" * 100,
+        b'{"type": "shipment.created"}',
+        b'{"type": "shipment.created", "data": {"lines": "not a list"}}',
+        b"\x00\x01",
+        '{"é": 1}'.encode("utf-16"),
         b'{"type": "shipment.created", "data": {"factory_order_key": "x", "shipment_id": "p", "carrier": "c",'
         b' "tracking_number": "t", "lines": [{"line_id": "l", "quantity": -1}]}}',
     ]

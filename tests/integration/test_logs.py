@@ -31,8 +31,10 @@ async def test_json_logs_carry_context_and_never_a_secret(tmp_path):
                 await app.run_once()
                 body = b"{}"
                 headers = signed_headers("not-the-secret", "m1", int(time.time()), body)
-                async with aiohttp.ClientSession() as s, s.post(app.callback_url("acme"), data=body,
-                                                                headers=headers) as r:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(app.callback_url("acme"), data=body, headers=headers) as r,
+                ):
                     assert r.status == 401
             secrets = [h.storefront.token] + [
                 v for f in h.factories.values() for v in (f.signing_secret, f.callback_secret)
@@ -58,5 +60,7 @@ async def test_json_logs_carry_context_and_never_a_secret(tmp_path):
 
 
 def test_credential_like_fields_are_redacted():
-    event = relay_logging.redact(None, "info", {"event": "x", "access_token": "abc", "headers": {"Authorization": "B"}})
+    event = relay_logging.redact(
+        None, "info", {"event": "x", "access_token": "abc", "headers": {"Authorization": "B"}}
+    )
     assert event == {"event": "x", "access_token": "[redacted]", "headers": {"Authorization": "[redacted]"}}

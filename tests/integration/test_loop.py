@@ -18,7 +18,10 @@ from relay.testing.vendor import SeedLine
 async def post_event(app, factory: str, secret: str, event: dict, message_id: str, *, ts: int | None = None):
     body = json.dumps(event).encode()
     headers = signed_headers(secret, message_id, ts or int(time.time()), body)
-    async with aiohttp.ClientSession() as s, s.post(app.callback_url(factory), data=body, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(app.callback_url(factory), data=body, headers=headers) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -129,15 +132,23 @@ async def test_callbacks_are_authenticated_deduplicated_and_scoped_to_their_fact
 
             status, _ = await post_event(app, "acme", "wrong-secret", event, "m1")
             assert status == 401
-            status, _ = await post_event(app, "acme", acme.callback_secret, event, "m1", ts=int(time.time()) - 3600)
+            status, _ = await post_event(
+                app, "acme", acme.callback_secret, event, "m1", ts=int(time.time()) - 3600
+            )
             assert status == 401
             # Factory B, correctly signed with its own secret, cannot touch factory A's order.
             status, _ = await post_event(app, "bolt", bolt.callback_secret, event, "m1")
             assert status == 404
             assert (await app.store.find_order(1)).shipments == []
 
-            assert await post_event(app, "acme", acme.callback_secret, event, "m1") == (200, {"status": "accepted"})
-            assert await post_event(app, "acme", acme.callback_secret, event, "m1") == (200, {"status": "duplicate"})
+            assert await post_event(app, "acme", acme.callback_secret, event, "m1") == (
+                200,
+                {"status": "accepted"},
+            )
+            assert await post_event(app, "acme", acme.callback_secret, event, "m1") == (
+                200,
+                {"status": "duplicate"},
+            )
             # The same parcel under a new message id is still one parcel.
             assert (await post_event(app, "acme", acme.callback_secret, event, "m2"))[0] == 200
             await app.run_once()
@@ -164,7 +175,10 @@ async def test_malformed_callbacks_get_4xx_and_change_nothing(tmp_path, body, st
             await app.run_once()
             before = await app.store.stats()
             headers = signed_headers(h.factories["acme"].callback_secret, "bad-1", int(time.time()), body)
-            async with aiohttp.ClientSession() as s, s.post(app.callback_url("acme"), data=body, headers=headers) as r:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(app.callback_url("acme"), data=body, headers=headers) as r,
+            ):
                 assert r.status == status
             assert await app.store.stats() == before
 
@@ -173,7 +187,10 @@ async def test_oversized_callback_gets_413(tmp_path):
     async with Harness(tmp_path) as h, h.app() as app:
         body = b'{"pad": "' + b"x" * 70_000 + b'"}'
         headers = signed_headers(h.factories["acme"].callback_secret, "big", int(time.time()), body)
-        async with aiohttp.ClientSession() as s, s.post(app.callback_url("acme"), data=body, headers=headers) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(app.callback_url("acme"), data=body, headers=headers) as r,
+        ):
             assert r.status == 413
 
 
@@ -199,7 +216,9 @@ async def test_unpaid_and_test_orders_are_held_with_reasons_and_unpaid_is_placed
         h.storefront.add_order([SeedLine("TEE-RED-M")], test=True)
         async with h.app() as app:
             await app.run_once()
-            reasons = {o["external_id"]: o["attention_reason"] for o in await app.store.list_orders("held", 10)}
+            reasons = {
+                o["external_id"]: o["attention_reason"] for o in await app.store.list_orders("held", 10)
+            }
             assert sorted(reasons.values()) == ["test_order", "unpaid"]
             h.storefront.mark_paid(unpaid)
             await app.run_once()

@@ -24,8 +24,15 @@ async def relay(config: Path, *args: str, crash_at: str | None = None, timeout: 
     env = {k: v for k, v in os.environ.items() if k != "RELAY_CRASH_AT"}
     if crash_at:
         env["RELAY_CRASH_AT"] = crash_at
-    proc = await asyncio.create_subprocess_exec(RELAY, "-c", str(config), *args, env=env,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        RELAY,
+        "-c",
+        str(config),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     return await asyncio.wait_for(proc.wait(), timeout)
 
 
@@ -56,9 +63,15 @@ async def test_sigterm_stops_the_daemon_cleanly(tmp_path):
         h.storefront.add_order([SeedLine("TEE-RED-M")])
         config = h.write_config(tmp_path / "relay.toml", inbound={"port": 0})
         env = {k: v for k, v in os.environ.items() if k != "RELAY_CRASH_AT"}
-        proc = await asyncio.create_subprocess_exec(RELAY, "-c", str(config), "run", env=env,
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            RELAY,
+            "-c",
+            str(config),
+            "run",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             for _ in range(200):
                 if h.factories["acme"].held:

@@ -19,8 +19,10 @@ async def test_stop_drains_in_flight_sends_and_starts_no_queued_ones(tmp_path):
         proxy.default = Toxic.latency(0.3)  # the factory answers slowly
         for _ in range(4):
             h.storefront.add_order([SeedLine("TEE-RED-M")])
-        settings = h.settings(daemon={"shutdown_grace_s": 30},
-                              factories={"acme": {"url": proxy.url("/orders"), "concurrency": 1}})
+        settings = h.settings(
+            daemon={"shutdown_grace_s": 30},
+            factories={"acme": {"url": proxy.url("/orders"), "concurrency": 1}},
+        )
         try:
             async with h.app(settings=settings) as app:
                 runner = asyncio.create_task(app.run())

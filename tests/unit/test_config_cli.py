@@ -49,9 +49,17 @@ def test_check_accepts_the_example_config(monkeypatch, capsys):
 def test_unknown_keys_and_bad_values_are_named(tmp_path):
     data = {
         "daemon": {"databse": "x", "shutdown_grace_s": -1},
-        "storefronts": {"shop": {"adapter": "demo", "url": "https://shop.example", "token": "t", "colour": 1}},
-        "factories": {"acme": {"adapter": "webhook", "url": "https://f.example", "signing_secret": "s",
-                               "callback_secrets": ["c"]}},
+        "storefronts": {
+            "shop": {"adapter": "demo", "url": "https://shop.example", "token": "t", "colour": 1}
+        },
+        "factories": {
+            "acme": {
+                "adapter": "webhook",
+                "url": "https://f.example",
+                "signing_secret": "s",
+                "callback_secrets": ["c"],
+            }
+        },
     }
     with pytest.raises(ConfigurationError) as info:
         parse_settings(data, Registry())
@@ -65,9 +73,17 @@ def test_secrets_from_files_and_never_in_repr(tmp_path):
     secret = tmp_path / "token"
     secret.write_text("file-secret-value\n")
     data = {
-        "storefronts": {"shop": {"adapter": "demo", "url": "https://shop.example", "token": {"file": str(secret)}}},
-        "factories": {"acme": {"adapter": "webhook", "url": "https://f.example", "signing_secret": "sig-secret",
-                               "callback_secrets": ["cb-secret"]}},
+        "storefronts": {
+            "shop": {"adapter": "demo", "url": "https://shop.example", "token": {"file": str(secret)}}
+        },
+        "factories": {
+            "acme": {
+                "adapter": "webhook",
+                "url": "https://f.example",
+                "signing_secret": "sig-secret",
+                "callback_secrets": ["cb-secret"],
+            }
+        },
     }
     settings = parse_settings(data, Registry())
     assert settings.storefronts["shop"].options.token.get_secret_value() == "file-secret-value"

@@ -81,8 +81,14 @@ async def test_loopback_is_refused_unless_allowed(server):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://example.com/x", "ftp://example.com/x", "https://user:pw@example.com/", "https://169.254.169.254/",
-     "https://10.1.2.3/", "https://[::ffff:127.0.0.1]/"],
+    [
+        "http://example.com/x",
+        "ftp://example.com/x",
+        "https://user:pw@example.com/",
+        "https://169.254.169.254/",
+        "https://10.1.2.3/",
+        "https://[::ffff:127.0.0.1]/",
+    ],
 )
 def test_configured_urls_outside_the_policy_are_refused(url):
     with pytest.raises(UnsafeURL):

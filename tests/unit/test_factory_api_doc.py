@@ -34,6 +34,10 @@ def test_the_documented_python_verifier_accepts_relay_signatures_and_rejects_tam
 
 
 def test_the_documented_example_signature_is_right():
-    headers = signed_headers("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "fo_991f10f8136054d38e7d5d96b1afe7d2",
-                             1741944413, b'{"hello":"world"}')
+    headers = signed_headers(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "fo_991f10f8136054d38e7d5d96b1afe7d2",
+        1741944413,
+        b'{"hello":"world"}',
+    )
     assert headers["webhook-signature"] in DOC

@@ -96,9 +96,16 @@ class OrderMachine(RuleBasedStateMachine):
         self.now += 1
         when = datetime.fromtimestamp(self.now, UTC)
         order = Order(
-            external_id=ext, number=f"#{ext}", created_at=when, updated_at=when, currency="USD", paid=paid,
-            lines=tuple(OrderLine(line_id=f"{ext}-{i}", sku=sku, quantity=qty, unit_price=Decimal("1"))
-                        for i, sku in enumerate(skus)),
+            external_id=ext,
+            number=f"#{ext}",
+            created_at=when,
+            updated_at=when,
+            currency="USD",
+            paid=paid,
+            lines=tuple(
+                OrderLine(line_id=f"{ext}-{i}", sku=sku, quantity=qty, unit_price=Decimal("1"))
+                for i, sku in enumerate(skus)
+            ),
         )
         self.versions[ext] = [order]
 
@@ -114,8 +121,9 @@ class OrderMachine(RuleBasedStateMachine):
         elif change == "pay":
             update["paid"] = True
         else:
-            update["lines"] = tuple(ln.model_copy(update={"sku": "A" if ln.sku == "Z" else ln.sku})
-                                    for ln in last.lines)
+            update["lines"] = tuple(
+                ln.model_copy(update={"sku": "A" if ln.sku == "Z" else ln.sku}) for ln in last.lines
+            )
         self.versions[ext].append(last.model_copy(update=update))
 
     @precondition(lambda self: self.versions)
@@ -138,7 +146,9 @@ class OrderMachine(RuleBasedStateMachine):
         plans = [plan_route(job, SKU_MAP, now=self.now) for job in jobs]
         self.run(self.store.apply_routing(plans, self.now))
 
-    @rule(outcomes=st.lists(st.sampled_from(["placed", "retry", "rejected", "crash"]), min_size=1, max_size=4))
+    @rule(
+        outcomes=st.lists(st.sampled_from(["placed", "retry", "rejected", "crash"]), min_size=1, max_size=4)
+    )
     def deliver(self, outcomes: list[str]) -> None:
         jobs = self.run(self.store.claim_deliveries(OWNER, FACTORIES, self.now, LEASE_S, len(outcomes)))
         results = []
@@ -148,10 +158,20 @@ class OrderMachine(RuleBasedStateMachine):
                 assert job.key == f"{job.order.key}.cancel"
                 if what in ("placed", "crash"):
                     self.factory_holds.discard(job.order.key)  # the factory cancelled it: it never ships
-                state = {"placed": CancelState.DONE, "retry": CancelState.PENDING, "rejected": CancelState.DEAD}
+                state = {
+                    "placed": CancelState.DONE,
+                    "retry": CancelState.PENDING,
+                    "rejected": CancelState.DEAD,
+                }
                 if what in state:
-                    results.append(DeliveryOutcome(job, state[what], error=None if what == "placed" else "HTTP 4xx",
-                                                   next_attempt_at=self.now + 5 if what == "retry" else None))
+                    results.append(
+                        DeliveryOutcome(
+                            job,
+                            state[what],
+                            error=None if what == "placed" else "HTTP 4xx",
+                            next_attempt_at=self.now + 5 if what == "retry" else None,
+                        )
+                    )
                 continue
             assert job.key == job.order.key
             if what in ("placed", "crash"):
@@ -159,19 +179,30 @@ class OrderMachine(RuleBasedStateMachine):
             if what == "placed":
                 results.append(DeliveryOutcome(job, FactoryOrderState.PLACED, reference="R"))
             elif what == "retry":
-                results.append(DeliveryOutcome(job, FactoryOrderState.PENDING, next_attempt_at=self.now + 5,
-                                               error="HTTP 503"))
+                results.append(
+                    DeliveryOutcome(
+                        job, FactoryOrderState.PENDING, next_attempt_at=self.now + 5, error="HTTP 503"
+                    )
+                )
             elif what == "rejected":
-                results.append(DeliveryOutcome(job, FactoryOrderState.DEAD, error="HTTP 400",
-                                               reason=AttentionReason.FACTORY_REJECTED))
+                results.append(
+                    DeliveryOutcome(
+                        job, FactoryOrderState.DEAD, error="HTTP 400", reason=AttentionReason.FACTORY_REJECTED
+                    )
+                )
         self.run(self.store.record_deliveries(results, self.now))
 
     def _send(self, factory: str, message_id: str, shipment: Shipment) -> None:
         key = shipment.factory_order_key
         rows = self.q("SELECT f.id, f.factory FROM factory_orders f WHERE f.key = ?", (key,))
-        lines = {r[0]: (r[1], r[2], r[3]) for r in self.q(
-            "SELECT l.line_id, l.quantity, l.shipped_quantity, l.factory_order_id FROM order_lines l "
-            "JOIN factory_orders f ON f.order_id = l.order_id WHERE f.key = ?", (key,))}
+        lines = {
+            r[0]: (r[1], r[2], r[3])
+            for r in self.q(
+                "SELECT l.line_id, l.quantity, l.shipped_quantity, l.factory_order_id FROM order_lines l "
+                "JOIN factory_orders f ON f.order_id = l.order_id WHERE f.key = ?",
+                (key,),
+            )
+        }
         if not rows or rows[0][1] != factory:
             expected = ShipmentVerdict.UNKNOWN_ORDER
         elif (factory, message_id) in self.processed or (key, shipment.shipment_id) in self.accepted_parcels:
@@ -180,14 +211,18 @@ class OrderMachine(RuleBasedStateMachine):
             wanted: dict[str, int] = defaultdict(int)
             for ln in shipment.lines:
                 wanted[ln.line_id] += ln.quantity
-            ok = all(lid in lines and lines[lid][2] == rows[0][0] and lines[lid][1] + q <= lines[lid][0]
-                     for lid, q in wanted.items())
+            ok = all(
+                lid in lines and lines[lid][2] == rows[0][0] and lines[lid][1] + q <= lines[lid][0]
+                for lid, q in wanted.items()
+            )
             expected = ShipmentVerdict.ACCEPTED if ok else ShipmentVerdict.INVALID_LINES
         before = self.q("SELECT COUNT(*) FROM shipments")[0][0]
         result = self.run(self.store.record_shipment(factory, message_id, shipment, self.now))
         after = self.q("SELECT COUNT(*) FROM shipments")[0][0]
         assert result.verdict is expected, (result, expected, message_id)
-        assert after == before + (result.verdict is ShipmentVerdict.ACCEPTED), "a callback had the wrong effect"
+        assert after == before + (result.verdict is ShipmentVerdict.ACCEPTED), (
+            "a callback had the wrong effect"
+        )
         if result.verdict is ShipmentVerdict.ACCEPTED:  # only an accepted message is remembered
             self.processed.add((factory, message_id))
             self.accepted_parcels.add((key, shipment.shipment_id))
@@ -198,8 +233,11 @@ class OrderMachine(RuleBasedStateMachine):
     def ship(self, data: st.DataObject, overship: bool, split: bool) -> None:
         key = data.draw(st.sampled_from(sorted(self.factory_holds)))
         factory = self.q("SELECT factory FROM factory_orders WHERE key = ?", (key,))[0][0]
-        lines = self.q("SELECT l.line_id, l.quantity - l.shipped_quantity FROM order_lines l "
-                       "JOIN factory_orders f ON f.id = l.factory_order_id WHERE f.key = ?", (key,))
+        lines = self.q(
+            "SELECT l.line_id, l.quantity - l.shipped_quantity FROM order_lines l "
+            "JOIN factory_orders f ON f.id = l.factory_order_id WHERE f.key = ?",
+            (key,),
+        )
         ship_lines = []
         for line_id, left in lines:
             qty = left + 1 if overship else (max(1, left // 2) if split else left)
@@ -208,8 +246,13 @@ class OrderMachine(RuleBasedStateMachine):
         if not ship_lines:
             return
         self.messages += 1
-        shipment = Shipment(factory_order_key=key, shipment_id=f"P{self.messages}", carrier="SF",
-                            tracking_number=f"T{self.messages}", lines=tuple(ship_lines))
+        shipment = Shipment(
+            factory_order_key=key,
+            shipment_id=f"P{self.messages}",
+            carrier="SF",
+            tracking_number=f"T{self.messages}",
+            lines=tuple(ship_lines),
+        )
         self._send(factory, f"m{self.messages}", shipment)
 
     @precondition(lambda self: self.callbacks)
@@ -227,8 +270,13 @@ class OrderMachine(RuleBasedStateMachine):
     @rule()
     def callback_for_unknown_order(self) -> None:
         self.messages += 1
-        shipment = Shipment(factory_order_key="no-such-key", shipment_id="P0", carrier="SF", tracking_number="T0",
-                            lines=(ShipmentLine(line_id="x", quantity=1),))
+        shipment = Shipment(
+            factory_order_key="no-such-key",
+            shipment_id="P0",
+            carrier="SF",
+            tracking_number="T0",
+            lines=(ShipmentLine(line_id="x", quantity=1),),
+        )
         self._send("acme", f"m{self.messages}", shipment)
 
     @rule(outcomes=st.lists(st.sampled_from(["done", "retry", "dead", "crash"]), min_size=1, max_size=4))
@@ -239,7 +287,9 @@ class OrderMachine(RuleBasedStateMachine):
             if what == "done":
                 results.append(PushOutcome(job, PushState.DONE, reference="F1"))
             elif what == "retry":
-                results.append(PushOutcome(job, PushState.PENDING, next_attempt_at=self.now + 5, error="HTTP 500"))
+                results.append(
+                    PushOutcome(job, PushState.PENDING, next_attempt_at=self.now + 5, error="HTTP 500")
+                )
             elif what == "dead":
                 results.append(PushOutcome(job, PushState.DEAD, error="HTTP 422"))
         self.run(self.store.record_pushes(results, self.now))
@@ -274,45 +324,61 @@ class OrderMachine(RuleBasedStateMachine):
 
     @invariant()
     def one_factory_order_per_order_and_factory(self) -> None:
-        assert self.q("SELECT order_id, factory FROM factory_orders GROUP BY order_id, factory "
-                      "HAVING COUNT(*) > 1") == []
-        for key, factory, ext in self.q("SELECT f.key, f.factory, o.external_id FROM factory_orders f "
-                                        "JOIN orders o ON o.id = f.order_id"):
+        assert (
+            self.q(
+                "SELECT order_id, factory FROM factory_orders GROUP BY order_id, factory HAVING COUNT(*) > 1"
+            )
+            == []
+        )
+        for key, factory, ext in self.q(
+            "SELECT f.key, f.factory, o.external_id FROM factory_orders f JOIN orders o ON o.id = f.order_id"
+        ):
             assert key == factory_order_key("shop", ext, factory)
 
     @invariant()
     def order_state_is_derived_from_its_parts(self) -> None:
         for order_id, state in self.q("SELECT id, state FROM orders"):
-            fos = [FactoryOrderState(s) for (s,) in self.q("SELECT state FROM factory_orders WHERE order_id = ?",
-                                                           (order_id,))]
+            fos = [
+                FactoryOrderState(s)
+                for (s,) in self.q("SELECT state FROM factory_orders WHERE order_id = ?", (order_id,))
+            ]
             if state not in DERIVED:
                 if not fos:
                     assert state in ("received", "held", "cancelled"), state
                 continue
             totals = self.q(Q["line_totals_of_orders"], (f"[{order_id}]",))  # the store's own definition
             total, shipped = totals[0][1:] if totals else (0, 0)
-            pushes = [PushState(s) for (s,) in self.q("SELECT state FROM storefront_pushes WHERE order_id = ?",
-                                                      (order_id,))]
+            pushes = [
+                PushState(s)
+                for (s,) in self.q("SELECT state FROM storefront_pushes WHERE order_id = ?", (order_id,))
+            ]
             assert OrderState(state) is derive_order_state(fos, total or 0, shipped or 0, pushes), order_id
 
     @invariant()
     def shipped_never_exceeds_ordered(self) -> None:
         assert self.q("SELECT * FROM order_lines WHERE shipped_quantity > quantity") == []
         per_line: dict[tuple[str, str], int] = defaultdict(int)
-        for key, lines in self.q("SELECT f.key, s.lines FROM shipments s JOIN factory_orders f "
-                                 "ON f.id = s.factory_order_id"):
+        for key, lines in self.q(
+            "SELECT f.key, s.lines FROM shipments s JOIN factory_orders f ON f.id = s.factory_order_id"
+        ):
             import json
 
             for ln in json.loads(lines):
                 per_line[(key, ln["line_id"])] += ln["quantity"]
-        for key, line_id, shipped in self.q("SELECT f.key, l.line_id, l.shipped_quantity FROM order_lines l "
-                                            "JOIN factory_orders f ON f.id = l.factory_order_id"):
+        for key, line_id, shipped in self.q(
+            "SELECT f.key, l.line_id, l.shipped_quantity FROM order_lines l "
+            "JOIN factory_orders f ON f.id = l.factory_order_id"
+        ):
             assert per_line.get((key, line_id), 0) == shipped, (key, line_id)
 
     @invariant()
     def every_accepted_message_has_exactly_its_effect(self) -> None:
-        parcels = set(self.q("SELECT f.key, s.shipment_id FROM shipments s JOIN factory_orders f "
-                             "ON f.id = s.factory_order_id"))
+        parcels = set(
+            self.q(
+                "SELECT f.key, s.shipment_id FROM shipments s JOIN factory_orders f "
+                "ON f.id = s.factory_order_id"
+            )
+        )
         assert parcels == self.accepted_parcels
         assert set(self.q("SELECT factory, message_id FROM inbound_messages")) == self.processed
         assert self.q("SELECT COUNT(*) FROM storefront_pushes")[0][0] == len(parcels)
@@ -321,11 +387,16 @@ class OrderMachine(RuleBasedStateMachine):
     def outbox_rows_are_due_exactly_while_owed(self) -> None:
         for table in ("factory_orders", "storefront_pushes", "factory_cancellations"):
             assert self.q(f"SELECT id FROM {table} WHERE state = 'pending' AND next_attempt_at IS NULL") == []  # noqa: S608
-            assert self.q(f"SELECT id FROM {table} WHERE state != 'pending' AND next_attempt_at IS NOT NULL") == []  # noqa: S608
+            assert (
+                self.q(f"SELECT id FROM {table} WHERE state != 'pending' AND next_attempt_at IS NOT NULL")
+                == []
+            )
 
     @invariant()
     def history_is_append_only_and_ends_in_the_current_state(self) -> None:
-        events = self.q("SELECT id, order_id, at, kind, from_state, to_state, detail FROM order_events ORDER BY id")
+        events = self.q(
+            "SELECT id, order_id, at, kind, from_state, to_state, detail FROM order_events ORDER BY id"
+        )
         assert events[: len(self.events_seen)] == self.events_seen, "an event was changed or removed"
         self.events_seen = events
         last: dict[int, str] = {}
@@ -342,7 +413,9 @@ class OrderMachine(RuleBasedStateMachine):
 
 
 MACHINE_SETTINGS = settings(
-    max_examples=12, stateful_step_count=30, deadline=None,
+    max_examples=12,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestOrderMachine = OrderMachine.TestCase

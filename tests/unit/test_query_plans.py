@@ -69,7 +69,9 @@ async def db(tmp_path: Path) -> sqlite3.Connection:
 def _partial_indexes(db: sqlite3.Connection) -> set[str]:
     return {
         name
-        for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        for name, sql in db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
         if re.search(r"\bWHERE\b", sql, re.I)
     }
 
@@ -77,9 +79,24 @@ def _partial_indexes(db: sqlite3.Connection) -> set[str]:
 def _names_for_big_tables(sql: str) -> set[str]:
     """The big tables and any alias the query gives them (`FROM factory_orders f` -> f)."""
     names = set(BIG_TABLES)
-    for table, alias in re.findall(r"\b(orders|factory_orders|storefront_pushes)\s+(?:AS\s+)?([a-z_]\w*)", sql, re.I):
-        if alias.upper() not in {"WHERE", "SET", "ON", "JOIN", "LEFT", "INNER", "GROUP", "ORDER", "LIMIT", "USING",
-                                 "VALUES", "WITH", "AS"}:
+    for table, alias in re.findall(
+        r"\b(orders|factory_orders|storefront_pushes)\s+(?:AS\s+)?([a-z_]\w*)", sql, re.I
+    ):
+        if alias.upper() not in {
+            "WHERE",
+            "SET",
+            "ON",
+            "JOIN",
+            "LEFT",
+            "INNER",
+            "GROUP",
+            "ORDER",
+            "LIMIT",
+            "USING",
+            "VALUES",
+            "WITH",
+            "AS",
+        }:
             names.add(alias)
     return names
 

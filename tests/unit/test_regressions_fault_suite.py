@@ -30,21 +30,40 @@ async def test_cancelling_the_unshipped_rest_of_a_partially_shipped_order_is_leg
     try:
         await store.migrate()
         when = datetime.fromtimestamp(1_700_000_000, UTC)
-        order = Order(external_id="1", number="#1", created_at=when, updated_at=when, currency="USD",
-                      lines=(OrderLine(line_id="a", sku="A", quantity=1, unit_price=Decimal(1)),
-                             OrderLine(line_id="b", sku="B", quantity=1, unit_price=Decimal(1))))
+        order = Order(
+            external_id="1",
+            number="#1",
+            created_at=when,
+            updated_at=when,
+            currency="USD",
+            lines=(
+                OrderLine(line_id="a", sku="A", quantity=1, unit_price=Decimal(1)),
+                OrderLine(line_id="b", sku="B", quantity=1, unit_price=Decimal(1)),
+            ),
+        )
         await store.ingest("shop", [order], [], None, 1.0)
         jobs = await store.claim_orders_to_route("o", 2.0, 30, 10)
         await store.apply_routing([plan_route(j, {"A": "acme", "B": "bolt"}, now=2.0) for j in jobs], 2.0)
         deliveries = await store.claim_deliveries("o", ["acme", "bolt"], 3.0, 30, 10)
         await store.record_deliveries([DeliveryOutcome(j, FactoryOrderState.PLACED) for j in deliveries], 3.0)
         acme = next(j for j in deliveries if j.factory == "acme")
-        await store.record_shipment("acme", "m1", Shipment(
-            factory_order_key=acme.key, shipment_id="P1", carrier="SF", tracking_number="T1",
-            lines=(ShipmentLine(line_id="a", quantity=1),)), 4.0)
+        await store.record_shipment(
+            "acme",
+            "m1",
+            Shipment(
+                factory_order_key=acme.key,
+                shipment_id="P1",
+                carrier="SF",
+                tracking_number="T1",
+                lines=(ShipmentLine(line_id="a", quantity=1),),
+            ),
+            4.0,
+        )
         pushes = await store.claim_pushes("o", ["shop"], 5.0, 30, 10)
         await store.record_pushes([PushOutcome(p, PushState.DONE) for p in pushes], 5.0)
-        cancelled = order.model_copy(update={"cancelled": True, "updated_at": datetime.fromtimestamp(1_700_000_010, UTC)})
+        cancelled = order.model_copy(
+            update={"cancelled": True, "updated_at": datetime.fromtimestamp(1_700_000_010, UTC)}
+        )
         await store.ingest("shop", [cancelled], [], None, 6.0)
         for _ in range(3):  # deliver the order.cancelled message to bolt, if one is owed
             jobs = await store.claim_deliveries("o", ["acme", "bolt"], 7.0, 30, 10)
