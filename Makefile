@@ -1,4 +1,5 @@
 # Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+# `make lint` (ruff check, ruff format --check, mypy --strict) runs in CI too.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -17,6 +18,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict relay adapters
 
 # Crash, fault and bad-input suite (tests/fault, marker `fault`). Knobs: RELAY_FAULT_RUNS (crash-loop
 # runs, default 300), RELAY_FAULT_SEED (replay a run), RELAY_FAULT_EXAMPLES (state-machine examples).

@@ -28,7 +28,8 @@ from pydantic import (
     field_validator,
 )
 
-from relay.exceptions import ConfigurationError
+from relay.exceptions import ConfigurationError, UnsafeURL
+from relay.outbound.policy import check_url
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -161,15 +162,18 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[tuple[
     return problems
 
 
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """`data[key]` if it is a TOML table, else an empty one (the model check reports the bad type)."""
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _core_keys(section: type[BaseModel]) -> set[str]:
     return set(section.model_fields) - {"options"}
 
 
 def _check_urls(prefix: str, options: BaseModel, egress: EgressSettings) -> list[tuple[str, str]]:
     """Configured URLs that the egress policy would refuse, by key."""
-    from relay.exceptions import UnsafeURL
-    from relay.outbound.policy import check_url
-
     problems = []
     for key, value in options:
         if isinstance(value, AnyUrl):
@@ -231,10 +235,10 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
                 problems.extend(_problems(exc, (kind, name)))
                 continue
             problems.extend(_check_urls(f"{kind}.{name}", options[(kind, name)], egress))
-    routing = data.get("routing") if isinstance(data.get("routing"), Mapping) else {}
+    routing = _table(data, "routing")
     problems.extend((f"routing.{key}", "unknown key") for key in sorted(set(routing) - {"skus"}))
-    factories = data.get("factories") if isinstance(data.get("factories"), Mapping) else {}
-    skus = routing.get("skus") if isinstance(routing.get("skus"), Mapping) else {}
+    factories = _table(data, "factories")
+    skus = _table(routing, "skus")
     for sku, factory in skus.items():
         if factory not in factories:
             problems.append((f'routing.skus."{sku}"', f"unknown factory {factory!r}"))

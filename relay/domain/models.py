@@ -279,7 +279,7 @@ ATTENTION_STATES = frozenset({OrderState.HELD, OrderState.FAILED})
 TERMINAL_ORDER_STATES = frozenset({OrderState.COMPLETED, OrderState.CANCELLED})
 
 
-def derive_order_state(
+def derive_order_state(  # noqa: PLR0911 - a decision table reads best as early returns
     factory_states: list[FactoryOrderState], lines_total: int, lines_shipped: int, pushes: list[PushState]
 ) -> OrderState:
     """The state an order is in, given its factory orders, shipped lines and tracking pushes.

@@ -32,14 +32,15 @@ def plan_route(
         return RoutePlan(
             job.order_id, hold=AttentionReason.MISSING_SKU, detail=f"lines without SKU: {', '.join(missing)}"
         )
-    unknown = sorted({line.sku for line in order.lines if line.sku not in sku_map})  # type: ignore[misc]
+    skus = {line.line_id: line.sku for line in order.lines if line.sku}  # every line has one (checked above)
+    unknown = sorted({sku for sku in skus.values() if sku not in sku_map})
     if unknown:
         return RoutePlan(
             job.order_id, hold=AttentionReason.UNKNOWN_SKU, detail=f"unmapped SKUs: {', '.join(unknown)}"
         )
     by_factory: dict[str, list[OrderLine]] = defaultdict(list)
     for line in order.lines:
-        by_factory[sku_map[line.sku]].append(line)  # type: ignore[index]
+        by_factory[sku_map[skus[line.line_id]]].append(line)
     created = datetime.fromtimestamp(now, UTC)
     return RoutePlan(
         job.order_id,

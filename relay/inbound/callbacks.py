@@ -36,10 +36,23 @@ class ShipmentEvent(BaseModel):
 
 
 def problem(status: int, title: str, detail: Any = None, **headers: str) -> web.Response:
+    """A JSON error answer: `{"error": title, "detail": ...}`."""
     body: dict[str, Any] = {"error": title}
     if detail is not None:
         body["detail"] = detail
     return web.json_response(body, status=status, headers=headers)
+
+
+class Refused(Exception):
+    """A callback answered with a 4xx/5xx `response` before any state changed."""
+
+    def __init__(self, status: int, title: str, detail: Any = None, **headers: str) -> None:
+        super().__init__(title)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers
+
+    @property
+    def response(self) -> web.Response:
+        return problem(self.status, self.title, self.detail, **self.headers)
 
 
 def _too_deep(value: Any, depth: int = 0) -> bool:
@@ -75,48 +88,29 @@ class FactoryCallbacks:
         self.max_body_bytes = max_body_bytes
 
     async def factory_event(self, request: web.Request) -> web.Response:
+        """Verify, parse and record one shipment event; every refusal changes nothing."""
         factory = request.match_info["factory"]
-        secrets = self.secrets.get(factory)
-        if secrets is None:
-            return problem(404, "unknown factory")
-        if (request.content_length or 0) > self.max_body_bytes:  # refuse at once, don't wait for the body
-            return problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-                body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return problem(413, "body too large", f"limit is {self.max_body_bytes} bytes")
-        except TimeoutError:
-            return problem(408, "body not received in time")
         log = self.log.bind(factory=factory)
         try:
-            message_id, _ = verify(
-                secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s
-            )
-        except SignatureError as exc:
-            log.warning("callback_unauthenticated", reason=str(exc))
-            return problem(401, "invalid signature", str(exc))
-        try:
-            raw = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            return problem(400, "body is not valid JSON", str(exc)[:200])
-        except ValueError as exc:  # e.g. integers with too many digits
-            return problem(400, "body is not valid JSON", str(exc)[:200])
-        if _too_deep(raw):
-            return problem(400, "JSON nested too deeply")
-        try:
-            event = ShipmentEvent.model_validate(raw)
-        except ValidationError as exc:
-            errors = [
-                {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
-                for e in exc.errors(include_url=False, include_input=False)
-            ]
-            return problem(422, "invalid event", errors[:20])
-        try:
-            result = await self.store.record_shipment(factory, message_id, event.data, self.clock())
-        except StoreUnavailable as exc:
-            log.error("callback_store_unavailable", error=str(exc))
-            return problem(503, "temporarily unavailable", None, **{"Retry-After": "5"})
+            secrets = self.secrets.get(factory)
+            if secrets is None:
+                raise Refused(404, "unknown factory")
+            body = await self._read_body(request)
+            try:
+                message_id, _ = verify(
+                    secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s
+                )
+            except SignatureError as exc:
+                log.warning("callback_unauthenticated", reason=str(exc))
+                raise Refused(401, "invalid signature", str(exc)) from None
+            event = _parse_event(body)
+            try:
+                result = await self.store.record_shipment(factory, message_id, event.data, self.clock())
+            except StoreUnavailable as exc:
+                log.error("callback_store_unavailable", error=str(exc))
+                raise Refused(503, "temporarily unavailable", None, **{"Retry-After": "5"}) from None
+        except Refused as refused:
+            return refused.response
         crash_point("during_callback")
         log = log.bind(order_id=result.order_id, message_id=message_id, shipment_id=event.data.shipment_id)
         if result.verdict is ShipmentVerdict.UNKNOWN_ORDER:
@@ -131,3 +125,33 @@ class FactoryCallbacks:
         log.info("shipment_recorded", tracking_number=event.data.tracking_number)
         self.on_shipment()
         return web.json_response({"status": "accepted"})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The raw body, within the size limit and the read timeout."""
+        if (request.content_length or 0) > self.max_body_bytes:  # refuse at once, don't wait for the body
+            raise Refused(413, "body too large", f"limit is {self.max_body_bytes} bytes")
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Refused(413, "body too large", f"limit is {self.max_body_bytes} bytes") from None
+        except TimeoutError:
+            raise Refused(408, "body not received in time") from None
+
+
+def _parse_event(body: bytes) -> ShipmentEvent:
+    """A verified body as a `ShipmentEvent`, or `Refused` with 400 (not JSON) or 422 (not an event)."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8, bad JSON, huge integers
+        raise Refused(400, "body is not valid JSON", str(exc)[:200]) from None
+    if _too_deep(raw):
+        raise Refused(400, "JSON nested too deeply")
+    try:
+        return ShipmentEvent.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise Refused(422, "invalid event", errors[:20]) from None
