@@ -5,9 +5,9 @@
 Per setting (a fresh database, then one with 10k / 100k / 1M finished orders already stored), a new relay
 process runs two phases against the same storefront and factory processes:
 
-* throughput: N orders appear on the storefront at once; orders/s = N / (last tracking push − appearance),
+* throughput: N orders appear on the storefront at once; orders/s = N / (last tracking push - appearance),
   with the relay's CPU seconds and COMMITs over the phase;
-* latency: M orders appear at a moderate fixed rate; added latency per order = factory receipt − first
+* latency: M orders appear at a moderate fixed rate; added latency per order = factory receipt - first
   appearance in a poll response (p50/p95/p99), so the poll interval itself is not counted.
 
 Every order is checked afterwards: held once per idempotency key by its factory and its parcel's
@@ -159,7 +159,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class Bench:
@@ -259,7 +259,7 @@ class Bench:
             await asyncio.sleep(0.3)
             spy = None
             if a.profile:
-                spy = subprocess.Popen(  # noqa: S603 - our own tool, our own child's pid
+                spy = subprocess.Popen(
                     [
                         str(Path(sys.executable).parent / "py-spy"),
                         "record",

@@ -14,7 +14,7 @@ from relay.store import DeliveryOutcome, PushOutcome
 from relay.store.sqlite import SQLiteStore
 
 
-@pytest.mark.parametrize("timestamp", ["¹", "١٢٣", "１２３"])  # Unicode digits: str.isdigit() is True
+@pytest.mark.parametrize("timestamp", ["¹", "١٢٣", "１２３"])  # noqa: RUF001 - Unicode digits, on purpose
 def test_non_ascii_digit_timestamp_is_a_signature_error_not_a_crash(timestamp):
     headers = {"webhook-id": "m", "webhook-timestamp": timestamp, "webhook-signature": "v1,AAAA"}
     with pytest.raises(SignatureError):
