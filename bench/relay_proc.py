@@ -64,7 +64,7 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
     counter = Counter()
     try:
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
-            await app.store.db.set_trace_callback(counter)  # type: ignore[attr-defined]
+            await app.store.connector.db.set_trace_callback(counter)  # type: ignore[attr-defined]
             runner = asyncio.create_task(app.run())
             conn.send(
                 {
@@ -81,7 +81,7 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
                 app.stop()
                 await runner
                 break
-            await app.store.db.set_trace_callback(None)  # type: ignore[attr-defined]
+            await app.store.connector.db.set_trace_callback(None)  # type: ignore[attr-defined]
         conn.send(_figures(counter, started))
     finally:
         log_stream.close()

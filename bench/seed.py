@@ -15,13 +15,13 @@ import sqlite3
 import time
 from pathlib import Path
 
-from relay.store.sqlite import SQLiteStore
+from relay.store import open_store
 
 CHUNK = 25_000
 
 
 async def migrate(path: Path) -> int:
-    store = SQLiteStore(str(path))
+    store = open_store(f"sqlite:///{path}")
     await store.open()
     try:
         return await store.migrate()
@@ -91,7 +91,7 @@ def seed(path: Path, target: int) -> dict[str, float]:
                     f"ACME-S{oid}-P1",
                     "SF Express",
                     f"SF{oid:012d}",
-                    '[{"line_id":"%s-1","quantity":1}]' % ext,
+                    f'[{{"line_id":"{ext}-1","quantity":1}}]',
                     at + 40,
                 )
             )

@@ -8,7 +8,7 @@ import sys
 import time
 
 from relay.cli.common import EX_FAILURE, EX_OK, Invocation, timestamp, with_store
-from relay.store import Store
+from relay.store import FactoryStatus, Store
 
 
 def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,16 +30,16 @@ def list_command(inv: Invocation) -> int:
     settings = inv.settings()
 
     async def act(store: Store) -> int:
-        known = {row["name"]: row for row in await store.list_factories()}
+        known = {status.name: status for status in await store.list_factories()}
         for name in sorted(set(settings.factories) | set(known)):
-            row = known.get(name, {})
+            row = known.get(name) or FactoryStatus(name)
             where = "" if name in settings.factories else "  (not configured)"
             state = (
-                f"disabled since {timestamp(row['disabled_at'])}: {row['disabled_reason']}"
-                if row.get("disabled_at")
+                f"disabled since {timestamp(row.disabled_at)}: {row.disabled_reason}"
+                if row.disabled_at
                 else "enabled"
             )
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(row.get("orders", {}).items())) or "no orders"
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(row.orders.items())) or "no orders"
             print(f"{name:<20} {state}  [{counts}]{where}")
         return EX_OK
 

@@ -38,13 +38,10 @@ def list_command(inv: Invocation) -> int:
     async def act(store: Store) -> int:
         for row in await store.list_orders(inv.args.state, inv.args.limit):
             reason = (
-                f" [{row['attention_reason']}: {row['attention_detail'] or ''}]"
-                if row["attention_reason"]
-                else ""
+                f" [{row.attention_reason}: {row.attention_detail or ''}]" if row.attention_reason else ""
             )
             print(
-                f"{row['id']:>8}  {row['storefront']}:{row['external_id']}  {row['number']:<10} "
-                f"{row['state']:<18}{reason}"
+                f"{row.id:>8}  {row.storefront}:{row.external_id}  {row.number:<10} {row.state:<18}{reason}"
             )
         return EX_OK
 
@@ -57,13 +54,7 @@ def show_command(inv: Invocation) -> int:
         if view is None:
             print(f"order {inv.args.order_id} not found", file=sys.stderr)
             return EX_FAILURE
-        document = {
-            "order": view.order,
-            "factory_orders": view.factory_orders,
-            "shipments": view.shipments,
-            "events": view.events,
-        }
-        print(json.dumps(document, indent=2, default=str))
+        print(json.dumps(view.to_json(), indent=2, default=str))
         return EX_OK
 
     return asyncio.run(with_store(inv.settings(), act))
@@ -92,5 +83,6 @@ def _repair(inv: Invocation, *, replay: bool) -> int:
 
 
 def stats_command(inv: Invocation) -> int:
-    print(json.dumps(asyncio.run(with_store(inv.settings(), lambda store: store.stats())), indent=2))
+    stats = asyncio.run(with_store(inv.settings(), lambda store: store.stats()))
+    print(json.dumps(stats.to_json(), indent=2))
     return EX_OK

@@ -3,153 +3,112 @@
 Every public method is one transaction. Loops hand the store whole batches (a page of orders, a
 group of delivery outcomes) so one commit covers many state changes. Work is claimed under a lease
 (owner + expiry), never by holding a lock across network calls, so several daemons could share one
-database once a networked backend exists; `open_store(url)` picks the backend by URL scheme.
+database once a networked backend exists.
+
+Layout (ADR 0007): `Store` below is the contract; `manager.RelayStore` implements it once over a
+`connector.Connector`; the transitions themselves live in `transitions/`; a backend is a connector plus
+its SQL (`sqlite/`). `open_store(url)` picks the backend from the URL scheme.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
-from relay.domain.models import (
-    AttentionReason,
-    CancelState,
-    FactoryOrder,
-    FactoryOrderState,
-    Malformed,
-    Order,
-    PushState,
-    Shipment,
-    ShipmentPush,
+from relay.domain.models import Malformed, Order, Shipment
+from relay.exceptions import ConfigurationError
+from relay.store import sqlite
+from relay.store.connector import Connector
+from relay.store.manager import RelayStore
+from relay.store.records import (
+    ORDER_CANCELLED,
+    ORDER_CREATED,
+    DeliveryJob,
+    DeliveryOutcome,
+    FactoryOrderRecord,
+    FactoryStatus,
+    IngestResult,
+    OrderEvent,
+    OrderRecord,
+    OrderSummary,
+    OrderView,
+    PushJob,
+    PushOutcome,
+    RouteJob,
+    RoutePlan,
+    ShipmentRecord,
+    ShipmentResult,
+    ShipmentVerdict,
+    Stats,
 )
 
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    new: int = 0
-    updated: int = 0
-    requeued: int = 0
-    cancelled: int = 0
-    quarantined: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RouteJob:
-    order_id: int
-    storefront: str
-    order: Order
-
-
-@dataclass(frozen=True, slots=True)
-class RoutePlan:
-    """The router's decision for one order: factory orders to create, or a hold, or a cancellation."""
-
-    order_id: int
-    factory_orders: tuple[FactoryOrder, ...] = ()
-    hold: AttentionReason | None = None
-    detail: str | None = None
-    cancel: bool = False
-
-
-ORDER_CREATED = "order.created"
-ORDER_CANCELLED = "order.cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryJob:
-    """One message owed to a factory: `order.created` (a factory order) or `order.cancelled`.
-
-    For a cancellation `id` is the cancellation row's, `key` is `"<factory order key>.cancel"` and
-    `requested_at` is when the storefront cancellation was seen.
-    """
-
-    id: int
-    order_id: int
-    factory: str
-    key: str
-    attempts: int
-    order: FactoryOrder
-    kind: str = ORDER_CREATED
-    requested_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryOutcome:
-    """What happened to one delivery.
-
-    `state` is PLACED, PENDING (retry) or DEAD for `order.created`; a `CancelState` (DONE, REFUSED,
-    PENDING or DEAD) for `order.cancelled`. `attempted=False` means the attempt does not count: nothing
-    was sent (the factory's circuit was open) or the factory answered 410 and is now disabled. The
-    attempt count and due time are unchanged, so the row goes out when the factory is back.
-    """
-
-    job: DeliveryJob
-    state: FactoryOrderState | CancelState
-    next_attempt_at: float | None = None
-    error: str | None = None
-    reason: AttentionReason | None = None
-    reference: str | None = None
-    attempted: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class PushJob:
-    id: int
-    order_id: int
-    storefront: str
-    key: str
-    attempts: int
-    push: ShipmentPush
-
-
-@dataclass(frozen=True, slots=True)
-class PushOutcome:
-    """What happened to one tracking push. `state` is DONE, PENDING (retry) or DEAD."""
-
-    job: PushJob
-    state: PushState
-    next_attempt_at: float | None = None
-    error: str | None = None
-    reference: str | None = None
-
-
-class ShipmentVerdict(StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"  # message id or parcel already recorded: no second effect
-    UNKNOWN_ORDER = "unknown_order"  # no such factory order for this factory
-    INVALID_LINES = "invalid_lines"  # lines not in this factory order, or more than ordered
-
-
-@dataclass(frozen=True, slots=True)
-class ShipmentResult:
-    verdict: ShipmentVerdict
-    order_id: int | None = None
-    detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderView:
-    """Everything known about one order, for operators."""
-
-    order: dict[str, Any]
-    factory_orders: list[dict[str, Any]] = field(default_factory=list)
-    shipments: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+__all__ = [
+    "BACKENDS",
+    "ORDER_CANCELLED",
+    "ORDER_CREATED",
+    "DeliveryJob",
+    "DeliveryOutcome",
+    "FactoryOrderRecord",
+    "FactoryStatus",
+    "IngestResult",
+    "OrderEvent",
+    "OrderRecord",
+    "OrderSummary",
+    "OrderView",
+    "PushJob",
+    "PushOutcome",
+    "RouteJob",
+    "RoutePlan",
+    "ShipmentRecord",
+    "ShipmentResult",
+    "ShipmentVerdict",
+    "Stats",
+    "Store",
+    "open_store",
+]
 
 
 class Store(Protocol):
-    """The storage interface the loops, the inbound server and the CLI use."""
+    """The storage interface the loops, the inbound server and the CLI use.
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def migrate(self) -> int: ...
-    async def schema_version(self) -> int: ...
-    async def ping(self) -> None: ...
+    Unless a method says otherwise: it runs as exactly one transaction (reads as one read context), a
+    state change and its history event are written together, a database that is busy, locked, full or
+    unreadable raises `StoreUnavailable` (retry later) and any other database failure `StoreError`.
+    `now` is the caller's clock in epoch seconds.
+    """
 
-    async def get_cursor(self, storefront: str) -> datetime | None: ...
+    # --- lifecycle and schema ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect to the database. Raises `StoreUnavailable` when it cannot be opened."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect. Safe to call when not open."""
+        ...
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations, each in its own transaction; return the schema version.
+
+        Raises `UnsupportedDatabaseVersion` for a database newer than this code, changing nothing.
+        """
+        ...
+
+    async def schema_version(self) -> int:
+        """The database's schema version (0 when it was never migrated). Read only."""
+        ...
+
+    async def ping(self) -> None:
+        """Run a trivial query; raises `StoreUnavailable` when the database cannot answer."""
+        ...
+
+    # --- poll: cursors and ingest --------------------------------------------------------------------
+
+    async def get_cursor(self, storefront: str) -> datetime | None:
+        """The newest storefront `updated_at` whose page is committed, or None before the first page."""
+        ...
+
     async def ingest(
         self,
         storefront: str,
@@ -157,34 +116,88 @@ class Store(Protocol):
         malformed: Sequence[Malformed],
         cursor: datetime | None,
         now: float,
-    ) -> IngestResult: ...
+    ) -> IngestResult:
+        """Record one page in one transaction: new orders, changes to known ones (an unrouted order takes
+        its new lines, a held one goes back to routing, a storefront cancellation cancels its factory
+        orders), quarantined records, and the cursor (which only moves forward). Returns the counts."""
+        ...
+
+    # --- route ---------------------------------------------------------------------------------------
 
     async def claim_orders_to_route(
         self, owner: str, now: float, lease_s: float, limit: int
-    ) -> list[RouteJob]: ...
-    async def apply_routing(self, plans: Sequence[RoutePlan], now: float) -> int: ...
+    ) -> list[RouteJob]:
+        """Lease up to `limit` received orders to `owner` for `lease_s` seconds, oldest first."""
+        ...
+
+    async def apply_routing(self, plans: Sequence[RoutePlan], now: float) -> int:
+        """Write routing decisions (factory orders, holds, cancellations) in one transaction; return how
+        many were applied. A plan for an order no longer `received` is skipped."""
+        ...
+
+    # --- forward: messages to factories --------------------------------------------------------------
 
     async def claim_deliveries(
         self, owner: str, factories: Sequence[str], now: float, lease_s: float, limit: int
-    ) -> list[DeliveryJob]: ...
-    async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None: ...
+    ) -> list[DeliveryJob]:
+        """Lease up to `limit` due messages to the enabled `factories`: cancellations first, then orders.
+        A cancellation waits while its factory order's own delivery is leased (in flight)."""
+        ...
+
+    async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None:
+        """Group-commit delivery outcomes and the order states they imply. An outcome for a row that moved
+        on meanwhile, or one not attempted, only frees its lease. Raises `IllegalTransition` (changing
+        nothing) for an outcome the state machine forbids."""
+        ...
+
+    # --- inbound shipments ---------------------------------------------------------------------------
 
     async def record_shipment(
         self, factory: str, message_id: str, shipment: Shipment, now: float
-    ) -> ShipmentResult: ...
+    ) -> ShipmentResult:
+        """Record one parcel from `factory` and queue its tracking push, or change nothing at all.
+
+        Returns ACCEPTED, or DUPLICATE / UNKNOWN_ORDER / INVALID_LINES with nothing written. Group
+        commit: callbacks arriving while a transaction runs share the next one, each recorded exactly as
+        if alone, and every caller returns only after that COMMIT; if a shared transaction fails, each of
+        its callbacks is retried alone, so one bad parcel cannot fail the others.
+        """
+        ...
+
+    # --- ship: tracking pushes to storefronts --------------------------------------------------------
 
     async def claim_pushes(
         self, owner: str, storefronts: Sequence[str], now: float, lease_s: float, limit: int
-    ) -> list[PushJob]: ...
-    async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> None: ...
-
-    async def release_leases(self, owner: str) -> None: ...
-    async def next_due(self) -> float | None: ...
-    async def next_delivery_due(self, excluding: Sequence[str] = ()) -> float | None:
-        """Earliest message owed to an enabled factory, ignoring the factories in `excluding`."""
+    ) -> list[PushJob]:
+        """Lease up to `limit` due tracking pushes to `storefronts`, earliest due first."""
         ...
 
-    async def next_push_due(self) -> float | None: ...
+    async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> None:
+        """Group-commit push outcomes and the order states they imply. An outcome for a push that is no
+        longer pending only frees its lease."""
+        ...
+
+    # --- housekeeping --------------------------------------------------------------------------------
+
+    async def release_leases(self, owner: str) -> None:
+        """Free every lease held by `owner` (at start-up: a previous incarnation died holding them)."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """When the earliest outbox message (to an enabled factory, or to a storefront) is due; None when
+        nothing is owed. Read only."""
+        ...
+
+    async def next_delivery_due(self, excluding: Sequence[str] = ()) -> float | None:
+        """Earliest message owed to an enabled factory, ignoring the factories in `excluding`; None when
+        nothing is owed. Read only."""
+        ...
+
+    async def next_push_due(self) -> float | None:
+        """Earliest tracking push owed; None when nothing is owed. Read only."""
+        ...
+
+    # --- factories -----------------------------------------------------------------------------------
 
     async def disable_factory(self, name: str, reason: str, now: float) -> bool:
         """Pause deliveries to `name`; False if it was already disabled (the first reason is kept)."""
@@ -194,28 +207,65 @@ class Store(Protocol):
         """Resume deliveries to `name`; False if it was not disabled."""
         ...
 
-    async def list_factories(self) -> list[dict[str, Any]]:
-        """Every factory the database knows: disabled state and reason, shipment cursor, order counts."""
+    async def list_factories(self) -> list[FactoryStatus]:
+        """Every factory the database knows, by name: disabled state and reason, shipment cursor, order
+        counts per state. Read only."""
         ...
 
-    async def get_factory_cursor(self, factory: str) -> str | None: ...
-    async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None: ...
+    async def get_factory_cursor(self, factory: str) -> str | None:
+        """The opaque cursor of `factory`'s shipment listing, or None before its first page. Read only."""
+        ...
 
-    async def retry_order(self, order_id: int, now: float) -> list[str]: ...
-    async def replay_order(self, order_id: int, now: float) -> list[str]: ...
-    async def find_order(self, order_id: int) -> OrderView | None: ...
-    async def find_order_id(self, storefront: str, external_id: str) -> int | None: ...
-    async def list_orders(self, state: str | None, limit: int) -> list[dict[str, Any]]: ...
-    async def stats(self) -> dict[str, Any]: ...
+    async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None:
+        """Store `factory`'s shipment-listing cursor (after that page's shipments are recorded)."""
+        ...
+
+    # --- operators -----------------------------------------------------------------------------------
+
+    async def retry_order(self, order_id: int, now: float) -> list[str]:
+        """Put a held order back to routing and its dead letters back in the outbox (attempts reset).
+        Returns what changed; raises `IllegalTransition` (changing nothing) when the order does not
+        exist or there is nothing to retry."""
+        ...
+
+    async def replay_order(self, order_id: int, now: float) -> list[str]:
+        """Send placed-but-unshipped factory orders again with the same idempotency key. Returns what
+        changed; raises `IllegalTransition` (changing nothing) when there is nothing to replay."""
+        ...
+
+    async def find_order(self, order_id: int) -> OrderView | None:
+        """Everything known about one order (factory orders, parcels and pushes, history), or None.
+        Read only."""
+        ...
+
+    async def find_order_id(self, storefront: str, external_id: str) -> int | None:
+        """Relay's id for a storefront's order, or None. Read only."""
+        ...
+
+    async def list_orders(self, state: str | None, limit: int) -> list[OrderSummary]:
+        """The newest `limit` orders, only those in `state` when given. Read only."""
+        ...
+
+    async def stats(self) -> Stats:
+        """Counts per order state (with attention reasons), per outbox state, and quarantined records.
+        Read only."""
+        ...
+
+
+BACKENDS: dict[str, Callable[[str], Connector]] = {"sqlite": sqlite.connector_from_url}
+"""URL scheme -> the function that makes that backend's connector from the URL. A backend whose driver is
+an optional dependency registers a function that imports it on use."""
 
 
 def open_store(url: str) -> Store:
-    """Create (not yet open) the store for a database URL. Only `sqlite:///PATH` exists today."""
-    from relay.exceptions import ConfigurationError
+    """Create (not yet open) the store for a database URL; the scheme picks the backend from `BACKENDS`.
 
-    scheme, sep, rest = url.partition("://")
-    if scheme == "sqlite" and sep and rest.startswith("/"):
-        from relay.store.sqlite import SQLiteStore
-
-        return SQLiteStore(rest[1:])
-    raise ConfigurationError([("daemon.database", f"unsupported database URL {url!r}; use sqlite:///PATH")])
+    Raises `ConfigurationError` naming `daemon.database` for an unknown scheme or a malformed URL.
+    """
+    scheme, sep, _ = url.partition("://")
+    backend = BACKENDS.get(scheme) if sep else None
+    if backend is None:
+        raise ConfigurationError(
+            [("daemon.database", f"unsupported database URL {url!r}; use sqlite:///PATH")]
+        )
+    return RelayStore(backend(url))

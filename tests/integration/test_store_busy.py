@@ -6,12 +6,13 @@ import asyncio
 import sqlite3
 
 from relay.exceptions import StoreUnavailable
-from relay.store.sqlite import SQLiteStore
+from relay.store.manager import RelayStore
+from relay.store.sqlite import SQLiteConnector
 
 
 async def test_writers_queued_behind_a_foreign_lock_fail_fast_as_unavailable(tmp_path):
     path = str(tmp_path / "relay.db")
-    store = SQLiteStore(path, busy_timeout_ms=200)
+    store = RelayStore(SQLiteConnector(path, busy_timeout_ms=200))
     await store.open()
     await store.migrate()
     foreign = sqlite3.connect(path, isolation_level=None)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.store.sqlite import Q, SQLiteStore
+from relay.store import open_store
+from relay.store.sqlite import QUERIES
 
 BIG_TABLES = ("orders", "factory_orders", "storefront_pushes")
 
@@ -33,9 +34,12 @@ HOT_QUERIES = [
     "set_order_state",
     # forwarder
     "claim_deliveries",
+    "claim_cancellations",
     "factory_orders_by_ids",
+    "cancellations_by_ids",
     "update_factory_order",
     "next_due",
+    "next_delivery_due",
     # derived order state (every commit of the forwarder, shipper and inbound callbacks)
     "factory_orders_of_orders",
     "line_totals_of_orders",
@@ -57,7 +61,7 @@ OPTIONAL = {"shipment_exists"}  # checked when present
 
 @pytest.fixture
 async def db(tmp_path: Path) -> sqlite3.Connection:
-    store = SQLiteStore(str(tmp_path / "plans.db"))
+    store = open_store(f"sqlite:///{tmp_path / 'plans.db'}")
     await store.open()
     await store.migrate()
     await store.close()
@@ -79,7 +83,7 @@ def _partial_indexes(db: sqlite3.Connection) -> set[str]:
 def _names_for_big_tables(sql: str) -> set[str]:
     """The big tables and any alias the query gives them (`FROM factory_orders f` -> f)."""
     names = set(BIG_TABLES)
-    for table, alias in re.findall(
+    for _table, alias in re.findall(
         r"\b(orders|factory_orders|storefront_pushes)\s+(?:AS\s+)?([a-z_]\w*)", sql, re.I
     ):
         if alias.upper() not in {
@@ -102,8 +106,8 @@ def _names_for_big_tables(sql: str) -> set[str]:
 
 
 def full_scans(db: sqlite3.Connection, name: str) -> list[str]:
-    sql = Q[name]
-    params = [None] * sql.count("?") if "?1" not in sql else [None] * len(set(re.findall(r"\?\d+", sql)))
+    sql = QUERIES[name]
+    params = dict.fromkeys(re.findall(r"(?<!:):(\w+)", sql))  # every named parameter, bound to NULL
     plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
     partial = _partial_indexes(db)
     names = _names_for_big_tables(sql)
@@ -116,20 +120,25 @@ def full_scans(db: sqlite3.Connection, name: str) -> list[str]:
 
 
 def test_every_hot_query_is_known() -> None:
-    missing = [name for name in HOT_QUERIES if name not in Q]
+    missing = [name for name in HOT_QUERIES if name not in QUERIES]
     assert not missing, f"hot queries renamed or removed, update this test: {missing}"
 
 
 @pytest.mark.parametrize("name", HOT_QUERIES + sorted(OPTIONAL))
 async def test_hot_query_does_not_scan_a_big_table(db: sqlite3.Connection, name: str) -> None:
-    if name not in Q:
+    if name not in QUERIES:
         pytest.skip(f"{name} not defined")
-    assert full_scans(db, name) == [], f"{name} scans a whole table:\n{Q[name]}"
+    assert full_scans(db, name) == [], f"{name} scans a whole table:\n{QUERIES[name]}"
+
+
+def test_queries_take_named_parameters_only() -> None:
+    positional = [name for name, sql in QUERIES.items() if "?" in sql]
+    assert not positional, f"queries with positional parameters (use :name): {positional}"
 
 
 async def test_the_check_catches_a_full_scan(db: sqlite3.Connection) -> None:
-    Q["_probe"] = "SELECT id FROM orders WHERE lease_owner = ?"
+    QUERIES["_probe"] = "SELECT id FROM orders WHERE lease_owner = :owner"
     try:
         assert full_scans(db, "_probe") == ["SCAN orders"]
     finally:
-        del Q["_probe"]
+        del QUERIES["_probe"]

@@ -1,0 +1,119 @@
+"""What a database backend provides to the store: connections, transactions, named queries, migrations.
+
+A backend (`relay/store/sqlite/`, later `relay/store/postgres/`) is a `Connector` plus its SQL: a
+`queries.sql` of `-- name: <query>` blocks and numbered `migrations/NNNN_*.sql`. Everything else (the
+transitions, the one-transaction-per-method rule, group commit, the migration policy) is written once in
+`relay.store.manager` and `relay.store.transitions` and runs on any connector.
+
+Queries take named parameters (`:name` in SQLite's SQL). A list or tuple parameter (ids, factory names)
+is handed over as a Python sequence; the connector adapts it to its SQL (SQLite: a JSON array read with
+`json_each`; PostgreSQL: an array for `= ANY(...)`). Rows are read by column name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+Scalar = str | int | float | None
+Param = Scalar | list[str] | list[int] | tuple[str, ...] | tuple[int, ...]
+"""A query parameter: a scalar (`StrEnum` members are `str`) or a sequence the connector adapts."""
+
+
+class Row(Protocol):
+    """One result row, read by column name (`sqlite3.Row`, a psycopg `dict_row`, ...)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Transaction(Protocol):
+    """Named queries inside one open transaction (or one read context) of a connector."""
+
+    async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
+        """Run `query` and return every row."""
+        ...
+
+    async def fetch_one(self, query: str, /, **params: Param) -> Row | None:
+        """Run `query` and return its first row, or None when it returns none."""
+        ...
+
+    async def execute(self, query: str, /, **params: Param) -> int:
+        """Run a write `query`; return the number of rows it changed."""
+        ...
+
+    async def execute_many(self, query: str, rows: Sequence[Mapping[str, Scalar]], /) -> None:
+        """Run a write `query` once per parameter mapping, in one round trip to the driver. Scalars only:
+        a batch is per-row work already, so it takes no list parameters to adapt."""
+        ...
+
+    async def insert(self, query: str, /, **params: Param) -> int:
+        """Run an INSERT `query` and return the new row's id."""
+        ...
+
+    async def execute_statement(self, statement: str, /) -> None:
+        """Run one raw statement of a migration script (migrations only; everything else is named)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema migration: its version and its statements, applied in one transaction."""
+
+    version: int
+    statements: tuple[str, ...]
+
+
+class Connector(Protocol):
+    """A database backend.
+
+    `write()` is one transaction that commits when its block ends and rolls back when it raises,
+    translating driver errors into `StoreUnavailable` (retry later: busy, locked, disk full, I/O) or
+    `StoreError`. `read()` serves reads; it may or may not open a transaction. Both may be used only
+    while the connector is open.
+    """
+
+    migrations: Sequence[Migration]
+    """Every migration this backend ships, by ascending version."""
+
+    async def open(self) -> None:
+        """Connect and configure the connection (for SQLite: WAL, synchronous=FULL, foreign keys)."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect; a no-op when not open."""
+        ...
+
+    def write(self) -> AbstractAsyncContextManager[Transaction]:
+        """One write transaction (SQLite: `BEGIN IMMEDIATE` ... `COMMIT`)."""
+        ...
+
+    def read(self) -> AbstractAsyncContextManager[Transaction]:
+        """A context for reads, without taking the write lock in the database."""
+        ...
+
+
+def load_queries(package: str, name: str = "queries.sql") -> dict[str, str]:
+    """Parse a backend's `-- name: <query>` blocks (comment lines inside a block are dropped)."""
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    queries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("-- name:"):
+            current = queries[line.removeprefix("-- name:").strip()] = []
+        elif current is not None and not line.startswith("--"):
+            current.append(line)
+    return {name: "\n".join(lines).strip() for name, lines in queries.items()}
+
+
+def load_migrations(package: str, split: Callable[[str], Iterable[str]]) -> tuple[Migration, ...]:
+    """Read a backend's `migrations/NNNN_*.sql`, split into statements by the backend's own `split`."""
+    folder = resources.files(package).joinpath("migrations")
+    found = [
+        Migration(int(entry.name.split("_", 1)[0]), tuple(split(entry.read_text(encoding="utf-8"))))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    return tuple(sorted(found, key=lambda m: m.version))

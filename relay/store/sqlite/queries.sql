@@ -1,0 +1,350 @@
+-- Named queries for the SQLite connector. Each block starts with "-- name: <name>".
+-- Parameters are named (:name). A list parameter arrives as one JSON array (the connector encodes it)
+-- and is read with json_each. Rows are read by column name: every computed column has an alias.
+
+-- name: ping
+SELECT 1 AS ok;
+
+-- name: schema_version_table_exists
+SELECT 1 AS found FROM sqlite_master WHERE name = 'schema_version';
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL);
+
+-- name: schema_version
+SELECT MAX(version) AS version FROM schema_version;
+
+-- name: record_schema_version
+INSERT INTO schema_version (version, applied_at) VALUES (:version, :applied_at);
+
+-- name: get_cursor
+SELECT cursor_iso FROM storefront_cursors WHERE storefront = :storefront;
+
+-- name: set_cursor
+INSERT INTO storefront_cursors (storefront, cursor_iso, updated_at) VALUES (:storefront, :cursor_iso, :now)
+ON CONFLICT (storefront) DO UPDATE SET cursor_iso = excluded.cursor_iso, updated_at = excluded.updated_at
+WHERE excluded.cursor_iso > storefront_cursors.cursor_iso;
+
+-- name: orders_by_external_ids
+SELECT id, external_id, state, source_updated_iso, payload, attention_reason
+FROM orders WHERE storefront = :storefront AND external_id IN (SELECT value FROM json_each(:external_ids));
+
+-- name: insert_order
+INSERT INTO orders (storefront, external_id, number, state, source_updated_iso, payload, created_at, updated_at)
+VALUES (:storefront, :external_id, :number, 'received', :source_updated_iso, :payload, :now, :now);
+
+-- name: insert_order_line
+INSERT INTO order_lines (order_id, line_id, sku, quantity)
+VALUES ((SELECT id FROM orders WHERE storefront = :storefront AND external_id = :external_id), :line_id, :sku,
+        :quantity);
+
+-- name: insert_event_by_external_id
+INSERT INTO order_events (order_id, at, kind, from_state, to_state, detail)
+VALUES ((SELECT id FROM orders WHERE storefront = :storefront AND external_id = :external_id), :at, :kind,
+        :from_state, :to_state, :detail);
+
+-- name: insert_event
+INSERT INTO order_events (order_id, at, kind, from_state, to_state, detail)
+VALUES (:order_id, :at, :kind, :from_state, :to_state, :detail);
+
+-- name: update_order_payload
+UPDATE orders SET payload = :payload, number = :number, source_updated_iso = :source_updated_iso, updated_at = :now
+WHERE id = :order_id;
+
+-- name: replace_order_lines_delete
+DELETE FROM order_lines WHERE order_id = :order_id AND factory_order_id IS NULL;
+
+-- name: insert_order_line_by_id
+INSERT OR IGNORE INTO order_lines (order_id, line_id, sku, quantity) VALUES (:order_id, :line_id, :sku, :quantity);
+
+-- name: set_order_state
+-- A rejected cancellation stays flagged through later state changes until a person acts.
+UPDATE orders SET state = :state,
+                  attention_reason = CASE WHEN :reason IS NULL AND attention_reason = 'cancel_rejected'
+                                          THEN attention_reason ELSE :reason END,
+                  attention_detail = CASE WHEN :reason IS NULL AND attention_reason = 'cancel_rejected'
+                                          THEN attention_detail ELSE :detail END,
+                  updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :order_id;
+
+-- name: flag_order
+UPDATE orders SET attention_reason = :reason, attention_detail = :detail, updated_at = :now WHERE id = :order_id;
+
+-- name: quarantine
+INSERT INTO quarantine (storefront, external_id, reason, raw, first_seen, last_seen)
+VALUES (:storefront, :external_id, :reason, :raw, :now, :now)
+ON CONFLICT (storefront, external_id, reason)
+DO UPDATE SET last_seen = excluded.last_seen, raw = excluded.raw, seen_count = seen_count + 1;
+
+-- name: claim_orders_to_route
+UPDATE orders SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+WHERE id IN (
+    SELECT id FROM orders
+    WHERE state = 'received' AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+    ORDER BY id LIMIT :limit
+)
+RETURNING id, storefront, payload;
+
+-- name: order_states
+SELECT id, state FROM orders WHERE id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: insert_factory_order
+INSERT INTO factory_orders (order_id, factory, key, state, payload, next_attempt_at, created_at, updated_at)
+VALUES (:order_id, :factory, :key, 'pending', :payload, :now, :now, :now);
+
+-- name: assign_line
+UPDATE order_lines SET factory_order_id = (SELECT id FROM factory_orders WHERE key = :key)
+WHERE order_id = :order_id AND line_id = :line_id;
+
+-- name: claim_deliveries
+UPDATE factory_orders SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+WHERE id IN (
+    SELECT id FROM factory_orders
+    WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+      AND factory IN (SELECT value FROM json_each(:factories))
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+    ORDER BY next_attempt_at LIMIT :limit
+)
+RETURNING id, order_id, factory, key, attempts, payload;
+
+-- name: factory_orders_by_ids
+SELECT id, order_id, state, attempts, factory FROM factory_orders WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: update_factory_order
+UPDATE factory_orders
+SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :error,
+    dead_reason = :dead_reason, reference = COALESCE(:reference, reference),
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id;
+
+-- name: factory_orders_of_orders
+SELECT order_id, id, state, dead_reason FROM factory_orders WHERE order_id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: line_totals_of_orders
+-- Lines of a factory order cancelled at the factory no longer count towards "every line shipped".
+SELECT order_id, SUM(quantity) AS total, SUM(MIN(shipped_quantity, quantity)) AS shipped FROM order_lines
+WHERE order_id IN (SELECT value FROM json_each(:order_ids))
+  AND NOT EXISTS (SELECT 1 FROM factory_orders f WHERE f.id = order_lines.factory_order_id AND f.state = 'cancelled')
+GROUP BY order_id;
+
+-- name: push_states_of_orders
+SELECT order_id, state, dead_reason FROM storefront_pushes WHERE order_id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: message_seen
+SELECT 1 AS seen FROM inbound_messages WHERE factory = :factory AND message_id = :message_id;
+
+-- name: remember_message
+INSERT OR IGNORE INTO inbound_messages (factory, message_id, received_at) VALUES (:factory, :message_id, :now);
+
+-- name: factory_order_for_shipment
+SELECT f.id AS id, f.order_id AS order_id, f.factory AS factory, f.state AS state, o.storefront AS storefront,
+       o.external_id AS external_id, o.number AS number
+FROM factory_orders f JOIN orders o ON o.id = f.order_id WHERE f.key = :key;
+
+-- name: shipment_exists
+SELECT 1 AS found FROM shipments WHERE factory_order_id = :factory_order_id AND shipment_id = :shipment_id;
+
+-- name: lines_of_order
+SELECT line_id, quantity, shipped_quantity, factory_order_id FROM order_lines WHERE order_id = :order_id;
+
+-- name: insert_shipment
+INSERT INTO shipments (factory_order_id, order_id, shipment_id, carrier, tracking_number, tracking_url, lines,
+                       received_at)
+VALUES (:factory_order_id, :order_id, :shipment_id, :carrier, :tracking_number, :tracking_url, :lines, :now);
+
+-- name: add_shipped_quantity
+UPDATE order_lines SET shipped_quantity = shipped_quantity + :quantity WHERE order_id = :order_id AND line_id = :line_id;
+
+-- name: insert_push
+INSERT INTO storefront_pushes (shipment_id, order_id, storefront, key, state, payload, next_attempt_at,
+                               created_at, updated_at)
+VALUES (:shipment_id, :order_id, :storefront, :key, 'pending', :payload, :now, :now, :now);
+
+-- name: claim_pushes
+UPDATE storefront_pushes SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+WHERE id IN (
+    SELECT id FROM storefront_pushes
+    WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+      AND storefront IN (SELECT value FROM json_each(:storefronts))
+    ORDER BY next_attempt_at LIMIT :limit
+)
+RETURNING id, order_id, storefront, key, attempts, payload;
+
+-- name: pushes_by_ids
+SELECT id, order_id, state, attempts FROM storefront_pushes WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: update_push
+UPDATE storefront_pushes
+SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :error,
+    dead_reason = :dead_reason, reference = COALESCE(:reference, reference),
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id;
+
+-- name: release_order_leases
+UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = :owner;
+
+-- name: release_delivery_leases
+UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = :owner;
+
+-- name: release_cancellation_leases
+UPDATE factory_cancellations SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = :owner;
+
+-- name: release_push_leases
+UPDATE storefront_pushes SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = :owner;
+
+-- name: next_due
+SELECT MIN(t) AS due FROM (
+    SELECT MIN(next_attempt_at) AS t FROM factory_orders WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+    UNION ALL
+    SELECT MIN(next_attempt_at) FROM factory_cancellations WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+    UNION ALL
+    SELECT MIN(next_attempt_at) FROM storefront_pushes WHERE next_attempt_at IS NOT NULL
+);
+
+-- name: next_delivery_due
+-- Earliest order.created / order.cancelled owed to an enabled factory not in :excluding.
+SELECT MIN(t) AS due FROM (
+    SELECT MIN(next_attempt_at) AS t FROM factory_orders WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+      AND factory NOT IN (SELECT value FROM json_each(:excluding))
+    UNION ALL
+    SELECT MIN(next_attempt_at) FROM factory_cancellations WHERE next_attempt_at IS NOT NULL
+      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+      AND factory NOT IN (SELECT value FROM json_each(:excluding))
+);
+
+-- name: next_push_due
+SELECT MIN(next_attempt_at) AS due FROM storefront_pushes WHERE next_attempt_at IS NOT NULL;
+
+-- name: order_counts
+SELECT state, attention_reason, COUNT(*) AS count FROM orders GROUP BY state, attention_reason;
+
+-- name: outbox_counts
+SELECT 'factory_orders' AS outbox, state, COUNT(*) AS count FROM factory_orders GROUP BY state
+UNION ALL
+SELECT 'storefront_pushes', state, COUNT(*) FROM storefront_pushes GROUP BY state;
+
+-- name: quarantine_count
+SELECT COUNT(*) AS count FROM quarantine;
+
+-- name: find_order
+SELECT id, storefront, external_id, number, state, attention_reason, attention_detail, payload,
+       created_at, updated_at
+FROM orders WHERE id = :order_id;
+
+-- name: find_order_by_external
+SELECT id FROM orders WHERE storefront = :storefront AND external_id = :external_id;
+
+-- name: list_orders
+SELECT id, storefront, external_id, number, state, attention_reason, attention_detail, updated_at
+FROM orders WHERE (:state IS NULL OR state = :state) ORDER BY id DESC LIMIT :limit;
+
+-- name: factory_orders_of_order
+SELECT f.id AS id, f.factory AS factory, f.key AS key, f.state AS state, f.attempts AS attempts,
+       f.next_attempt_at AS next_attempt_at, f.last_error AS last_error, f.dead_reason AS dead_reason,
+       f.reference AS reference, c.state AS cancel_state
+FROM factory_orders f LEFT JOIN factory_cancellations c ON c.factory_order_id = f.id
+WHERE f.order_id = :order_id ORDER BY f.id;
+
+-- name: shipments_of_order
+SELECT s.id AS id, f.factory AS factory, s.shipment_id AS shipment_id, s.carrier AS carrier,
+       s.tracking_number AS tracking_number, s.tracking_url AS tracking_url, s.lines AS lines,
+       s.received_at AS received_at, p.state AS push_state, p.attempts AS push_attempts,
+       p.last_error AS push_error, p.reference AS push_reference
+FROM shipments s JOIN factory_orders f ON f.id = s.factory_order_id
+LEFT JOIN storefront_pushes p ON p.shipment_id = s.id
+WHERE s.order_id = :order_id ORDER BY s.id;
+
+-- name: events_of_order
+SELECT at, kind, from_state, to_state, detail FROM order_events WHERE order_id = :order_id ORDER BY id;
+
+-- name: set_factory_order_shipped
+UPDATE factory_orders SET state = :state, next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                          updated_at = :now
+WHERE id = :id;
+
+-- name: requeue_dead_factory_order
+UPDATE factory_orders SET state = 'pending', attempts = 0, next_attempt_at = :now, dead_reason = NULL,
+                          updated_at = :now
+WHERE id = :id;
+
+-- name: requeue_dead_pushes
+UPDATE storefront_pushes SET state = 'pending', attempts = 0, next_attempt_at = :now, dead_reason = NULL,
+                             updated_at = :now
+WHERE order_id = :order_id AND state = 'dead';
+
+-- name: replay_factory_order
+UPDATE factory_orders SET state = 'pending', next_attempt_at = :now, updated_at = :now WHERE id = :id;
+
+-- name: release_factory_order_lease
+UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;
+
+-- name: factory_orders_to_cancel
+SELECT id, factory, key, state, attempts, lease_expires_at FROM factory_orders WHERE order_id = :order_id ORDER BY id;
+
+-- name: cancel_factory_order_locally
+-- Keeps any lease: an order.created in flight must finish before its order.cancelled is sent.
+UPDATE factory_orders SET state = 'cancelled', next_attempt_at = NULL, last_error = :error, updated_at = :now
+WHERE id = :id;
+
+-- name: insert_cancellation
+INSERT OR IGNORE INTO factory_cancellations (factory_order_id, order_id, factory, key, state, next_attempt_at,
+                                             requested_at, created_at, updated_at)
+VALUES (:factory_order_id, :order_id, :factory, :key, 'pending', :now, :now, :now, :now);
+
+-- name: claim_cancellations
+UPDATE factory_cancellations SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+WHERE id IN (
+    SELECT c.id FROM factory_cancellations c JOIN factory_orders f ON f.id = c.factory_order_id
+    WHERE c.next_attempt_at IS NOT NULL AND c.next_attempt_at <= :now
+      AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= :now)
+      AND (f.lease_expires_at IS NULL OR f.lease_expires_at <= :now)
+      AND c.factory IN (SELECT value FROM json_each(:factories))
+      AND c.factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
+    ORDER BY c.next_attempt_at LIMIT :limit
+)
+RETURNING id, order_id, factory, key, attempts, requested_at,
+          (SELECT payload FROM factory_orders WHERE factory_orders.id = factory_cancellations.factory_order_id)
+          AS payload;
+
+-- name: cancellations_by_ids
+SELECT c.id AS id, c.order_id AS order_id, c.factory_order_id AS factory_order_id, c.state AS state,
+       c.attempts AS attempts, c.factory AS factory, f.state AS fo_state
+FROM factory_cancellations c JOIN factory_orders f ON f.id = c.factory_order_id
+WHERE c.id IN (SELECT value FROM json_each(:ids));
+
+-- name: update_cancellation
+UPDATE factory_cancellations
+SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :error,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id;
+
+-- name: release_cancellation_lease
+UPDATE factory_cancellations SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;
+
+-- name: disable_factory
+INSERT INTO factories (name, disabled_at, disabled_reason, updated_at) VALUES (:name, :now, :reason, :now)
+ON CONFLICT (name) DO UPDATE
+SET disabled_at = excluded.disabled_at, disabled_reason = excluded.disabled_reason, updated_at = excluded.updated_at
+WHERE factories.disabled_at IS NULL;
+
+-- name: enable_factory
+UPDATE factories SET disabled_at = NULL, disabled_reason = NULL, updated_at = :now
+WHERE name = :name AND disabled_at IS NOT NULL;
+
+-- name: list_factories
+SELECT name, disabled_at, disabled_reason, shipment_cursor FROM factories ORDER BY name;
+
+-- name: factory_order_counts
+SELECT factory, state, COUNT(*) AS count FROM factory_orders GROUP BY factory, state;
+
+-- name: get_factory_cursor
+SELECT shipment_cursor FROM factories WHERE name = :name;
+
+-- name: set_factory_cursor
+INSERT INTO factories (name, shipment_cursor, updated_at) VALUES (:name, :cursor, :now)
+ON CONFLICT (name) DO UPDATE SET shipment_cursor = excluded.shipment_cursor, updated_at = excluded.updated_at;
