@@ -18,12 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from adapters.webhook.fake import FakeFactory
 from relay.app import App
 from relay.config import parse_settings
 from relay.domain.models import factory_order_key
-from relay.registry import Registry
-from relay.testing.vendor import FakeStorefront, SeedLine
+from relay.registry import FAKES, STOREFRONTS, Registry
+from relay.store import Stats
+from relay.testing.vendor import FakeFactoryServer, FakeStorefront, SeedLine
 
 SKU_MAP = {
     "TEE-RED-M": "acme",
@@ -34,21 +34,28 @@ SKU_MAP = {
 }
 
 
-def make_fake_storefront(adapter: str) -> FakeStorefront:
-    """The fake server for a storefront adapter name."""
-    if adapter == "demo":
-        from adapters.demo.fake import FakeDemoStorefront
+DEMO_FAKE_OPTIONS: dict[str, dict[str, Any]] = {
+    "demo": {"page_size": 100},
+    "shopify": {"page_size": 25, "bucket_size": 20000.0, "restore_rate": 1000.0},  # a Plus-plan budget
+    "woocommerce": {"page_size": 100},
+}
+"""Constructor arguments for the fakes `relay demo` knows how to tune; any other fake gets none."""
 
-        return FakeDemoStorefront(page_size=100)
-    if adapter == "shopify":
-        from adapters.shopify.fake import FakeShopify
 
-        return FakeShopify(page_size=25, bucket_size=20000.0, restore_rate=1000.0)  # a Plus-plan budget
-    if adapter == "woocommerce":
-        from adapters.woocommerce.fake import FakeWooCommerce
+def make_fake_storefront(adapter: str, registry: Registry | None = None) -> FakeStorefront:
+    """The fake server for a storefront adapter name (from the `relay.fakes` entry points)."""
+    registry = registry or Registry()
+    if adapter not in registry.names(STOREFRONTS) or adapter not in registry.names(FAKES):
+        choices = ", ".join(n for n in registry.names(STOREFRONTS) if n in registry.names(FAKES))
+        raise SystemExit(f"relay demo: no fake storefront for {adapter!r}; choose {choices}")
+    fake: FakeStorefront = registry.fake(adapter)(**DEMO_FAKE_OPTIONS.get(adapter, {}))
+    return fake
 
-        return FakeWooCommerce(page_size=100)
-    raise SystemExit(f"relay demo: no fake storefront for {adapter!r}; choose demo, shopify or woocommerce")
+
+def make_fake_factory(name: str, registry: Registry, **options: Any) -> FakeFactoryServer:
+    """A fake factory for the `webhook` adapter (from the `relay.fakes` entry points)."""
+    fake: FakeFactoryServer = registry.fake("webhook")(name, **options)
+    return fake
 
 
 def seed_orders(fake: FakeStorefront, count: int, rng: random.Random) -> dict[str, list[str]]:
@@ -68,9 +75,7 @@ def seed_orders(fake: FakeStorefront, count: int, rng: random.Random) -> dict[st
     return seeded
 
 
-def demo_settings(
-    fake: FakeStorefront, factories: dict[str, FakeFactory], database: str, registry: Registry
-) -> Any:
+def demo_settings(fake: FakeStorefront, factories: dict[str, Any], database: str, registry: Registry) -> Any:
     return parse_settings(
         {
             "daemon": {"database": database, "instance_id": "demo", "shutdown_grace_s": 5, "batch_size": 200},
@@ -95,7 +100,7 @@ async def run_demo(
     count: int,
     *,
     storefront: str = "demo",
-    timeout: float = 120.0,
+    give_up_after_s: float = 120.0,
     database: str | None = None,
     registry: Registry | None = None,
     out: Any = None,
@@ -104,8 +109,11 @@ async def run_demo(
     registry = registry or Registry()
     tmp = tempfile.TemporaryDirectory(prefix="relay-demo-")
     db_path = database or str(Path(tmp.name) / "relay.db")
-    fake = make_fake_storefront(storefront)
-    factories = {"acme": FakeFactory("acme", split_parcels=True), "bolt": FakeFactory("bolt")}
+    fake = make_fake_storefront(storefront, registry)
+    factories: dict[str, Any] = {  # the webhook adapter's FakeFactory: split_parcels, orders, deliveries
+        "acme": make_fake_factory("acme", registry, split_parcels=True),
+        "bolt": make_fake_factory("bolt", registry),
+    }
     started = time.monotonic()
     try:
         await fake.start()
@@ -122,11 +130,11 @@ async def run_demo(
             for name, f in factories.items():
                 f.callback_url = app.callback_url(name)
             runner = asyncio.create_task(app.run())
-            stats = await _wait_until_done(app, count, started + timeout, out)
+            stats = await _wait_until_done(app, count, started + give_up_after_s, out)
             app.stop()
             await runner
         elapsed = time.monotonic() - started
-        return _report(stats, seeded, fake, factories, elapsed, out)
+        return _report(stats, seeded, fake, factories, elapsed=elapsed, out=out)
     finally:
         for f in factories.values():
             await f.close()
@@ -134,11 +142,11 @@ async def run_demo(
         tmp.cleanup()
 
 
-async def _wait_until_done(app: App, count: int, deadline: float, out: Any) -> dict[str, Any]:
+async def _wait_until_done(app: App, count: int, deadline: float, out: Any) -> Stats:
     last = ""
     while True:
         stats = await app.store.stats()
-        orders = stats["orders"]
+        orders = stats.orders
         line = "  " + "  ".join(f"{state}={n}" for state, n in sorted(orders.items()))
         if line != last:
             print(line, file=out, flush=True)
@@ -151,10 +159,11 @@ async def _wait_until_done(app: App, count: int, deadline: float, out: Any) -> d
 
 
 def _report(
-    stats: dict[str, Any],
+    stats: Stats,
     seeded: dict[str, list[str]],
     fake: FakeStorefront,
-    factories: dict[str, FakeFactory],
+    factories: dict[str, Any],
+    *,
     elapsed: float,
     out: Any,
 ) -> int:
@@ -172,7 +181,7 @@ def _report(
             problems.append(
                 f"factory {name}: missing {len(expected[name] - held)}, unexpected {len(held - expected[name])}"
             )
-    fulfilments = Counter()
+    fulfilments: Counter[int] = Counter()
     for order_id in seeded:
         recorded = fake.fulfilments(order_id)
         numbers = [r.tracking_number for r in recorded]
@@ -183,9 +192,9 @@ def _report(
     if total_fulfilments != parcels_expected:
         problems.append(f"storefront holds {total_fulfilments} fulfilments, expected {parcels_expected}")
     print("\nsummary", file=out)
-    print(f"  orders per state     {dict(sorted(stats['orders'].items()))}", file=out)
-    if stats["attention"]:
-        print(f"  needing attention    {stats['attention']}", file=out)
+    print(f"  orders per state     {dict(sorted(stats.orders.items()))}", file=out)
+    if stats.attention:
+        print(f"  needing attention    {stats.attention}", file=out)
     for name, f in factories.items():
         deliveries = sum(f.deliveries.values())
         print(

@@ -1,11 +1,31 @@
 """The error tree. Each exception's docstring is its default message.
 
-Adapters raise `RetriableAdapterError` (try again later: 408, 429, 5xx, timeouts, resets),
-`FatalAdapterError` (will not succeed by retrying: other 4xx) or its `AuthError` branch.
+Adapters raise `RetriableAdapterError` (try again later: 408, 429, 5xx, timeouts, resets, oversized
+answers), `FatalAdapterError` (will not succeed by retrying: other 4xx) or one of its branches.
 Bad records inside an otherwise good page are not exceptions: adapters yield `models.Malformed`.
+
+    RelayError
+    ├── ConfigurationError
+    ├── IllegalTransition
+    ├── SignatureError              an inbound message's signature is missing, stale or wrong
+    ├── StoreError
+    │   ├── StoreUnavailable
+    │   └── UnsupportedDatabaseVersion
+    └── AdapterError                a call to a storefront or factory failed
+        ├── RetriableAdapterError
+        │   └── ResponseTooLarge    the answer exceeded egress.max_response_bytes
+        └── FatalAdapterError
+            ├── AuthError           401/403
+            ├── EndpointGone        410
+            ├── AlreadyShipped      409 already_shipped, to a cancellation
+            └── UnsafeURL           the egress policy refuses the URL or its address
+
+What the outbox loops do with each is decided once, by `classify()`.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class RelayError(Exception):
@@ -25,6 +45,10 @@ class ConfigurationError(RelayError):
 
 class IllegalTransition(RelayError):
     """That state change is not allowed."""
+
+
+class SignatureError(RelayError):
+    """The webhook signature is missing, malformed, stale or wrong."""
 
 
 class StoreError(RelayError):
@@ -60,6 +84,14 @@ class RetriableAdapterError(AdapterError):
     """The remote end failed in a way that may pass: retry later."""
 
 
+class ResponseTooLarge(RetriableAdapterError):
+    """The response body exceeds the egress size cap.
+
+    Retriable on the persisted schedule (the remote end may trim its answer, or the operator raise
+    `egress.max_response_bytes`), but not within a call: the same request gets the same answer.
+    """
+
+
 class FatalAdapterError(AdapterError):
     """The remote end rejected the request; retrying the same request will not help."""
 
@@ -77,7 +109,12 @@ class AlreadyShipped(FatalAdapterError):
 
 
 class UnsafeURL(FatalAdapterError):
-    """The URL is not allowed by the egress policy."""
+    """The URL is not allowed by the egress policy.
+
+    Fatal as a configured URL (`relay check` refuses it), but a delivery refused at send time is
+    retried on the persisted schedule: the name may resolve elsewhere later, or the operator may fix
+    the configuration; see `classify()`.
+    """
 
 
 def describe(exc: BaseException) -> str:
@@ -89,3 +126,33 @@ def describe(exc: BaseException) -> str:
 def as_retriable(exc: BaseException) -> RetriableAdapterError:
     """Any unexpected failure of a send counts as retriable (the persisted schedule bounds it)."""
     return exc if isinstance(exc, RetriableAdapterError) else RetriableAdapterError(describe(exc))
+
+
+class Verdict(enum.Enum):
+    """What an outbox loop (forwarder, shipper) does with a failed send."""
+
+    RETRY = "retry"
+    """Try again on the persisted schedule (within the retry policy's attempts)."""
+    REJECTED = "rejected"
+    """The remote end refused it for good: dead-letter for a person, with the error quoted."""
+    GONE = "gone"
+    """The endpoint is retired (410): stop sending to it. Destinations that cannot be paused treat
+    this as `REJECTED`."""
+    ALREADY_SHIPPED = "already_shipped"
+    """A cancellation came too late: the parcels are coming."""
+
+
+def classify(exc: BaseException) -> Verdict:
+    """The one mapping from a send's exception to what the outbox loops do with it.
+
+    Anything that is not a `FatalAdapterError` (including unexpected exceptions) is retried: the
+    persisted schedule bounds it. `UnsafeURL` at send time is retried too (DNS may change, or the
+    operator fix the configuration without losing the work); `ResponseTooLarge` is retriable by type.
+    """
+    if isinstance(exc, EndpointGone):
+        return Verdict.GONE
+    if isinstance(exc, AlreadyShipped):
+        return Verdict.ALREADY_SHIPPED
+    if isinstance(exc, FatalAdapterError) and not isinstance(exc, UnsafeURL):
+        return Verdict.REJECTED
+    return Verdict.RETRY

@@ -3,6 +3,10 @@
 The signed content is `"{webhook-id}.{webhook-timestamp}.{raw body}"`; the signature header is a
 space-separated list of `v1,<base64 HMAC-SHA256>` so secrets can rotate. Secrets may be given raw or in
 the spec's `whsec_<base64>` form.
+
+This is the only place relay computes or checks these signatures: the webhook factory client signs
+with `signed_headers`, the inbound callback endpoint verifies with `verify`, and the fake factory does
+both. `SignatureError` lives in the error tree (`relay.exceptions`) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -13,14 +17,23 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
+from relay.exceptions import SignatureError
+
+__all__ = [
+    "ID_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "SignatureError",
+    "secret_bytes",
+    "sign",
+    "signed_headers",
+    "verify",
+]
+
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 MAX_HEADER_LENGTH = 4096
-
-
-class SignatureError(Exception):
-    """The webhook signature is missing, malformed, stale or wrong."""
 
 
 def secret_bytes(secret: str) -> bytes:

@@ -83,6 +83,7 @@ class FakeDemoStorefront:
         self._auth_status: int | None = None
         self._requests: list[tuple[str, str]] = []
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()  # hung requests wait for it
         self.url = ""
 
     # lifecycle --------------------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class FakeDemoStorefront:
         self.url = f"http://{self._host}:{port}"
 
     async def close(self) -> None:
+        self._closing.set()
         if self._runner:
             await self._runner.cleanup()
 
@@ -190,8 +192,9 @@ class FakeDemoStorefront:
         self._requests.append((request.method, request.path))
         if self._faults:
             kind, status, retry_after = self._faults.pop(0)
-            if kind == "hang":
-                await asyncio.sleep(3600)
+            if kind == "hang":  # no answer until the fake closes
+                await self._closing.wait()
+                return web.json_response({"error": "closing"}, status=503)
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
             return web.json_response({"error": "injected fault"}, status=status, headers=headers)
         if self._auth_status or request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -226,7 +229,7 @@ class FakeDemoStorefront:
             ).decode()
         return web.json_response({"orders": [o.to_json() for o in page], "next_cursor": next_cursor})
 
-    async def _fulfil(self, request: web.Request) -> web.Response:
+    async def _fulfil(self, request: web.Request) -> web.Response:  # noqa: PLR0911 (one answer per check)
         if (fault := await self._gate(request)) is not None:
             return fault
         order = self._orders.get(request.match_info["id"])

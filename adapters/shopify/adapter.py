@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import AsyncRetrying, RetryCallState
 
 from adapters.shopify.client import (
     ShopifyClient,
@@ -28,7 +28,7 @@ from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, AuthError, FatalAdapterError, RetriableAdapterError
-from relay.outbound.retries import parse_retry_after
+from relay.outbound.retries import in_call_retries, parse_retry_after
 from relay.outbound.session import error_for_status
 
 API_VERSION = "2026-10"
@@ -255,15 +255,14 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
-def _stop(retry_state: RetryCallState) -> bool:
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
-    limit = THROTTLE_ATTEMPTS if exc is not None and _is_throttle(exc) else TRANSIENT_ATTEMPTS
-    return retry_state.attempt_number >= limit or _wait(retry_state) > MAX_IN_CALL_WAIT_S
+def _attempts(exc: BaseException) -> int:
+    """Throttles are waited out more patiently than outages."""
+    return THROTTLE_ATTEMPTS if _is_throttle(exc) else TRANSIENT_ATTEMPTS
 
 
-def _wait(retry_state: RetryCallState) -> float:
-    """Throttled: until the bucket refills (or Retry-After, if longer); otherwise 0.5 s, 1 s, 2 s..."""
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
+def _wait_hint(exc: BaseException) -> float | None:
+    """Throttled: until the bucket refills (or Retry-After, if longer). Otherwise no hint: the shared
+    backoff applies."""
     if isinstance(exc, ShopifyThrottled):
         return max(exc.wait_s, parse_retry_after(exc.retry_after) or 0.0)
     if isinstance(exc, ShopifyHTTPError) and exc.status == 429:
@@ -271,7 +270,7 @@ def _wait(retry_state: RetryCallState) -> float:
         if retry_after is not None:
             return retry_after
         return throttle_wait(exc.cost) if exc.cost else 2.0
-    return float(min(8.0, 0.5 * 2 ** (retry_state.attempt_number - 1)))
+    return None
 
 
 class ShopifyStorefront:
@@ -313,16 +312,19 @@ class ShopifyStorefront:
         retryable: Callable[[BaseException], bool] = (
             (lambda e: _is_throttle(e) or _is_transient(e)) if retry_transient else _is_throttle
         )
-        retrying = AsyncRetrying(
-            sleep=self._context.sleep,
-            stop=_stop,
-            wait=_wait,
-            retry=retry_if_exception(retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        data: dict[str, Any] = await retrying(self._api().execute, query, variables)
+        data: dict[str, Any] = await self._retrying(retryable)(self._api().execute, query, variables)
         return data
+
+    def _retrying(self, retry_on: Callable[[BaseException], bool]) -> AsyncRetrying:
+        """relay's one in-call retry policy, with Shopify's throttle (cost bucket) as the wait hint."""
+        return in_call_retries(
+            self._context.sleep,
+            attempts=_attempts,
+            max_wait_s=MAX_IN_CALL_WAIT_S,
+            retry_on=retry_on,
+            wait_hint=_wait_hint,
+            before_sleep=self._log_retry,
+        )
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -404,16 +406,8 @@ class ShopifyStorefront:
         Transient failures retry the whole check-then-create, so a lost answer to `fulfillmentCreate`
         is found by the check instead of fulfilling twice.
         """
-        retrying = AsyncRetrying(
-            sleep=self._context.sleep,
-            stop=_stop,
-            wait=_wait,
-            retry=retry_if_exception(_is_transient),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         try:
-            receipt: PushReceipt = await retrying(self._push_once, push)
+            receipt: PushReceipt = await self._retrying(_is_transient)(self._push_once, push)
         except ShopifyError as exc:
             raise relay_error(exc) from exc
         return receipt

@@ -1,13 +1,16 @@
-"""A thin client that POSTs one Standard Webhooks-signed JSON message. Imports nothing from relay."""
+"""A thin client that POSTs one Standard Webhooks-signed JSON message.
+
+From relay it uses only `relay.signing` (the one implementation of the signature, shared with the
+inbound verifier and the fake factory); HTTP errors and transport failures are left to the adapter.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 import aiohttp
+
+from relay.signing import signed_headers
 
 
 @dataclass(frozen=True)
@@ -15,13 +18,6 @@ class WebhookResponse:
     status: int
     body: str
     headers: dict[str, str]
-
-
-def _key(secret: str) -> bytes:
-    """Standard Webhooks keys: `whsec_<base64>` is decoded, anything else is used as UTF-8 bytes."""
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    return secret.encode()
 
 
 class WebhookClient:
@@ -33,13 +29,10 @@ class WebhookClient:
         self._secret = secret
 
     def headers(self, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-        content = f"{message_id}.{timestamp}.".encode() + body
-        signature = base64.b64encode(hmac.new(_key(self._secret), content, hashlib.sha256).digest()).decode()
+        """Content type, the three Standard Webhooks headers, and `Idempotency-Key` (= the message id)."""
         return {
             "Content-Type": "application/json",
-            "webhook-id": message_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": f"v1,{signature}",
+            **signed_headers(self._secret, message_id, timestamp, body),
             "Idempotency-Key": message_id,
         }
 

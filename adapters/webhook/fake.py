@@ -1,12 +1,17 @@
-"""A fake factory: an in-process aiohttp server that takes signed orders and ships them back.
+"""The webhook adapter's fake: an in-process factory that takes signed orders and ships them back.
 
-It behaves like a careful real factory: it verifies the Standard Webhooks signature, keeps one order per
-idempotency key however often it is delivered, and reports parcels to relay's callback endpoint (signed
-with its own secret), retrying its callbacks until relay answers 2xx. It takes `order.cancelled` on the
-same endpoint: a held, unshipped order is cancelled; a shipped one gets 409 `already_shipped`; an unknown
-key is remembered, so an `order.created` arriving after its cancellation is refused with 409 `cancelled`.
-Faults can be scripted per request. `clock` (time.time by default) signs and checks timestamps, so a
-test driving relay with a manual clock moves the factory's clock with it.
+It behaves like a careful real factory (docs/factory-api.md): it verifies the Standard Webhooks signature
+(with `relay.signing`, like relay itself), keeps one order per idempotency key however often it is
+delivered (201 for a new order, 200 with the same reference for a repeat), and reports parcels to relay's
+callback endpoint (signed with its own secret), retrying its callbacks until relay answers 2xx. It takes
+`order.cancelled` on the same endpoint: a held, unshipped order is cancelled; a shipped one gets 409
+`already_shipped`; an unknown key is remembered, so an `order.created` arriving after its cancellation is
+refused with 409 `cancelled`. `clock` (time.time by default) signs and checks timestamps, so a test
+driving relay with a manual clock moves the factory's clock with it.
+
+It implements `relay.testing.vendor.FakeFactoryServer` (registered as `relay.fakes` -> `webhook`).
+Faults are scripted per request, in order: `fail_next(503, retry_after=2)` or `fail_next(Fault(...))`,
+`hang_next()`, `lose_answer_next("reset" | "timeout")`, and `reject_credentials()` for every request.
 """
 
 from __future__ import annotations
@@ -43,14 +48,17 @@ class Fault:
 
     status: int | None = None
     retry_after: float | None = None
-    hang: bool = False
-    accept_then_drop: bool = False  # keep the order, then cut the connection before answering
+    hang: bool = False  # never answer (until the fake closes), without acting
+    accept_then_drop: bool = False  # act on the message, then cut the connection before answering
+    accept_then_hang: bool = False  # act on the message, then never answer (the client times out)
     headers: dict[str, str] = field(default_factory=dict)
     body: str = '{"error": "injected"}'
 
 
 class FakeFactory:
     """A running fake factory. `ship_after_s=None` means it never ships on its own."""
+
+    adapter = "webhook"
 
     def __init__(
         self,
@@ -68,9 +76,8 @@ class FakeFactory:
         self.ship_after_s = ship_after_s
         self.split_parcels = split_parcels
         self.callback_url: str | None = None
-        self.deliveries: Counter[str] = (
-            Counter()
-        )  # valid, signed POSTs per message id (order.created and .cancel)
+        # Valid, signed POSTs per message id (order.created and .cancel), faulted ones included.
+        self.deliveries: Counter[str] = Counter()
         self.orders: dict[str, HeldOrder] = {}
         self.cancellations: Counter[str] = Counter()  # valid order.cancelled messages per factory order key
         self.cancelled_unknown: set[str] = set()  # keys cancelled before (or without) their order.created
@@ -80,6 +87,8 @@ class FakeFactory:
         self.acked: dict[str, int] = {}  # callback message id -> the 2xx status relay answered
         self.callback_attempts = 50  # per parcel, before the factory gives up on a callback
         self.faults: list[Fault] = []
+        self.auth_status: int | None = None  # set by reject_credentials(): refuse every request
+        self._closing = asyncio.Event()
         self._refs = itertools.count(1)
         self._host = host
         self._runner: web.AppRunner | None = None
@@ -101,6 +110,7 @@ class FakeFactory:
         app.router.add_post("/orders", self._receive)
 
     async def close(self) -> None:
+        self._closing.set()  # releases hung requests
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -109,24 +119,62 @@ class FakeFactory:
         if self._runner:
             await self._runner.cleanup()
 
+    def adapter_options(self, url: str | None = None) -> dict[str, Any]:
+        """The webhook adapter's keys for this fake (or for `url`, e.g. a fault proxy in front of it)."""
+        return {"url": url or self.url, "signing_secret": self.signing_secret}
+
     def factory_config(self, url: str | None = None) -> dict[str, Any]:
-        """The `[factories.NAME]` table that points relay's webhook adapter at this fake (or at `url`,
-        e.g. a fault proxy in front of it)."""
+        """The `[factories.NAME]` table that points relay at this fake (or at `url`, e.g. a fault proxy
+        in front of it): the adapter, its keys, and the callback secret the core verifies."""
         return {
-            "adapter": "webhook",
-            "url": url or self.url,
-            "signing_secret": self.signing_secret,
+            "adapter": self.adapter,
+            **self.adapter_options(url),
             "callback_secrets": [self.callback_secret],
         }
 
-    def fail_next(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
+    # --- fault knobs (relay.testing.vendor.FakeFactoryServer) -----------------------------------
+
+    def fail_next(self, *faults: Fault | int, times: int = 1, retry_after: float | None = None) -> None:
+        """Script the next requests: each `Fault` as given, each status as `Fault(status, retry_after)`;
+        every item `times` times."""
+        for fault in faults:
+            item = fault if isinstance(fault, Fault) else Fault(status=fault, retry_after=retry_after)
+            self.faults.extend([item] * times)
+
+    def hang_next(self, *, times: int = 1) -> None:
+        self.faults.extend([Fault(hang=True)] * times)
+
+    def lose_answer_next(self, how: str = "reset", *, times: int = 1) -> None:
+        if how not in ("reset", "timeout"):
+            raise ValueError(f"how must be 'reset' or 'timeout', not {how!r}")
+        fault = Fault(accept_then_drop=True) if how == "reset" else Fault(accept_then_hang=True)
+        self.faults.extend([fault] * times)
+
+    def reject_credentials(self, status: int = 401) -> None:
+        self.auth_status = status
+
+    # --- what the factory holds -----------------------------------------------------------------
+
+    def held_keys(self) -> list[str]:
+        return list(self.orders)
+
+    def deliveries_of(self, key: str) -> int:
+        return self.deliveries[key]
+
+    def is_cancelled(self, key: str) -> bool:
+        held = self.orders.get(key)
+        return held.cancelled if held is not None else key in self.cancelled_unknown
+
+    def mark_shipped(self, key: str) -> None:
+        self.orders[key].shipped = True
 
     @property
     def held(self) -> int:
         return len(self.orders)
 
     async def _receive(self, request: web.Request) -> web.StreamResponse:
+        if self.auth_status is not None:
+            return web.json_response({"error": "credentials refused"}, status=self.auth_status)
         body = await request.read()
         try:
             message_id, _ = verify(
@@ -140,7 +188,8 @@ class FakeFactory:
         self.deliveries[message_id] += 1
         fault = self.faults.pop(0) if self.faults else None
         if fault and fault.hang:
-            await asyncio.sleep(3600)
+            await self._closing.wait()
+            return web.Response(status=503)
         if fault and fault.status is not None:
             headers = dict(fault.headers)
             if fault.retry_after is not None:
@@ -148,22 +197,28 @@ class FakeFactory:
             return web.Response(
                 status=fault.status, text=fault.body, headers=headers, content_type="application/json"
             )
-        message = json.loads(body)
+        response = self._act(message_id, json.loads(body))
+        if fault and fault.accept_then_drop:
+            assert request.transport is not None
+            request.transport.close()
+        elif fault and fault.accept_then_hang:
+            await self._closing.wait()
+        return response
+
+    def _act(self, message_id: str, message: dict[str, Any]) -> web.Response:
+        """Take one valid message: cancel, refuse a cancelled key, or hold the order (once per key)."""
         if message.get("type") == "order.cancelled":
             return self._cancel(message["data"]["key"])
         if message_id in self.cancelled_unknown:
             return web.json_response({"error": "cancelled"}, status=409)
         held = self.orders.get(message_id)
-        if held is None:
-            held = HeldOrder(message_id, message["data"], f"{self.name.upper()}-{next(self._refs):06d}")
-            self.orders[message_id] = held
-            if self.ship_after_s is not None and self.callback_url:
-                self._spawn(self._ship(held))
-        if fault and fault.accept_then_drop:
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response(status=200)
-        return web.json_response({"reference": held.reference}, status=201 if held else 200)
+        if held is not None:
+            return web.json_response({"reference": held.reference}, status=200)
+        held = HeldOrder(message_id, message["data"], f"{self.name.upper()}-{next(self._refs):06d}")
+        self.orders[message_id] = held
+        if self.ship_after_s is not None and self.callback_url:
+            self._spawn(self._ship(held))
+        return web.json_response({"reference": held.reference}, status=201)
 
     def _cancel(self, key: str) -> web.Response:
         self.cancellations[key] += 1

@@ -18,13 +18,14 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
+from tenacity import RetryCallState
 
 from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, RetriableAdapterError
+from relay.outbound.retries import in_call_retries
 from relay.outbound.session import error_for_status
 
 T = TypeVar("T")
@@ -202,13 +203,11 @@ class WooCommerceStorefront:
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`, retrying retriable failures in-call (bounded; Retry-After honoured)."""
-        retrying = AsyncRetrying(
-            stop=_stop,
-            wait=_wait,
-            retry=retry_if_exception_type(RetriableAdapterError),
-            sleep=self._context.sleep,
+        retrying = in_call_retries(
+            self._context.sleep,
+            attempts=ATTEMPTS,
+            max_wait_s=MAX_IN_CALL_WAIT_S,
             before_sleep=self._log_retry,
-            reraise=True,
         )
         async for attempt in retrying:
             with attempt:
@@ -256,23 +255,7 @@ def tracking_note(push: ShipmentPush, order: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --- retry policy ---------------------------------------------------------------------------------
-
-_backoff = wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5)  # 0.5-1 s, 1-1.5 s, 2-2.5 s
-
-
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, AdapterError) and exc.retry_after is not None:
-        return exc.retry_after
-    return float(_backoff(state))
-
-
-def _stop(state: RetryCallState) -> bool:
-    """Stop after ATTEMPTS, or at once when the server asks for a longer pause than we wait in-call."""
-    exc = state.outcome.exception() if state.outcome else None
-    too_long = isinstance(exc, AdapterError) and (exc.retry_after or 0) > MAX_IN_CALL_WAIT_S
-    return too_long or state.attempt_number >= ATTEMPTS
+# --- errors ---------------------------------------------------------------------------------------
 
 
 def _adapter_error(exc: WooCommerceError) -> AdapterError:

@@ -26,7 +26,7 @@ def demo_command(inv: Invocation) -> int:
         run_demo(
             args.orders,
             storefront=args.storefront,
-            timeout=args.timeout,
+            give_up_after_s=args.timeout,
             database=args.database,
             registry=inv.registry,
         )

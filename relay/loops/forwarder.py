@@ -22,15 +22,7 @@ from typing import Any
 from relay.contracts import FactoryAdapter
 from relay.domain.models import AttentionReason, CancelState, FactoryOrderState
 from relay.domain.retry import RetryPolicy
-from relay.exceptions import (
-    AlreadyShipped,
-    EndpointGone,
-    FatalAdapterError,
-    RetriableAdapterError,
-    UnsafeURL,
-    as_retriable,
-    describe,
-)
+from relay.exceptions import RetriableAdapterError, Verdict, as_retriable, classify, describe
 from relay.faults import crash_point
 from relay.loops.base import Health
 from relay.loops.outbox import OutboxLoop
@@ -134,27 +126,30 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         )
         try:
             outcome = await self._deliver(job, log)
-        except EndpointGone as exc:
-            circuit.gone, circuit.probe = True, None
-            if await self.store.disable_factory(job.factory, describe(exc), self.clock()):
-                log.error(
-                    "factory_disabled", error=describe(exc), hint=f"relay factories enable {job.factory}"
+        except Exception as exc:  # one classification for every loop: relay.exceptions.classify
+            verdict = classify(exc)
+            if verdict is Verdict.GONE:
+                circuit.gone, circuit.probe = True, None
+                if await self.store.disable_factory(job.factory, describe(exc), self.clock()):
+                    log.error(
+                        "factory_disabled", error=describe(exc), hint=f"relay factories enable {job.factory}"
+                    )
+                return DeliveryOutcome(job, pending, error=describe(exc), attempted=False)
+            if verdict is Verdict.REJECTED:
+                log.warning(
+                    "factory_rejected",
+                    error=describe(exc),
+                    status=getattr(exc, "status", None),
+                    message=job.kind,
                 )
-            return DeliveryOutcome(job, pending, error=describe(exc), attempted=False)
-        except AlreadyShipped as exc:
-            log.info("cancel_refused_already_shipped")
-            outcome = DeliveryOutcome(job, CancelState.REFUSED, error=describe(exc))
-        except FatalAdapterError as exc:
-            if not isinstance(exc, UnsafeURL):
-                log.warning("factory_rejected", error=describe(exc), status=exc.status, message=job.kind)
                 self._close(circuit)
                 return DeliveryOutcome(
                     job, dead, error=describe(exc), reason=AttentionReason.FACTORY_REJECTED
                 )
-            # An egress refusal (address, scheme, oversized answer) may be a DNS or config fix away: retry.
-            return self._retry(job, circuit, RetriableAdapterError(describe(exc)), log, pending, dead)
-        except Exception as exc:
-            return self._retry(job, circuit, as_retriable(exc), log, pending, dead)
+            if verdict is Verdict.RETRY:
+                return self._retry(job, circuit, as_retriable(exc), log, pending=pending, dead=dead)
+            log.info("cancel_refused_already_shipped")
+            outcome = DeliveryOutcome(job, CancelState.REFUSED, error=describe(exc))
         self._close(circuit)
         return outcome
 
@@ -176,6 +171,7 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         circuit: Circuit,
         error: RetriableAdapterError,
         log: Any,
+        *,
         pending: FactoryOrderState | CancelState,
         dead: FactoryOrderState | CancelState,
     ) -> DeliveryOutcome:

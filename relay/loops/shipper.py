@@ -8,7 +8,7 @@ from typing import Any
 from relay.contracts import StorefrontAdapter
 from relay.domain.models import PushState
 from relay.domain.retry import RetryPolicy
-from relay.exceptions import FatalAdapterError, as_retriable, describe
+from relay.exceptions import Verdict, as_retriable, classify, describe
 from relay.faults import crash_point
 from relay.loops.outbox import OutboxLoop
 from relay.store import PushJob, PushOutcome, Store
@@ -58,10 +58,12 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         try:
             receipt = await self.storefronts[job.storefront].push_shipment(job.push)
             crash_point("during_push")
-        except FatalAdapterError as exc:
-            log.warning("push_rejected", error=describe(exc), status=exc.status)
-            return PushOutcome(job, PushState.DEAD, error=describe(exc))
-        except Exception as exc:
+        except Exception as exc:  # one classification for every loop: relay.exceptions.classify
+            if classify(exc) is not Verdict.RETRY:
+                # REJECTED, or GONE: a storefront cannot be paused like a factory, so a 410 dead-letters
+                # the push like any other refusal (ALREADY_SHIPPED only answers factory cancellations).
+                log.warning("push_rejected", error=describe(exc), status=getattr(exc, "status", None))
+                return PushOutcome(job, PushState.DEAD, error=describe(exc))
             decision = self.policies[job.storefront].decide(as_retriable(exc), attempt)
             if decision is None:
                 log.error("push_retries_exhausted", error=describe(exc))

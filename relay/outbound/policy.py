@@ -5,7 +5,7 @@
   link-local, multicast, reserved and cloud-metadata addresses are refused unless
   `allow_private_addresses` is set. Checking the resolved address, not the name, defeats DNS tricks.
 * Redirects are never followed (`allow_redirects=False` is forced).
-* Response bodies larger than `max_response_bytes` are refused.
+* Response bodies larger than `max_response_bytes` are refused (`ResponseTooLarge`, retriable later).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from relay.exceptions import RetriableAdapterError, UnsafeURL
+from relay.exceptions import ResponseTooLarge, RetriableAdapterError, UnsafeURL
 
 METADATA_ADDRESSES = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
@@ -100,14 +100,14 @@ def egress_middleware(*, allow_plain_http: bool, allow_private: bool, max_respon
         declared = response.content_length
         if declared is not None and declared > max_response_bytes:
             response.close()
-            raise UnsafeURL(f"response of {declared} bytes exceeds the {max_response_bytes}-byte cap")
+            raise ResponseTooLarge(f"response of {declared} bytes exceeds the {max_response_bytes}-byte cap")
         chunks: list[bytes] = []
         size = 0
         while chunk := await response.content.read(65536):  # read(n) returns what has arrived, <= n
             size += len(chunk)
             if size > max_response_bytes:
                 response.close()
-                raise UnsafeURL(f"response exceeds the {max_response_bytes}-byte cap")
+                raise ResponseTooLarge(f"response exceeds the {max_response_bytes}-byte cap")
             chunks.append(chunk)
         body = b"".join(chunks)
         # aiohttp serves read()/json()/text() from _body once set; the cap needs the body read here.

@@ -1,5 +1,7 @@
 """In-call retries: seconds-scale waits inside one HTTP call (a page fetch, one push, one delivery).
 
+This is the one in-call retry policy; every adapter builds its retries with `in_call_retries`, varying
+only what the vendor makes necessary (what to retry, where a wait hint comes from, how many attempts).
 Long waits are not slept here: they go to the persisted schedule (`relay.domain.retry`) or the next poll.
 """
 
@@ -8,16 +10,20 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from relay.exceptions import RetriableAdapterError
+from relay.exceptions import ResponseTooLarge, RetriableAdapterError
+
+ATTEMPTS = 5
+"""Default attempts per call (the first plus four retries)."""
+
+MAX_WAIT_S = 30.0
+"""Default longest single wait slept in-call; a longer server hint ends the call at once."""
+
+BACKOFF = wait_random_exponential(multiplier=0.5, max=8.0)
+"""Full-jitter exponential backoff when the server gives no hint: up to 1 s, 2 s, 4 s, then 8 s."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -36,34 +42,61 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def in_call_retries(
-    sleep: Callable[[float], Awaitable[None]], *, attempts: int = 5, max_wait_s: float = 30.0
-) -> AsyncRetrying:
-    """Tenacity policy for seconds-scale failures inside one call (a page fetch, one push).
+def is_retriable_in_call(exc: BaseException) -> bool:
+    """The default `retry_on`: relay's retriable errors, except an oversized answer (the same request
+    gets the same answer within seconds; the persisted schedule retries it later)."""
+    return isinstance(exc, RetriableAdapterError) and not isinstance(exc, ResponseTooLarge)
 
-    Retries `RetriableAdapterError` with jittered exponential backoff, never sooner than the server's
-    Retry-After; gives up (re-raising) after `attempts`, or at once when Retry-After exceeds `max_wait_s`
-    (the persisted schedule or the next poll handles long waits).
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """The default `wait_hint`: the error's `retry_after` (from Retry-After), if any."""
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def in_call_retries(
+    sleep: Callable[[float], Awaitable[None]],
+    *,
+    attempts: int | Callable[[BaseException], int] = ATTEMPTS,
+    max_wait_s: float = MAX_WAIT_S,
+    retry_on: Callable[[BaseException], bool] = is_retriable_in_call,
+    wait_hint: Callable[[BaseException], float | None] = retry_after_of,
+    before_sleep: Callable[[RetryCallState], Any] | None = None,
+) -> AsyncRetrying:
+    """The tenacity policy for seconds-scale failures inside one call.
+
+    Retries exceptions for which `retry_on` is true. Waits exactly the server's hint when
+    `wait_hint` gives one (Retry-After, a rate-limit bucket's refill time), otherwise `BACKOFF`.
+    Gives up, re-raising the last error, after `attempts` (a number, or a function of the error, for
+    vendors whose throttling deserves more patience than their outages), or at once when the wait
+    would exceed `max_wait_s`: the error's `retry_after` then tells the core when to come back.
+    `before_sleep` is called before each wait (to log it).
+
+    Use as `async for attempt in in_call_retries(...): with attempt: ...`, or call it with a coroutine
+    function: `await in_call_retries(...)(fn, *args)`.
     """
 
-    def wait(state: RetryCallState) -> float:
-        base: float = _backoff(state)
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        return max(base, retry_after) if retry_after is not None else base
+    def error_of(state: RetryCallState) -> BaseException | None:
+        return state.outcome.exception() if state.outcome is not None else None
 
-    def too_long(state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        return retry_after is not None and retry_after > max_wait_s
+    def wait(state: RetryCallState) -> float:
+        exc = error_of(state)
+        hint = wait_hint(exc) if exc is not None else None
+        return hint if hint is not None else float(BACKOFF(state))
+
+    def stop(state: RetryCallState) -> bool:
+        exc = error_of(state)
+        if exc is None:  # not asked after a success; stop rather than loop if it ever is
+            return True
+        limit = attempts if isinstance(attempts, int) else attempts(exc)
+        hint = wait_hint(exc)
+        return state.attempt_number >= limit or (hint is not None and hint > max_wait_s)
 
     return AsyncRetrying(
-        retry=retry_if_exception_type(RetriableAdapterError),
-        stop=stop_after_attempt(attempts) | too_long,
+        retry=retry_if_exception(retry_on),
+        stop=stop,
         wait=wait,
         sleep=sleep,
+        before_sleep=before_sleep,
         reraise=True,
     )
-
-
-_backoff = wait_random_exponential(multiplier=0.25, max=10.0)

@@ -1,15 +1,20 @@
-"""The storefront adapter contract suite: one line gives an adapter the checks every adapter must pass.
+"""The adapter contract suites: one line gives an adapter the checks every adapter of its kind must pass.
 
 Usage, in `tests/adapters/<name>/test_contract.py`::
 
-    from relay.testing.contract import get_storefront_test_class
+    from relay.testing.contract import get_factory_test_class, get_storefront_test_class
     from adapters.myshop import MyShopStorefront
     from adapters.myshop.fake import FakeMyShop
 
     TestMyShopContract = get_storefront_test_class(MyShopStorefront, FakeMyShop)
+    TestMyFactoryContract = get_factory_test_class(MyFactory, FakeMyFactory)
 
-The suite talks real HTTP to the adapter's fake vendor server (a `relay.testing.vendor.FakeStorefront`)
-and drives that fake only through the `FakeStorefront` protocol. What it requires of an adapter:
+Both suites talk real HTTP to the adapter's fake vendor server and drive that fake only through its
+protocol in `relay.testing.vendor` (`FakeStorefront`, `FakeFactoryServer`, `FakeShipmentListing`).
+
+## Storefront adapters (`get_storefront_test_class`)
+
+What the suite requires of an adapter:
 
 * `fetch_orders(since)` drains pagination, returns every order updated at or after `since` (inclusive)
   and, on a later poll from the newest `updated_at` it has seen, loses nothing: not orders sharing that
@@ -30,28 +35,68 @@ and drives that fake only through the `FakeStorefront` protocol. What it require
 
 Fakes must give each seeded order a shipping address with at least `line1`, `city` and `country_code`,
 and emulate `hang_next` by not answering until the fake is closed.
+
+## Factory adapters (`get_factory_test_class`)
+
+What the suite requires of an adapter (see docs/factory-api.md for the wire contract):
+
+* `submit(order)` twice with the same `order.key` leaves one order at the factory (the key travels as
+  the idempotency key); different keys are different orders.
+* Answers map to the error tree, for `submit` and `cancel` alike: 410 `EndpointGone`; 429
+  `RetriableAdapterError` carrying Retry-After as `retry_after`; 408/5xx and timeouts
+  `RetriableAdapterError`; 401/403 `AuthError`; other 4xx `FatalAdapterError` (none of its branches);
+  each with the answer's `status`. Nothing is held at the factory after a refused order.
+* An uncertain outcome, where the factory took the order but the answer was lost (connection reset,
+  or no answer before the timeout), raises `RetriableAdapterError` (or is retried in-call), and the
+  retry with the same key leaves exactly one order.
+* `cancel`: cancelling twice is harmless; a cancellation the factory refuses with 409
+  `already_shipped` raises `AlreadyShipped`, any other 409 does not; an order created after its
+  cancellation was received is refused (`FatalAdapterError`).
+* `aclose()` closes every aiohttp session the adapter opened through `AdapterContext.new_session`.
+* Adapters that are also `ShipmentSource`s (polled factories): the listing is drained page by page;
+  a poll resumed from any page's cursor continues where that page ended (no parcel lost or repeated,
+  new parcels found by the next poll from the last cursor); one 5xx is retried in-call, a persistent
+  one raises `RetriableAdapterError`, refused credentials `AuthError`.
+
+The suite's sessions time out after `REQUEST_TIMEOUT_S` whatever timeout the adapter asks for, and its
+`sleep` returns at once, so a hang costs a fraction of a second and nothing really waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import aiohttp
 import pytest
 import structlog
 
 from relay.config import EgressSettings
-from relay.contracts import AdapterContext, StorefrontAdapter
-from relay.domain.models import Malformed, Order, ShipmentLine, ShipmentPush
-from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
+from relay.contracts import AdapterContext, FactoryAdapter, ShipmentSource, StorefrontAdapter
+from relay.domain.models import (
+    Address,
+    FactoryOrder,
+    Malformed,
+    Order,
+    OrderLine,
+    Shipment,
+    ShipmentLine,
+    ShipmentPush,
+)
+from relay.exceptions import (
+    AlreadyShipped,
+    AuthError,
+    EndpointGone,
+    FatalAdapterError,
+    RetriableAdapterError,
+)
 from relay.outbound.session import new_session
-from relay.testing.vendor import FakeStorefront, SeedLine
+from relay.testing.vendor import FakeFactoryServer, FakeShipmentListing, FakeStorefront, SeedLine
 
 T0 = 1_790_000_000
 """Epoch seconds (2026-09-21) at which seeded orders start; fixed so every run sees the same data."""
@@ -61,6 +106,14 @@ REQUEST_TIMEOUT_S = 0.2
 
 CALL_BOUND_S = 5.0
 """Wall-clock bound on any single adapter call in the suite ("never hangs")."""
+
+
+class _Startable(Protocol):
+    async def start(self) -> Any: ...
+    async def close(self) -> Any: ...
+
+
+FakeT = TypeVar("FakeT", bound=_Startable)
 
 
 @dataclass
@@ -80,8 +133,13 @@ class SessionTracker:
 
     egress: EgressSettings
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    max_total_timeout_s: float | None = None
+    """If set, sessions time out after at most this long, whatever `total_timeout_s` the adapter asks."""
 
     def __call__(self, **kwargs: Any) -> aiohttp.ClientSession:
+        if self.max_total_timeout_s is not None:
+            asked = kwargs.get("total_timeout_s", self.egress.total_timeout_s)
+            kwargs["total_timeout_s"] = min(asked, self.max_total_timeout_s)
         session = new_session(self.egress, **kwargs)
         self.sessions.append(session)
         return session
@@ -128,18 +186,20 @@ def at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-class StorefrontContract:
-    """The checks. Not collected itself (no `Test` prefix): `get_storefront_test_class` subclasses it."""
+class _ContractFixtures(Generic[FakeT]):
+    """What both contracts share: the adapter class under test, its fake, and the fixtures around them."""
 
     adapter_cls: ClassVar[type[Any]]
-    fake_factory: ClassVar[Callable[[], FakeStorefront]]
+    fake_factory: ClassVar[Callable[[], Any]]
     extra_options: ClassVar[dict[str, Any]] = {}
+    session_timeout_s: ClassVar[float | None] = None
+    """Caps the total timeout of every session handed to the adapter (None: the adapter's own)."""
 
     # --- fixtures --------------------------------------------------------------------------------
 
     @pytest.fixture
-    async def fake(self) -> AsyncIterator[FakeStorefront]:
-        fake = type(self).fake_factory()
+    async def fake(self) -> AsyncIterator[FakeT]:
+        fake: FakeT = type(self).fake_factory()
         await fake.start()
         try:
             yield fake
@@ -152,9 +212,13 @@ class StorefrontContract:
 
     @pytest.fixture
     async def sessions(self) -> AsyncIterator[SessionTracker]:
-        tracker = SessionTracker(loopback_egress())
+        tracker = SessionTracker(loopback_egress(), max_total_timeout_s=type(self).session_timeout_s)
         yield tracker
         await tracker.aclose()
+
+
+class StorefrontContract(_ContractFixtures[FakeStorefront]):
+    """The checks. Not collected itself (no `Test` prefix): `get_storefront_test_class` subclasses it."""
 
     @pytest.fixture
     async def adapter(
@@ -451,5 +515,346 @@ def get_storefront_test_class(
             "fake_factory": staticmethod(fake_factory),
             "extra_options": dict(extra_options),
             "__doc__": f"Storefront contract for {adapter_cls.__module__}.{adapter_cls.__qualname__}.",
+        },
+    )
+
+
+# --- factory adapters ------------------------------------------------------------------------------
+
+FATAL_STATUSES = (400, 404, 409, 422)
+"""Other 4xx: rejected for good (409 without `already_shipped` included)."""
+
+RETRIABLE_STATUSES = (408, 500, 502, 503, 504)
+
+PERSISTENT = 50
+"""How many requests a "persistent" fault lasts: more than any adapter's in-call attempts."""
+
+
+def factory_order(n: int = 1, *, factory: str = "contract") -> FactoryOrder:
+    """A valid factory order; `n` makes its key (and order id) distinct."""
+    return FactoryOrder(
+        key=f"fo_contract_{n:04d}",
+        factory=factory,
+        storefront="shop",
+        order_id=str(5_000_000_000_000 + n),
+        order_number=f"#{1000 + n}",
+        created_at=datetime.fromtimestamp(T0 + n, UTC),
+        currency="EUR",
+        email="ada@example.com",
+        shipping_address=Address(
+            name="Ada Lovelace", line1="12 St James's Square", city="London", country_code="GB"
+        ),
+        lines=(
+            OrderLine(line_id=f"L{n}-1", sku="MUG-WHT", quantity=2, unit_price=Decimal("12.50")),
+            OrderLine(line_id=f"L{n}-2", sku="TEE-RED-M", quantity=1, unit_price=Decimal("20.00")),
+        ),
+    )
+
+
+async def drain_shipments(
+    source: ShipmentSource, since: str | None, *, pages: int | None = None
+) -> tuple[list[Shipment], str | None]:
+    """Shipments of one `fetch_shipments` run (stopping after `pages` pages if given), and the cursor
+    the core would store: the last page's cursor that was not None, else `since`."""
+    shipments: list[Shipment] = []
+    cursor = since
+    listing = source.fetch_shipments(since)
+    try:
+        async with asyncio.timeout(CALL_BOUND_S):
+            seen = 0
+            async for page in listing:
+                shipments.extend(page.shipments)
+                cursor = page.cursor if page.cursor is not None else cursor
+                seen += 1
+                if pages is not None and seen >= pages:
+                    break
+    finally:
+        if isinstance(listing, AsyncGenerator):  # a poll stopped early is closed, as the core does
+            await listing.aclose()
+    return shipments, cursor
+
+
+class FactoryContract(_ContractFixtures[FakeFactoryServer]):
+    """The checks. Not collected itself (no `Test` prefix): `get_factory_test_class` subclasses it."""
+
+    session_timeout_s = REQUEST_TIMEOUT_S
+
+    @pytest.fixture
+    async def adapter(
+        self, fake: FakeFactoryServer, sleep: RecordingSleep, sessions: SessionTracker
+    ) -> AsyncIterator[FactoryAdapter]:
+        cls = type(self).adapter_cls
+        options = cls.Options.model_validate(fake.adapter_options() | type(self).extra_options)
+        adapter: FactoryAdapter = cls(f"contract-{fake.adapter}", options, make_context(sleep, sessions))
+        yield adapter
+        await adapter.aclose()
+
+    @staticmethod
+    async def _submit(adapter: FactoryAdapter, order: FactoryOrder) -> Any:
+        async with asyncio.timeout(CALL_BOUND_S):
+            return await adapter.submit(order)
+
+    @staticmethod
+    async def _cancel(adapter: FactoryAdapter, order: FactoryOrder) -> None:
+        async with asyncio.timeout(CALL_BOUND_S):
+            await adapter.cancel(order, cancelled_at=datetime.fromtimestamp(T0 + 3600, UTC))
+
+    # --- the adapter's shape ---------------------------------------------------------------------
+
+    def test_implements_the_protocol(self, adapter: FactoryAdapter, fake: FakeFactoryServer) -> None:
+        assert isinstance(adapter, FactoryAdapter)
+        assert isinstance(fake, FakeFactoryServer)
+        assert adapter.name.startswith("contract-")
+        if isinstance(adapter, ShipmentSource):
+            assert isinstance(fake, FakeShipmentListing), "a polled factory's fake must list its parcels"
+
+    # --- idempotency -----------------------------------------------------------------------------
+
+    async def test_one_key_submitted_twice_is_one_order(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        order = factory_order(1)
+        first = await self._submit(adapter, order)
+        again = await self._submit(adapter, order)
+        assert fake.held_keys() == [order.key]
+        assert fake.deliveries_of(order.key) == 2
+        assert first.reference == again.reference, "a repeat is answered like the first delivery"
+
+    async def test_distinct_keys_are_distinct_orders(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        orders = [factory_order(n) for n in (1, 2, 3)]
+        for order in orders:
+            await self._submit(adapter, order)
+        assert fake.held_keys() == [o.key for o in orders]
+
+    @pytest.mark.parametrize("how", ["reset", "timeout"])
+    async def test_uncertain_outcome_resolves_to_one_order(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, how: str
+    ) -> None:
+        order = factory_order(1)
+        fake.lose_answer_next(how)
+        try:
+            await self._submit(adapter, order)  # an adapter may retry in-call; then this succeeds
+        except RetriableAdapterError:
+            assert fake.held_keys() == [order.key], "the factory acted although the answer was lost"
+            await self._submit(adapter, order)  # the core's retry: same key
+        assert fake.held_keys() == [order.key]
+        assert fake.deliveries_of(order.key) >= 2
+
+    # --- status mapping --------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("operation", ["submit", "cancel"])
+    async def test_410_is_endpoint_gone(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, operation: str
+    ) -> None:
+        fake.fail_next(410, times=PERSISTENT)
+        with pytest.raises(EndpointGone) as caught:
+            await self._call(adapter, operation, factory_order(1))
+        assert caught.value.status == 410
+        assert fake.held_keys() == []
+
+    @pytest.mark.parametrize("operation", ["submit", "cancel"])
+    async def test_429_is_retriable_with_retry_after(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, sleep: RecordingSleep, operation: str
+    ) -> None:
+        fake.fail_next(429, times=PERSISTENT, retry_after=120)  # longer than anyone waits in-call
+        with pytest.raises(RetriableAdapterError) as caught:
+            await self._call(adapter, operation, factory_order(1))
+        assert caught.value.status == 429
+        assert caught.value.retry_after == pytest.approx(120)
+        assert fake.held_keys() == []
+        assert sum(sleep.calls) < 60, "long waits belong to the persisted schedule"
+
+    @pytest.mark.parametrize("status", RETRIABLE_STATUSES)
+    @pytest.mark.parametrize("operation", ["submit", "cancel"])
+    async def test_timeouts_and_server_errors_are_retriable(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, operation: str, status: int
+    ) -> None:
+        fake.fail_next(status, times=PERSISTENT)
+        with pytest.raises(RetriableAdapterError) as caught:
+            await self._call(adapter, operation, factory_order(1))
+        assert caught.value.status == status
+        assert fake.held_keys() == []
+
+    async def test_no_answer_is_retriable(self, adapter: FactoryAdapter, fake: FakeFactoryServer) -> None:
+        fake.hang_next(times=PERSISTENT)
+        with pytest.raises(RetriableAdapterError):
+            await self._submit(adapter, factory_order(1))
+        assert fake.held_keys() == []
+
+    @pytest.mark.parametrize("status", [401, 403])
+    @pytest.mark.parametrize("operation", ["submit", "cancel"])
+    async def test_refused_credentials_raise_auth_error(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, operation: str, status: int
+    ) -> None:
+        fake.fail_next(status, times=PERSISTENT)
+        with pytest.raises(AuthError) as caught:
+            await self._call(adapter, operation, factory_order(1))
+        assert caught.value.status == status
+
+    async def test_a_refused_signature_or_token_raises_auth_error(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        fake.reject_credentials()
+        with pytest.raises(AuthError):
+            await self._submit(adapter, factory_order(1))
+        assert fake.held_keys() == []
+
+    @pytest.mark.parametrize("status", FATAL_STATUSES)
+    @pytest.mark.parametrize("operation", ["submit", "cancel"])
+    async def test_other_client_errors_are_fatal(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, operation: str, status: int
+    ) -> None:
+        fake.fail_next(status, times=PERSISTENT)
+        with pytest.raises(FatalAdapterError) as caught:
+            await self._call(adapter, operation, factory_order(1))
+        assert type(caught.value) is FatalAdapterError, f"{status} is a plain rejection, not {caught.value!r}"
+        assert caught.value.status == status
+        assert fake.held_keys() == []
+
+    async def _call(self, adapter: FactoryAdapter, operation: str, order: FactoryOrder) -> None:
+        if operation == "submit":
+            await self._submit(adapter, order)
+        else:
+            await self._cancel(adapter, order)
+
+    # --- cancellation ----------------------------------------------------------------------------
+
+    async def test_cancelling_twice_is_harmless(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        order = factory_order(1)
+        await self._submit(adapter, order)
+        await self._cancel(adapter, order)
+        await self._cancel(adapter, order)
+        assert fake.is_cancelled(order.key)
+        assert fake.held_keys() == [order.key]
+
+    async def test_cancelling_a_shipped_order_raises_already_shipped(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        order = factory_order(1)
+        await self._submit(adapter, order)
+        fake.mark_shipped(order.key)
+        with pytest.raises(AlreadyShipped) as caught:
+            await self._cancel(adapter, order)
+        assert caught.value.status == 409
+        assert not fake.is_cancelled(order.key)
+
+    async def test_an_order_after_its_cancellation_is_refused(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        order = factory_order(1)
+        await self._cancel(adapter, order)  # the cancellation overtook its order.created
+        assert fake.is_cancelled(order.key)
+        with pytest.raises(FatalAdapterError) as caught:
+            await self._submit(adapter, order)
+        assert not isinstance(caught.value, AlreadyShipped | AuthError | EndpointGone)
+        assert fake.held_keys() == []
+
+    # --- resources -------------------------------------------------------------------------------
+
+    async def test_aclose_closes_every_session(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, sessions: SessionTracker
+    ) -> None:
+        order = factory_order(1)
+        await self._submit(adapter, order)
+        await self._cancel(adapter, order)
+        if isinstance(adapter, ShipmentSource):
+            await drain_shipments(adapter, None)
+        assert sessions.sessions, "adapters must make their sessions with AdapterContext.new_session"
+        await adapter.aclose()
+        assert all(s.closed for s in sessions.sessions)
+        # The fixture closes the adapter once more: closing twice must be harmless.
+
+    # --- shipment sources (polled factories) -----------------------------------------------------
+
+    @staticmethod
+    def _source(
+        adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> tuple[ShipmentSource, FakeShipmentListing]:
+        if not isinstance(adapter, ShipmentSource) or not isinstance(fake, FakeShipmentListing):
+            pytest.skip("not a ShipmentSource: the factory calls back")
+        return adapter, fake
+
+    async def _ship(self, adapter: FactoryAdapter, fake: FakeShipmentListing, numbers: range) -> None:
+        for n in numbers:
+            await self._submit(adapter, factory_order(n))
+        await fake.ship_all()
+
+    async def test_the_listing_is_drained_page_by_page(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        source, listing = self._source(adapter, fake)
+        await self._ship(adapter, listing, range(1, 2 * listing.page_size + 2))
+        shipments, cursor = await drain_shipments(source, None)
+        assert [s.shipment_id for s in shipments] == listing.listed_ids()
+        assert {s.factory_order_key for s in shipments} == set(listing.held_keys())
+        assert cursor is not None
+
+    async def test_the_cursor_resumes_where_it_left_off(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        source, listing = self._source(adapter, fake)
+        await self._ship(adapter, listing, range(1, 2 * listing.page_size + 2))
+        first, cursor = await drain_shipments(source, None, pages=1)  # the poll stops after one page
+        assert 0 < len(first) <= listing.page_size
+        rest, cursor = await drain_shipments(source, cursor)
+        ids = [s.shipment_id for s in [*first, *rest]]
+        assert ids == listing.listed_ids(), "resumed from the first page's cursor: nothing lost or repeated"
+        again, same = await drain_shipments(source, cursor)
+        assert again == [] and same == cursor, "nothing new: an empty poll keeps the cursor"
+        await self._ship(adapter, listing, range(100, 102))
+        new, _ = await drain_shipments(source, cursor)
+        assert [s.shipment_id for s in new] == listing.listed_ids()[len(ids) :]
+
+    async def test_one_listing_failure_is_retried_in_call(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer, sleep: RecordingSleep
+    ) -> None:
+        source, listing = self._source(adapter, fake)
+        await self._ship(adapter, listing, range(1, 2))
+        listing.fail_listing_next(503)
+        shipments, _ = await drain_shipments(source, None)
+        assert [s.shipment_id for s in shipments] == listing.listed_ids()
+        assert sleep.calls
+
+    async def test_persistent_listing_failures_are_retriable(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        source, listing = self._source(adapter, fake)
+        listing.fail_listing_next(503, times=PERSISTENT)
+        with pytest.raises(RetriableAdapterError):
+            await drain_shipments(source, None)
+
+    async def test_refused_listing_credentials_raise_auth_error(
+        self, adapter: FactoryAdapter, fake: FakeFactoryServer
+    ) -> None:
+        source, listing = self._source(adapter, fake)
+        listing.reject_credentials()
+        with pytest.raises(AuthError):
+            await drain_shipments(source, None)
+
+
+def get_factory_test_class(
+    adapter_cls: type[Any], fake_factory: Callable[[], FakeFactoryServer], **extra_options: Any
+) -> type:
+    """A pytest test class running the factory contract against `adapter_cls` and its fake.
+
+    `fake_factory()` builds a not-yet-started `relay.testing.vendor.FakeFactoryServer` (a
+    `FakeShipmentListing` for adapters that are `ShipmentSource`s); each test starts and closes its own.
+    The adapter is built as `adapter_cls(name, adapter_cls.Options.model_validate(fake.adapter_options()
+    | extra_options), context)` with a recording `sleep` and real sessions to the fake, capped at
+    `REQUEST_TIMEOUT_S`. Assign the result to a module-level name starting with `Test`.
+    """
+    name = f"Test{adapter_cls.__name__}Contract"
+    return type(
+        name,
+        (FactoryContract,),
+        {
+            "adapter_cls": adapter_cls,
+            "fake_factory": staticmethod(fake_factory),
+            "extra_options": dict(extra_options),
+            "__doc__": f"Factory contract for {adapter_cls.__module__}.{adapter_cls.__qualname__}.",
         },
     )

@@ -154,6 +154,35 @@ class FaultProxy:
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
 
+    @staticmethod
+    async def _forward(writer: asyncio.StreamWriter, data: bytes, toxic: Toxic | None, sent: int) -> None:
+        """Pass one chunk on through `toxic` (None: unchanged); `sent` bytes went before it."""
+        if toxic is None:
+            writer.write(data)
+            return
+        if toxic.kind == "latency":
+            await asyncio.sleep(toxic.seconds)
+            writer.write(data)
+        elif toxic.kind == "timeout":
+            # Swallow everything; close after `seconds`, or hang until the peer gives up.
+            if toxic.seconds > 0:
+                await asyncio.sleep(toxic.seconds)
+                raise _Cut(reset=False)
+        elif toxic.kind in ("reset_peer", "limit_data"):
+            room = toxic.after_bytes - sent
+            if room > 0:
+                writer.write(data[:room])
+                await writer.drain()
+            if len(data) >= room:
+                raise _Cut(reset=toxic.kind == "reset_peer")
+        elif toxic.kind == "slicer":
+            for i in range(0, len(data), max(1, toxic.size)):
+                writer.write(data[i : i + toxic.size])
+                await writer.drain()
+                await asyncio.sleep(toxic.seconds)
+        else:
+            raise ValueError(f"unknown toxic {toxic.kind!r}")
+
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, toxic: Toxic | None
     ) -> None:
@@ -163,31 +192,7 @@ class FaultProxy:
                 data = await reader.read(_CHUNK)
                 if not data:
                     break
-                if toxic is None:
-                    writer.write(data)
-                elif toxic.kind == "latency":
-                    await asyncio.sleep(toxic.seconds)
-                    writer.write(data)
-                elif toxic.kind == "timeout":
-                    # Swallow everything; close after `seconds`, or hang until the peer gives up.
-                    if toxic.seconds > 0:
-                        await asyncio.sleep(toxic.seconds)
-                        raise _Cut(reset=False)
-                    continue
-                elif toxic.kind in ("reset_peer", "limit_data"):
-                    room = toxic.after_bytes - sent
-                    if room > 0:
-                        writer.write(data[:room])
-                        await writer.drain()
-                    if len(data) >= room:
-                        raise _Cut(reset=toxic.kind == "reset_peer")
-                elif toxic.kind == "slicer":
-                    for i in range(0, len(data), max(1, toxic.size)):
-                        writer.write(data[i : i + toxic.size])
-                        await writer.drain()
-                        await asyncio.sleep(toxic.seconds)
-                else:
-                    raise ValueError(f"unknown toxic {toxic.kind!r}")
+                await self._forward(writer, data, toxic, sent)
                 sent += len(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -5,7 +5,8 @@
 * `adapter_context`: an `AdapterContext` with that sleep and real aiohttp sessions (loopback, plain
   http, short timeout) whose sessions are tracked and closed at teardown.
 
-The shared storefront contract itself is `relay.testing.contract.get_storefront_test_class`.
+The shared contract suites themselves are `relay.testing.contract.get_storefront_test_class` and
+`get_factory_test_class`; an adapter's fake is found with `relay.registry.Registry().fake(name)`.
 """
 
 from __future__ import annotations

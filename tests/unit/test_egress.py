@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 
 from relay.config import EgressSettings
-from relay.exceptions import RetriableAdapterError, UnsafeURL
+from relay.exceptions import ResponseTooLarge, RetriableAdapterError, UnsafeURL, Verdict, classify
 from relay.outbound.policy import address_allowed, check_url
 from relay.outbound.session import new_session
 
@@ -55,9 +55,13 @@ async def test_multi_chunk_bodies_under_the_cap_arrive_whole(server):
 @pytest.mark.parametrize("path", ["/big", "/chunked"])
 async def test_bodies_over_the_cap_are_refused(server, path):
     async with new_session(loopback(max_response_bytes=1_000_000)) as s:
-        with pytest.raises(UnsafeURL, match="cap"):
+        with pytest.raises(ResponseTooLarge, match="cap") as caught:
             async with s.get(f"{server}{path}") as r:
                 await r.text()
+    # Not an egress refusal: its own error, retriable later (docs/factory-api.md: "refuses ... and retries").
+    assert not isinstance(caught.value, UnsafeURL)
+    assert isinstance(caught.value, RetriableAdapterError)
+    assert classify(caught.value) is Verdict.RETRY
 
 
 async def test_redirects_are_never_followed(server):
