@@ -3,10 +3,12 @@
 Opening builds everything in dependency order (store, adapters, loops, inbound server) and registers a
 close hook for each; closing runs the hooks in reverse order, logging a failing hook and running the rest.
 `run()` starts one poller per storefront, the router, the forwarder, one shipment poller per factory
-that is polled rather than calling back, and the shipper. On SIGTERM/SIGINT
-(or `stop()`) pollers and the router stop at once (their work is transactional), while in-flight
-deliveries and pushes are drained for up to `daemon.shutdown_grace_s` before being cancelled; a
-cancelled send is simply resent later with the same idempotency key.
+that is polled rather than calling back, and the shipper, under a `relay.supervisor.Supervisor`. On
+SIGTERM/SIGINT (or `stop()`), a crashed loop, or cancellation of `run()`, pollers and the router stop at
+once (their work is transactional), while in-flight deliveries and pushes are drained for up to
+`daemon.shutdown_grace_s` before being cancelled; a cancelled send is simply resent later with the same
+idempotency key. Then `run()` returns (stop), raises `LoopCrashed` (crash) or re-raises the cancellation,
+with no task left running.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import functools
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +29,8 @@ from relay.config import Settings
 from relay.contracts import AdapterContext, FactoryAdapter, ShipmentSource, StorefrontAdapter
 from relay.domain.retry import RetryPolicy
 from relay.inbound import InboundServer
+from relay.inbound.limits import ConnectionGuard, GuardedSite
+from relay.inbound.ops import CounterSample
 from relay.loops.base import Loop
 from relay.loops.forwarder import Forwarder
 from relay.loops.order_poller import OrderPoller
@@ -37,6 +41,9 @@ from relay.loops.shipper import Shipper
 from relay.outbound.session import new_session
 from relay.registry import FACTORIES, STOREFRONTS, Registry
 from relay.store import Store, open_store
+from relay.supervisor import LoopCrashed, Supervisor
+
+__all__ = ["App", "LoopCrashed"]
 
 
 class App:
@@ -60,16 +67,19 @@ class App:
         self.owner = settings.daemon.instance_id
         self._closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._stopping = asyncio.Event()
+        self._running = False
         self.store: Store
         self.storefronts: dict[str, StorefrontAdapter] = {}
         self.factories: dict[str, FactoryAdapter] = {}
         self.pollers: list[OrderPoller] = []
         self.factory_pollers: list[ShipmentPoller] = []
         self.inbound_url: str | None = None
+        self.inbound_guard: ConnectionGuard | None = None
 
     # --- open / close --------------------------------------------------------------------------------
 
     def on_close(self, name: str, hook: Callable[[], Awaitable[Any]]) -> None:
+        """Register `hook` to run on close (hooks run in reverse order of registration)."""
         self._closers.append((name, hook))
 
     async def __aenter__(self) -> App:
@@ -108,13 +118,13 @@ class App:
             adapter = cls(name, fs.options, replace(context, log=self.log.bind(factory=name)))
             self.factories[name] = adapter
             self.on_close(f"factory {name}", adapter.aclose)
-        for row in await self.store.list_factories():
-            if row["disabled_at"] is not None and row["name"] in self.factories:
+        for status in await self.store.list_factories():
+            if status.disabled_at is not None and status.name in self.factories:
                 self.log.warning(
                     "factory_disabled",
-                    factory=row["name"],
-                    reason=row["disabled_reason"],
-                    hint=f"relay factories enable {row['name']}",
+                    factory=status.name,
+                    reason=status.disabled_reason,
+                    hint=f"relay factories enable {status.name}",
                 )
 
         d = s.daemon
@@ -193,11 +203,24 @@ class App:
             log=self.log.bind(component="inbound"),
             on_shipment=self.shipper.wake,
             stats=self.health,
+            counters=self.counters,
         )
-        runner = web.AppRunner(server.app, access_log=None, shutdown_timeout=s.daemon.shutdown_grace_s)
+        # aiohttp's keepalive_timeout bounds kept-alive connections (idle, or waiting for a whole request
+        # head); the guard bounds a new connection's first head and the number of open connections.
+        runner = web.AppRunner(
+            server.app,
+            access_log=None,
+            shutdown_timeout=s.daemon.shutdown_grace_s,
+            keepalive_timeout=s.inbound.header_timeout_s,
+        )
         await runner.setup()
         self.on_close("inbound server", runner.cleanup)
-        await web.TCPSite(runner, s.inbound.host, s.inbound.port).start()
+        self.inbound_guard = ConnectionGuard(
+            max_connections=s.inbound.max_connections,
+            header_timeout_s=s.inbound.header_timeout_s,
+            log=self.log.bind(component="inbound"),
+        )
+        await GuardedSite(runner, s.inbound.host, s.inbound.port, guard=self.inbound_guard).start()
         host, port = runner.addresses[0][:2]
         self.inbound_url = f"http://{host}:{port}"
         self.log.info("inbound_listening", url=self.inbound_url)
@@ -218,15 +241,36 @@ class App:
     # --- run -----------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        loops: list[Loop] = [*self.pollers, self.router, self.forwarder, *self.factory_pollers, self.shipper]
+        """Every failing loop (`poller:shop`, `forwarder`, …) with its last error, for logs and the CLI.
+        `/healthz` shows only the names: an error may quote a URL or a credential."""
         failing = {
-            f"{loop.name}:{getattr(getattr(loop, 'adapter', None), 'name', '')}".rstrip(
-                ":"
-            ): loop.health.last_error
-            for loop in loops
+            loop.label: loop.health.last_error
+            for loop in self._loops()
             if loop.health.failing_since is not None
         }
         return {"failing": failing}
+
+    def counters(self) -> list[CounterSample]:
+        """In-process counters for `/metrics` (they restart from 0 with the process)."""
+        samples = [
+            CounterSample("relay_future_timestamps_total", {"storefront": p.adapter.name}, p.future_stamps)
+            for p in self.pollers
+        ]
+        if self.inbound_guard is not None:
+            samples += [
+                CounterSample("relay_inbound_connections_refused_total", {}, self.inbound_guard.refused),
+                CounterSample("relay_inbound_header_timeouts_total", {}, self.inbound_guard.timed_out),
+            ]
+        return samples
+
+    def _loops(self) -> list[Loop]:
+        return [*self.pollers, self.router, self.forwarder, *self.factory_pollers, self.shipper]
+
+    def _failure_counts(self) -> dict[str, int]:
+        """Failures counted so far per component: each loop, and each factory's circuit (`factory:NAME`)."""
+        counts = {loop.label: loop.health.failures for loop in self._loops()}
+        counts.update({f"factory:{n}": c.health.failures for n, c in self.forwarder.circuits.items()})
+        return counts
 
     def stop(self) -> None:
         """Stop taking new work; `run()` then drains in-flight sends and returns."""
@@ -234,69 +278,81 @@ class App:
             self.log.info("stopping", grace_s=self.settings.daemon.shutdown_grace_s)
         self._stopping.set()
 
-    async def run_once(self) -> None:
+    async def run_once(self) -> list[str]:
         """One full pass: poll every storefront, route, deliver what is due, poll polled factories for
-        shipments, push what is due."""
+        shipments, push what is due. Every step runs even when an earlier one failed.
+
+        Returns the components that failed during the pass (`poller:shop`, `factory:acme`, …: a storefront
+        or factory unreachable or refusing credentials, the store unavailable), empty if none did; their
+        errors are logged when they happen.
+        """
+        before = self._failure_counts()
+        await self._pass_once()
+        after = self._failure_counts()
+        return [name for name, n in after.items() if n > before.get(name, 0)]
+
+    async def _pass_once(self) -> None:
         for poller in self.pollers:
             await poller.safe_pass()
         while await self.router.safe_pass():
             pass
         await run_until_idle(self.forwarder)
-        for poller in self.factory_pollers:
-            await poller.safe_pass()
+        for factory_poller in self.factory_pollers:
+            await factory_poller.safe_pass()
         await run_until_idle(self.shipper)
 
     async def run(self, *, once: bool = False) -> None:
+        """Run the loops until stopped (SIGTERM, SIGINT or `stop()`, also before `run()`), then drain.
+
+        Raises `LoopCrashed` after the same orderly shutdown if a loop crashed. Cancelling the caller
+        also stops and drains (bounded by `daemon.shutdown_grace_s`) before `CancelledError` goes on.
+        Signal handlers are installed for the run and the previous ones restored after, however it ends.
+        `once=True` does one `run_once()` pass instead.
+        """
         if once:
             await self.run_once()
             return
-        restore = self._install_signals() if self.install_signal_handlers else (lambda: None)
+        if self._running:
+            raise RuntimeError("App.run() is already running")
+        self._running = True
         try:
-            await self._run_forever()
+            with self._signal_handlers() if self.install_signal_handlers else contextlib.nullcontext():
+                self.log.info(
+                    "relay_started", storefronts=list(self.storefronts), factories=list(self.factories)
+                )
+                try:
+                    await self._supervisor().run()
+                finally:
+                    self.log.info("relay_stopped")
         finally:
-            restore()
+            self._running = False
 
-    async def _run_forever(self) -> None:
-        stopping = self._stopping
-        quick = [
-            asyncio.create_task(loop.run(stopping), name=f"{loop.name}")
-            for loop in [*self.pollers, self.router, *self.factory_pollers]
-        ]
-        draining = [
-            asyncio.create_task(loop.run(stopping), name=loop.name) for loop in (self.forwarder, self.shipper)
-        ]
-        self.log.info("relay_started", storefronts=list(self.storefronts), factories=list(self.factories))
-        everything = quick + draining
-        stop_waiter = asyncio.create_task(stopping.wait())
-        done, _ = await asyncio.wait([*everything, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stop_waiter and task.exception():
-                self.log.error("loop_crashed", loop=task.get_name(), error=repr(task.exception()))
-        stopping.set()
-        for task in quick:
-            task.cancel()
-        await asyncio.gather(*quick, return_exceptions=True)
-        _, pending = await asyncio.wait(draining, timeout=self.settings.daemon.shutdown_grace_s or None)
-        if pending:
-            self.log.warning("grace_period_over", cancelled=len(pending))
-            for loop in (self.forwarder, self.shipper):
-                await loop.abort()
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        stop_waiter.cancel()
-        self.log.info("relay_stopped")
+    def _supervisor(self) -> Supervisor:
+        return Supervisor(
+            quick=[*self.pollers, self.router, *self.factory_pollers],
+            draining=[self.forwarder, self.shipper],
+            stopping=self._stopping,
+            request_stop=self.stop,
+            grace_s=self.settings.daemon.shutdown_grace_s,
+            log=self.log,
+        )
 
-    def _install_signals(self) -> Callable[[], None]:
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        """SIGTERM and SIGINT call `stop()` while inside; on exit the previous handlers are put back
+        (asyncio's `remove_signal_handler` alone would leave SIG_DFL, losing e.g. `asyncio.run`'s own)."""
         loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
-                installed.append(sig)
-
-        def restore() -> None:
-            for sig in installed:
+        installed: list[tuple[signal.Signals, Any]] = []
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous = signal.getsignal(sig)
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self.stop)
+                    installed.append((sig, previous))
+            yield
+        finally:
+            for sig, previous in reversed(installed):
                 loop.remove_signal_handler(sig)
-
-        return restore
+                if previous is not None:
+                    with contextlib.suppress(ValueError, TypeError, OSError):
+                        signal.signal(sig, previous)

@@ -2,16 +2,20 @@
 
 A `Loop` runs passes until stopped. It sleeps until its next tick, an explicit `wake()` (another loop or
 the inbound server has work for it), or the stop event, whichever comes first. Ticks are drift-free: a
-pass's own duration is subtracted from the wait.
+pass's own duration is subtracted from the wait. Everything a loop does between passes that can fail
+(the pass itself, and `next_wait()`, which may read the store) is guarded: a failure is logged once,
+counted in `health`, and retried; it never ends the loop. `relay.supervisor` runs the loops as tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from relay.exceptions import StoreUnavailable
+
+T = TypeVar("T")
 
 
 class Health:
@@ -24,6 +28,7 @@ class Health:
         self.failures = 0
 
     def failed(self, now: float, error: BaseException | str, event: str = "failing") -> None:
+        """Count a failure; log `event` at error level only on the healthy→failing transition."""
         self.failures += 1
         self.last_error = str(error)
         if self.failing_since is None:
@@ -33,6 +38,7 @@ class Health:
             self._log.debug("still_failing", error=self.last_error)
 
     def ok(self, now: float) -> None:
+        """A success: log `recovered` once if the component was failing."""
         if self.failing_since is not None:
             self._log.info("recovered", failed_for_s=round(now - self.failing_since, 3))
             self.failing_since = None
@@ -52,10 +58,18 @@ class Loop:
         self._stopping: asyncio.Event | None = None
         self.health = Health(log, loop=self.name)
 
+    @property
+    def label(self) -> str:
+        """The loop's name in logs, health and task names: `forwarder`, or `poller:shop` for a per-adapter loop."""
+        adapter = getattr(getattr(self, "adapter", None), "name", None)
+        return f"{self.name}:{adapter}" if adapter else self.name
+
     def wake(self) -> None:
+        """Run the next pass now (another component has work for this loop)."""
         self._wake.set()
 
     async def run_pass(self) -> bool:
+        """One pass of work; True when more work is ready now (the loop then runs again at once)."""
         raise NotImplementedError
 
     async def next_wait(self, started: float) -> float:
@@ -65,44 +79,60 @@ class Loop:
     async def safe_pass(self) -> bool:
         """One pass; store outages and unexpected errors are logged (once) and retried, never fatal."""
         failures = self.health.failures
-        try:
-            busy = await self.run_pass()
-        except asyncio.CancelledError:
-            raise
-        except StoreUnavailable as exc:
-            self.health.failed(self.clock(), exc, "store_unavailable")
-            return False
-        except Exception as exc:
-            self.log.exception("pass_failed", loop=self.name)
-            self.health.failed(self.clock(), exc)
-            return False
-        if self.health.failures == failures:  # a pass that reported its own failure is no recovery
-            self.health.ok(self.clock())
+        busy = await self._guarded(self.run_pass(), False, "pass_failed")
+        self._ok_unless_failed_since(failures)
         return busy
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Run passes until `stopping` is set, then `drain()`. Only a bug in this machinery ends it early.
+
+        A pass and the `next_wait()` after it are one step for `health`: it recovers only when both work.
+        """
         self._stopping = stopping
         while not stopping.is_set():
             started = self.clock()
             self._wake.clear()
-            if await self.safe_pass():
+            failures = self.health.failures
+            if await self._guarded(self.run_pass(), False, "pass_failed"):
+                self._ok_unless_failed_since(failures)
                 await asyncio.sleep(0)
                 continue
-            wait = await self.next_wait(started)
-            await wait_any(stopping, self._wake, timeout=wait)
+            wait = await self._guarded(self.next_wait(started), self.interval, "next_wait_failed")
+            self._ok_unless_failed_since(failures)
+            await wait_any(stopping, self._wake, max_wait_s=wait)
         await self.drain()
+
+    async def _guarded(self, step: Awaitable[T], default: T, event: str) -> T:
+        """Await `step`; a store outage or an unexpected error is counted in `health` and gives `default`."""
+        try:
+            return await step
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable as exc:
+            self.health.failed(self.clock(), exc, "store_unavailable")
+        except Exception as exc:
+            self.log.exception(event, loop=self.name)
+            self.health.failed(self.clock(), exc)
+        return default
+
+    def _ok_unless_failed_since(self, failures: int) -> None:
+        if self.health.failures == failures:  # a pass that reported its own failure is no recovery
+            self.health.ok(self.clock())
 
     async def drain(self) -> None:
         """Called once after the stop event: finish in-flight work (bounded by the caller's grace period)."""
 
+    async def abort(self) -> None:
+        """The grace period is over: cancel in-flight work now (the supervisor then cancels `run()`)."""
 
-async def wait_any(*events: asyncio.Event, timeout: float) -> None:
-    """Return when any event is set or `timeout` seconds pass."""
+
+async def wait_any(*events: asyncio.Event, max_wait_s: float) -> None:
+    """Return when any event is set or `max_wait_s` seconds pass."""
     if any(e.is_set() for e in events):
         return
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=max_wait_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waiters:
             w.cancel()

@@ -71,12 +71,13 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
             crash_point("after_claim")
         for job in jobs:
             self._claimed.add(self.job_id(job))
-            task = asyncio.create_task(self._run_job(job))
+            task = asyncio.create_task(self._run_job(job), name=f"relay:{self.label}:send")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(jobs) == room
 
     async def next_wait(self, started: float) -> float:
+        """Until the next row is due (reads the store), at most one idle interval, at least 50 ms."""
         due = await self.next_due()
         wait = self.interval if due is None else due - self.clock()
         return min(self.interval, max(0.05, wait))
@@ -106,7 +107,7 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
             return
         self._pending.append(outcome)
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_pending())
+            self._committer = asyncio.create_task(self._commit_pending(), name=f"relay:{self.label}:commit")
 
     async def _commit_pending(self) -> None:
         while self._pending:
@@ -116,15 +117,28 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
             except StoreUnavailable as exc:
                 # Outcomes stay owed: the rows keep their leases and are resent after expiry, same key.
                 self.health.failed(self.clock(), exc, "store_unavailable")
-                for outcome in batch:
-                    self._claimed.discard(self.job_id(outcome.job))  # type: ignore[attr-defined]
+                self._release(batch)
                 return
-            for outcome in batch:
-                self._claimed.discard(self.job_id(outcome.job))  # type: ignore[attr-defined]
-            await self.after_commit(batch)
+            except Exception as exc:
+                # A bug in `commit`. As above, and the committer must not die holding the batch's ids:
+                # they would never be claimed again by this process, and `flush()` would raise.
+                self.log.exception("commit_failed", loop=self.name)
+                self.health.failed(self.clock(), exc)
+                self._release(batch)
+                return
+            self._release(batch)
+            try:
+                await self.after_commit(batch)
+            except Exception:
+                self.log.exception("after_commit_failed", loop=self.name)  # outcomes are durable already
+
+    def _release(self, batch: list[Outcome]) -> None:
+        for outcome in batch:
+            self._claimed.discard(self.job_id(outcome.job))  # type: ignore[attr-defined]
 
     async def flush(self) -> None:
-        """Wait for in-flight sends and for their outcomes to be committed."""
+        """Wait for in-flight sends and for their outcomes to be committed (cancelling the wait cancels
+        the sends too)."""
         while self._in_flight or (self._committer and not self._committer.done()):
             if self._in_flight:
                 await asyncio.gather(*list(self._in_flight), return_exceptions=True)
@@ -132,6 +146,7 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
                 await self._committer
 
     async def drain(self) -> None:
+        """On stop: let in-flight sends finish and commit their outcomes (queued ones are not started)."""
         await self.flush()
 
     async def abort(self) -> None:

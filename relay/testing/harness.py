@@ -8,6 +8,8 @@
             await app.run_once()
 
 Factories do not ship on their own unless `ship_after_s` is given, so tests decide when parcels arrive.
+Apps get `h.sleep`, a `RecordingSleep`: in-call retries return at once and `h.sleep.calls` lists the
+waits they asked for (pass `h.app(sleep=asyncio.sleep)` for real waits).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from adapters.demo.fake import FakeDemoStorefront
-from adapters.webhook.fake import FakeFactory
 from relay.app import App
 from relay.config import Settings, parse_settings
 from relay.registry import Registry
+from relay.testing.contract import RecordingSleep
+from relay.testing.vendor import FakeStorefront
 
 DEFAULT_SKUS = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
 
@@ -63,14 +65,16 @@ class Harness:
     ) -> None:
         self.tmp_path = tmp_path
         self.database = f"sqlite:///{tmp_path / 'relay.db'}"
-        self.storefront = FakeDemoStorefront(page_size=20)
-        self.factories = {
-            name: FakeFactory(name, ship_after_s=ship_after_s, split_parcels=split_parcels)
+        fakes = Registry()  # fakes come from the `relay.fakes` entry points: relay never imports adapters
+        self.storefront: FakeStorefront = fakes.fake("demo")(page_size=20)
+        self.factories: dict[str, Any] = {  # the webhook adapter's FakeFactory
+            name: fakes.fake("webhook")(name, ship_after_s=ship_after_s, split_parcels=split_parcels)
             for name in factories
         }
         self.sku_map = sku_map if sku_map is not None else DEFAULT_SKUS
         self.extra = config or {}
         self.registry = Registry()
+        self.sleep = RecordingSleep()  # every App's in-call retry waits, recorded instead of slept
 
     async def __aenter__(self) -> Harness:
         await self.storefront.start()
@@ -113,7 +117,12 @@ class _AppContext:
     """`async with h.app() as app`: opens the App and points the fake factories at its callback URL."""
 
     def __init__(self, harness: Harness, settings: Settings, clock: Any, kwargs: dict[str, Any]) -> None:
-        extra: dict[str, Any] = {"install_signal_handlers": False, "registry": harness.registry, **kwargs}
+        extra: dict[str, Any] = {
+            "install_signal_handlers": False,
+            "registry": harness.registry,
+            "sleep": harness.sleep,
+            **kwargs,
+        }
         if clock is not None:
             extra["clock"] = clock
         self.harness = harness

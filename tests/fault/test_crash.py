@@ -16,7 +16,7 @@ import random
 import re
 
 from relay.faults import POINTS
-from relay.store.sqlite import MIGRATIONS, _statements
+from relay.store.sqlite import MIGRATIONS
 from tests.fault.summary import env_int, record
 from tests.fault.support import World
 
@@ -42,7 +42,7 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
     per_class: dict[str, list[int]] = {}  # class -> [runs, reached]
     async with World(tmp_path) as world:
         # The first runs crash inside the migration, after a random statement: it must roll back whole.
-        statements = sum(len(list(_statements(script))) for _, script in MIGRATIONS)
+        statements = sum(len(m.statements) for m in MIGRATIONS)
         for _ in range(min(5, max(1, runs // 40))):
             daemon = await world.start(crash_at=f"during_migration@{rng.randint(1, statements)}")
             rc = await daemon.wait(5)
@@ -54,12 +54,17 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
             # Each migration is one transaction: the schema is exactly that of some version, never half of one.
             version = (world.query("SELECT MAX(version) FROM schema_version") or [(0,)])[0][0] or 0
             names = {name for (name,) in world.query("SELECT name FROM sqlite_master")}
-            for v, script in MIGRATIONS:
+            for m in MIGRATIONS:
                 created = set(
-                    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", script)
+                    re.findall(
+                        r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)",
+                        "\n".join(m.statements),
+                    )
                 )
-                expected = created if v <= version else set()
-                assert created & names == expected, f"migration {v} half-applied after a crash (at {version})"
+                expected = created if m.version <= version else set()
+                assert created & names == expected, (
+                    f"migration {m.version} half-applied after a crash (at {version})"
+                )
 
         for run in range(runs):
             for _ in range(rng.randint(0, 3)):

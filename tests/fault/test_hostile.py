@@ -84,7 +84,7 @@ class LiveRelay:
         con = sqlite3.connect(f"file:{self.tmp_path / 'relay.db'}?mode=ro", uri=True)
         try:
             return tuple(
-                con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608
+                con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("shipments", "inbound_messages", "order_events", "storefront_pushes")
             )
         finally:

@@ -39,4 +39,4 @@ def shipment(key: str, lines: list[tuple[str, int]], parcel: str) -> dict[str, A
 
 def events(view: Any) -> list[str]:
     """The kinds of an order's history, in order."""
-    return [e["kind"] for e in view.events]
+    return [e.kind for e in view.events]

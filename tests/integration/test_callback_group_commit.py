@@ -11,6 +11,7 @@ import pytest
 
 from relay.domain.models import Shipment
 from relay.store import ShipmentVerdict
+from relay.store.transitions import shipments
 from relay.testing.harness import Harness
 from relay.testing.vendor import SeedLine
 
@@ -35,7 +36,7 @@ async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp
             held = list(h.factories["acme"].orders.values())
             assert len(held) == 3
             commits: list[str] = []
-            await app.store.db.set_trace_callback(
+            await app.store.connector.db.set_trace_callback(
                 lambda sql: commits.append(sql) if sql == "COMMIT" else None
             )
             now = time.time()
@@ -53,7 +54,7 @@ async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp
             )
             calls.append(app.store.record_shipment("acme", "m-x", parcel("fo_unknown", "1"), now))
             results = await asyncio.gather(*calls)
-            await app.store.db.set_trace_callback(None)
+            await app.store.connector.db.set_trace_callback(None)
             assert [r.verdict for r in results] == [ShipmentVerdict.ACCEPTED] * 3 + [
                 ShipmentVerdict.DUPLICATE,
                 ShipmentVerdict.UNKNOWN_ORDER,
@@ -73,14 +74,14 @@ async def test_a_failing_callback_does_not_fail_the_others_in_its_batch(
         async with h.app() as app:
             await app.run_once()
             good, bad = list(h.factories["acme"].orders.values())
-            original = app.store._record_one_shipment  # type: ignore[attr-defined]
+            original = shipments.record_shipment
 
-            async def flaky(db: Any, factory: str, message_id: str, shipment: Shipment, now: float) -> Any:
+            async def flaky(tx: Any, factory: str, message_id: str, shipment: Shipment, now: float) -> Any:
                 if message_id == "m-bad":
                     raise RuntimeError("boom")
-                return await original(db, factory, message_id, shipment, now)
+                return await original(tx, factory, message_id, shipment, now)
 
-            monkeypatch.setattr(app.store, "_record_one_shipment", flaky)
+            monkeypatch.setattr(shipments, "record_shipment", flaky)
             now = time.time()
             results = await asyncio.gather(
                 app.store.record_shipment(
@@ -94,4 +95,4 @@ async def test_a_failing_callback_does_not_fail_the_others_in_its_batch(
             assert results[0].verdict is ShipmentVerdict.ACCEPTED  # type: ignore[union-attr]
             assert isinstance(results[1], RuntimeError)
             stats = await app.store.stats()
-            assert stats["storefront_pushes"] == {"pending": 1}
+            assert stats.storefront_pushes == {"pending": 1}

@@ -24,14 +24,14 @@ async def test_cancelled_while_a_retry_is_scheduled_is_never_placed(tmp_path):
         acme.fail_next(Fault(status=503))
         async with h.app(clock=clock) as app:
             await app.run_once()
-            assert (await app.store.find_order(1)).factory_orders[0]["next_attempt_at"] is not None
+            assert (await app.store.find_order(1)).factory_orders[0].next_attempt_at is not None
             h.storefront.cancel(oid)
             await app.run_once()
             clock.advance(3600)
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "cancelled"
-        assert view.factory_orders[0]["state"] == "cancelled"
+        assert view.order.state == "cancelled"
+        assert view.factory_orders[0].state == "cancelled"
         assert acme.held == 0
         assert acme.deliveries[key] == 1  # the order itself was never sent again
         # It had been attempted once (a 503 may still have been taken): the factory is told, to be sure.
@@ -48,7 +48,7 @@ async def test_cancelled_before_any_attempt_is_never_sent_at_all(tmp_path):
             h.storefront.cancel(oid)
             await app.run_once()
             view = await app.store.find_order(1)
-        assert (view.order["state"], view.factory_orders[0]["state"]) == ("cancelled", "cancelled")
+        assert (view.order.state, view.factory_orders[0].state) == ("cancelled", "cancelled")
         assert acme.deliveries == {} and acme.cancellations == {}
 
 
@@ -59,7 +59,7 @@ async def test_cancelled_after_placement_the_factory_gets_a_signed_order_cancell
         key = factory_order_key("shop", oid, "acme")
         async with h.app() as app:
             await app.run_once()
-            assert (await app.store.find_order(1)).order["state"] == "placed"
+            assert (await app.store.find_order(1)).order.state == "placed"
             h.storefront.cancel(oid)
             await app.run_once()
             await app.run_once()  # nothing more is owed: the cancellation is not sent twice
@@ -69,8 +69,8 @@ async def test_cancelled_after_placement_the_factory_gets_a_signed_order_cancell
         assert acme.cancellations == {key: 1} and acme.orders[key].cancelled
         assert acme.rejected_signatures == 0
         fo = view.factory_orders[0]
-        assert (fo["state"], fo["cancel_state"]) == ("cancelled", "done")
-        assert view.order["state"] == "cancelled"
+        assert (fo.state, fo.cancel_state) == ("cancelled", "done")
+        assert view.order.state == "cancelled"
         assert {"cancel_requested", "cancel_queued", "factory_cancelled"} <= set(events(view))
 
 
@@ -87,11 +87,11 @@ async def test_cancellation_failures_are_retried_on_the_schedule(tmp_path):
             acme.fail_next(Fault(status=502))
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-            assert (fo["state"], fo["cancel_state"]) == ("placed", "pending")
+            assert (fo.state, fo.cancel_state) == ("placed", "pending")
             clock.advance(6)
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-        assert (fo["state"], fo["cancel_state"]) == ("cancelled", "done")
+        assert (fo.state, fo.cancel_state) == ("cancelled", "done")
         assert acme.deliveries[f"{key}.cancel"] == 2 and acme.cancellations == {key: 1}
 
 
@@ -106,12 +106,12 @@ async def test_already_shipped_answer_keeps_the_shipment_flowing_back(tmp_path):
             h.storefront.cancel(oid)
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-            assert (fo["state"], fo["cancel_state"]) == ("placed", "refused")
+            assert (fo.state, fo.cancel_state) == ("placed", "refused")
             line = h.storefront.line_ids(oid)[0]
             assert await acme.send_event(shipment(key, [(line, 1)], "P1"), "ship-1") == 200
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "completed"
+        assert view.order.state == "completed"
         assert len(h.storefront.fulfilments(oid)) == 1
         assert "cancel_refused_already_shipped" in events(view)
 
@@ -125,7 +125,7 @@ async def test_a_parcel_reported_after_the_factory_cancelled_is_still_accepted_a
             await app.run_once()
             h.storefront.cancel(oid)
             await app.run_once()
-            assert (await app.store.find_order(1)).order["state"] == "cancelled"
+            assert (await app.store.find_order(1)).order.state == "cancelled"
             line = h.storefront.line_ids(oid)[0]
             event = shipment(key, [(line, 1)], "P1")
             assert await post_event(app, "acme", acme.callback_secret, event, "late-1", ts=app.clock()) == (
@@ -134,8 +134,8 @@ async def test_a_parcel_reported_after_the_factory_cancelled_is_still_accepted_a
             )
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "cancelled"  # terminal; the parcel is real all the same
-        assert view.factory_orders[0]["state"] == "shipped"
+        assert view.order.state == "cancelled"  # terminal; the parcel is real all the same
+        assert view.factory_orders[0].state == "shipped"
         assert len(h.storefront.fulfilments(oid)) == 1
 
 
@@ -180,15 +180,15 @@ async def test_a_rejected_cancellation_flags_the_order_for_a_person_and_stays_fl
             acme.fail_next(Fault(status=400, body='{"error": "cannot cancel: in production"}'))
             await app.run_once()
             view = await app.store.find_order(1)
-            assert view.factory_orders[0]["cancel_state"] == "dead"
-            assert view.order["attention_reason"] == "cancel_rejected"
-            assert "in production" in view.order["attention_detail"]
-            assert (await app.store.stats())["attention"] == {"cancel_rejected": 1}
+            assert view.factory_orders[0].cancel_state == "dead"
+            assert view.order.attention_reason == "cancel_rejected"
+            assert "in production" in view.order.attention_detail
+            assert (await app.store.stats()).attention == {"cancel_rejected": 1}
             # The factory ships anyway: the parcel flows back, and the order stays flagged.
             line = h.storefront.line_ids(oid)[0]
             assert await acme.send_event(shipment(key, [(line, 1)], "P1"), "ship-1") == 200
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "completed"
-        assert view.order["attention_reason"] == "cancel_rejected"
+        assert view.order.state == "completed"
+        assert view.order.attention_reason == "cancel_rejected"
         assert "cancel_dead_lettered" in events(view)

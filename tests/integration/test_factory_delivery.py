@@ -29,8 +29,8 @@ async def test_503_three_times_then_200_places_one_order(tmp_path):
             # Standard Webhooks: after attempt n the next is due schedule[n] later (5 s, 5 min, 30 min) ±10 %.
             for expected_wait in (5, 300, 1800):
                 fo = (await app.store.find_order(1)).factory_orders[0]
-                assert fo["state"] == "pending"
-                assert 0.9 * expected_wait <= fo["next_attempt_at"] - clock.now <= 1.1 * expected_wait
+                assert fo.state == "pending"
+                assert 0.9 * expected_wait <= fo.next_attempt_at - clock.now <= 1.1 * expected_wait
                 clock.advance(0.85 * expected_wait)
                 await app.run_once()  # not due yet: nothing leaves
                 clock.advance(0.3 * expected_wait)
@@ -39,7 +39,7 @@ async def test_503_three_times_then_200_places_one_order(tmp_path):
         key = factory_order_key("shop", oid, "acme")
         assert acme.deliveries == {key: 4}
         assert acme.held == 1
-        assert (view.factory_orders[0]["state"], view.factory_orders[0]["attempts"]) == ("placed", 4)
+        assert (view.factory_orders[0].state, view.factory_orders[0].attempts) == ("placed", 4)
         assert events(view).count("delivery_failed") == 3
 
 
@@ -53,7 +53,7 @@ async def test_429_with_retry_after_is_not_retried_sooner(tmp_path):
         async with h.app(clock=clock) as app:
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-            assert fo["next_attempt_at"] >= clock.now + 7
+            assert fo.next_attempt_at >= clock.now + 7
             clock.advance(6.9)
             await app.run_once()
             assert sent(acme) == 1
@@ -71,8 +71,8 @@ async def test_301_is_a_failed_attempt_and_is_not_followed(tmp_path):
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
         assert sent(acme) == 1  # a followed redirect would have reached the factory again
-        assert (fo["state"], fo["attempts"]) == ("pending", 1)
-        assert "redirect" in fo["last_error"] and "not followed" in fo["last_error"]
+        assert (fo.state, fo.attempts) == ("pending", 1)
+        assert "redirect" in fo.last_error and "not followed" in fo.last_error
 
 
 async def test_retries_exhausted_dead_letters_with_the_last_response_quoted(tmp_path):
@@ -90,9 +90,9 @@ async def test_retries_exhausted_dead_letters_with_the_last_response_quoted(tmp_
             await app.run_once()
             view = await app.store.find_order(1)
         fo = view.factory_orders[0]
-        assert (fo["state"], fo["attempts"], fo["dead_reason"]) == ("dead", 3, "retries_exhausted")
-        assert "oven 3 broke" in fo["last_error"]
-        assert (view.order["state"], view.order["attention_reason"]) == ("failed", "retries_exhausted")
+        assert (fo.state, fo.attempts, fo.dead_reason) == ("dead", 3, "retries_exhausted")
+        assert "oven 3 broke" in fo.last_error
+        assert (view.order.state, view.order.attention_reason) == ("failed", "retries_exhausted")
         assert sent(acme) == 3
 
 
@@ -107,18 +107,18 @@ async def test_410_disables_the_factory_until_enabled_then_each_order_is_placed_
         with capture_logs() as logs:
             async with h.app(clock=clock) as app:
                 await app.run_once()  # both go out concurrently, both get 410
-                [row] = [f for f in await app.store.list_factories() if f["name"] == "acme"]
-                assert row["disabled_at"] == clock.now and "410" in row["disabled_reason"]
+                [row] = [f for f in await app.store.list_factories() if f.name == "acme"]
+                assert row.disabled_at == clock.now and "410" in row.disabled_reason
                 third = h.storefront.add_order([SeedLine("TEE-RED-M")])
                 clock.advance(3600)
                 await app.run_once()  # disabled: nothing leaves, however long we wait
                 assert sent(acme) == 2
                 fos = [(await app.store.find_order(i)).factory_orders[0] for i in (1, 2, 3)]
-                assert {(fo["state"], fo["attempts"]) for fo in fos} == {("pending", 0)}
+                assert {(fo.state, fo.attempts) for fo in fos} == {("pending", 0)}
 
                 assert await app.store.enable_factory("acme", clock.now)
                 await app.run_once()
-                states = [(await app.store.find_order(i)).order["state"] for i in (1, 2, 3)]
+                states = [(await app.store.find_order(i)).order.state for i in (1, 2, 3)]
         assert [e for e in logs if e["event"] == "factory_disabled"] == [
             next(e for e in logs if e["event"] == "factory_disabled")
         ]
@@ -148,7 +148,7 @@ async def test_circuit_logs_failing_and_recovered_once_and_probes_one_at_a_time(
                 assert sent(acme) == 6  # the failed probe's own retry time (5 min) is not reached
                 clock.advance(400)
                 await app.run_once()  # the probe succeeds, the circuit closes, the rest follow
-                states = {(await app.store.find_order(i)).order["state"] for i in range(1, 6)}
+                states = {(await app.store.find_order(i)).order.state for i in range(1, 6)}
         assert states == {"placed"}
         assert sent(acme) == 11 and acme.held == 5
         failing = [e for e in logs if e["event"] == "factory_failing"]
@@ -169,16 +169,16 @@ async def test_a_restart_in_the_middle_of_the_schedule_resumes_it(tmp_path):
             clock.advance(6)
             await app.run_once()
             before = (await app.store.find_order(1)).factory_orders[0]
-        assert before["attempts"] == 2 and before["next_attempt_at"] - clock.now >= 270
+        assert before.attempts == 2 and before.next_attempt_at - clock.now >= 270
         async with h.app(clock=clock) as app:
             after = (await app.store.find_order(1)).factory_orders[0]
-            assert (after["attempts"], after["next_attempt_at"]) == (2, before["next_attempt_at"])
+            assert (after.attempts, after.next_attempt_at) == (2, before.next_attempt_at)
             await app.run_once()
             assert sent(acme) == 2  # still not due after the restart
-            clock.now = before["next_attempt_at"]
+            clock.now = before.next_attempt_at
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-        assert (fo["state"], fo["attempts"]) == ("placed", 3)
+        assert (fo.state, fo.attempts) == ("placed", 3)
         assert sent(acme) == 3 and acme.held == 1
 
 
@@ -197,8 +197,8 @@ async def test_a_factory_url_resolving_to_loopback_is_refused_and_never_reached(
             await run_until_idle(app.forwarder)
             fo = (await app.store.find_order(1)).factory_orders[0]
         assert sent(acme) == 0
-        assert (fo["state"], fo["attempts"]) == ("pending", 1)  # may be a DNS or config fix away: retried
-        assert "forbids" in fo["last_error"]
+        assert (fo.state, fo.attempts) == ("pending", 1)  # may be a DNS or config fix away: retried
+        assert "forbids" in fo.last_error
 
 
 async def test_an_oversized_factory_answer_is_refused_and_retried(tmp_path):
@@ -211,9 +211,9 @@ async def test_an_oversized_factory_answer_is_refused_and_retried(tmp_path):
         async with h.app(clock=clock) as app:
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-            assert (fo["state"], fo["attempts"]) == ("pending", 1)
-            assert "cap" in fo["last_error"]
+            assert (fo.state, fo.attempts) == ("pending", 1)
+            assert "cap" in fo.last_error
             clock.advance(6)
             await app.run_once()
             fo = (await app.store.find_order(1)).factory_orders[0]
-        assert fo["state"] == "placed" and acme.held == 1
+        assert fo.state == "placed" and acme.held == 1

@@ -25,7 +25,7 @@ def harness(tmp_path, slow: FakePolledFactory, **config) -> Harness:
         tmp_path,
         factories=("acme",),
         sku_map={"TEE-RED-M": "acme", "MUG-WHT": "slow", "CAP-BLK": "slow"},
-        config={"factories": {"slow": slow.adapter_options()}, **config},
+        config={"factories": {"slow": slow.factory_config()}, **config},
     )
 
 
@@ -37,7 +37,7 @@ async def test_polled_shipments_flow_back_page_by_page_and_a_repoll_has_no_secon
             assert slow.held == 2 and slow.rejected_signatures == 0
             assert await slow.ship_all() == 2  # two parcels each: four listed, two pages of two
             await app.run_once()
-            states = [(await app.store.find_order(i)).order["state"] for i in (1, 2)]
+            states = [(await app.store.find_order(i)).order.state for i in (1, 2)]
             assert slow.listing_requests == [None, "0", "2"]  # the first poll found nothing yet
             assert await app.store.get_factory_cursor("slow") == "4"
             # The cursor is lost (restored backup, say): everything is listed again, nothing happens twice.
@@ -50,7 +50,7 @@ async def test_polled_shipments_flow_back_page_by_page_and_a_repoll_has_no_secon
         key = factory_order_key("shop", oids[0], "slow")
         parcel = Shipment.model_validate(slow.listed[0])
         assert polled_message_id(parcel) == f"poll:{key}:{parcel.shipment_id}"
-        assert [s["shipment_id"] for s in view.shipments] == [p["shipment_id"] for p in slow.listed[:2]]
+        assert [s.shipment_id for s in view.shipments] == [p["shipment_id"] for p in slow.listed[:2]]
 
 
 async def test_a_failing_listing_is_logged_once_and_the_cursor_waits(tmp_path, slow, recording_sleep):
@@ -68,7 +68,7 @@ async def test_a_failing_listing_is_logged_once_and_the_cursor_waits(tmp_path, s
                 )  # where the first, empty poll left it
                 assert app.health()["failing"] == {"factory_poller:slow": "HTTP 503"}
                 await app.run_once()
-                state = (await app.store.find_order(1)).order["state"]
+                state = (await app.store.find_order(1)).order.state
         assert state == "completed"
         assert len(recording_sleep.calls) == 4  # in-call retries: 2 per failed poll, never really slept
         assert [
@@ -100,7 +100,7 @@ async def test_bad_records_and_parcels_of_unknown_orders_are_skipped_and_the_cur
                 slow.listed[-1]["shipped_at"] = "2025-01-01T00:00:00Z"  # unknown fields are ignored
                 await app.run_once()
                 assert await app.store.get_factory_cursor("slow") == "3"
-                state = (await app.store.find_order(1)).order["state"]
+                state = (await app.store.find_order(1)).order.state
         assert state == "completed" and len(h.storefront.fulfilments(oid)) == 1
         events = {e["event"] for e in logs}
         assert {"polled_shipment_malformed", "polled_shipment_rejected"} <= events

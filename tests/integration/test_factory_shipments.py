@@ -26,7 +26,7 @@ async def test_two_parcels_make_two_pushes_and_the_order_completes_after_the_sec
             )[0] == 200
             await app.run_once()
             view = await app.store.find_order(1)
-            assert (view.order["state"], view.factory_orders[0]["state"]) == (
+            assert (view.order.state, view.factory_orders[0].state) == (
                 "partially_shipped",
                 "partially_shipped",
             )
@@ -36,14 +36,14 @@ async def test_two_parcels_make_two_pushes_and_the_order_completes_after_the_sec
             assert (await post_event(app, "acme", secret, event, "m2", ts=app.clock()))[0] == 200
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "completed"
-        assert view.factory_orders[0]["state"] == "shipped"
+        assert view.order.state == "completed"
+        assert view.factory_orders[0].state == "shipped"
         pushed = h.storefront.fulfilments(oid)
         assert [(f.tracking_number, f.line_ids, f.quantities) for f in pushed] == [
             ("SF-P1", (red,), (1,)),
             ("SF-P2", (red, blue), (1, 1)),
         ]
-        assert [s["push_state"] for s in view.shipments] == ["done", "done"]
+        assert [s.push_state for s in view.shipments] == ["done", "done"]
 
 
 async def test_a_shipment_for_lines_not_in_that_factory_order_is_rejected_and_changes_nothing(tmp_path):
@@ -90,7 +90,7 @@ async def test_processed_message_ids_survive_a_restart(tmp_path):
                 {"status": "duplicate"},
             )
             view = await app.store.find_order(1)
-        assert [s["shipment_id"] for s in view.shipments] == ["P1"]
+        assert [s.shipment_id for s in view.shipments] == ["P1"]
 
 
 async def test_timestamps_within_five_minutes_are_accepted_and_beyond_are_refused(tmp_path):
@@ -110,7 +110,7 @@ async def test_timestamps_within_five_minutes_are_accepted_and_beyond_are_refuse
                     0
                 ] == status
             view = await app.store.find_order(1)
-        assert [s["shipment_id"] for s in view.shipments] == ["P0", "P1"]
+        assert [s.shipment_id for s in view.shipments] == ["P0", "P1"]
 
 
 async def test_malformed_json_of_every_kind_gets_a_4xx_never_a_5xx(tmp_path):

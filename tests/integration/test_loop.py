@@ -51,10 +51,10 @@ async def test_order_split_across_two_factories_is_placed_shipped_and_completed(
                 assert await fake.ship_all() == 1
             await app.run_once()
             view = await app.store.find_order(await app.store.find_order_id("shop", oid))
-        assert view.order["state"] == "completed"
-        assert {fo["state"] for fo in view.factory_orders} == {"shipped"}
+        assert view.order.state == "completed"
+        assert {fo.state for fo in view.factory_orders} == {"shipped"}
         assert len(h.storefront.fulfilments(oid)) == 2
-        kinds = [e["kind"] for e in view.events]
+        kinds = [e.kind for e in view.events]
         assert kinds[:2] == ["received", "routed"] and kinds[-1] == "completed"
         assert kinds.count("factory_accepted") == 2 and kinds.count("tracking_pushed") == 2
 
@@ -66,16 +66,16 @@ async def test_unknown_sku_holds_the_order_visibly_until_mapped(tmp_path):
             await app.run_once()
             held = await app.store.list_orders("held", 10)
             stats = await app.store.stats()
-        assert [(o["external_id"], o["attention_reason"]) for o in held] == [(oid, "unknown_sku")]
-        assert "NOPE-42" in held[0]["attention_detail"]
-        assert stats["attention"] == {"unknown_sku": 1}
+        assert [(o.external_id, o.attention_reason) for o in held] == [(oid, "unknown_sku")]
+        assert "NOPE-42" in held[0].attention_detail
+        assert stats.attention == {"unknown_sku": 1}
         assert sum(f.held for f in h.factories.values()) == 0
         # The operator maps the SKU and retries: the order goes through, nothing was lost.
         settings = h.settings(routing={"skus": {**h.sku_map, "NOPE-42": "bolt"}})
         async with h.app(settings=settings) as app:
-            assert await app.store.retry_order(held[0]["id"], time.time()) == ["order requeued for routing"]
+            assert await app.store.retry_order(held[0].id, time.time()) == ["order requeued for routing"]
             await app.run_once()
-            state = (await app.store.find_order(held[0]["id"])).order["state"]
+            state = (await app.store.find_order(held[0].id)).order.state
         assert state == "placed"
         assert (h.factories["acme"].held, h.factories["bolt"].held) == (1, 1)
 
@@ -90,8 +90,8 @@ async def test_factory_503_then_200_places_once_with_the_same_key(tmp_path):
             await app.run_once()
             view = await app.store.find_order(1)
             fo = view.factory_orders[0]
-            assert (fo["state"], fo["attempts"]) == ("pending", 1)
-            assert fo["next_attempt_at"] >= clock.now + 7
+            assert (fo.state, fo.attempts) == ("pending", 1)
+            assert fo.next_attempt_at >= clock.now + 7
             await app.run_once()  # not due yet: nothing is sent
             assert sum(acme.deliveries.values()) == 1
             clock.advance(7.5)
@@ -100,8 +100,8 @@ async def test_factory_503_then_200_places_once_with_the_same_key(tmp_path):
         key = factory_order_key("shop", oid, "acme")
         assert acme.deliveries == {key: 2}
         assert acme.held == 1
-        assert view.factory_orders[0]["state"] == "placed"
-        assert [e["kind"] for e in view.events].count("delivery_failed") == 1
+        assert view.factory_orders[0].state == "placed"
+        assert [e.kind for e in view.events].count("delivery_failed") == 1
 
 
 async def test_factory_400_dead_letters_with_the_response_quoted(tmp_path):
@@ -112,11 +112,11 @@ async def test_factory_400_dead_letters_with_the_response_quoted(tmp_path):
             await app.run_once()
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "failed"
-        assert view.order["attention_reason"] == "factory_rejected"
+        assert view.order.state == "failed"
+        assert view.order.attention_reason == "factory_rejected"
         fo = view.factory_orders[0]
-        assert fo["state"] == "dead" and fo["dead_reason"] == "factory_rejected"
-        assert "address incomplete" in fo["last_error"]
+        assert fo.state == "dead" and fo.dead_reason == "factory_rejected"
+        assert "address incomplete" in fo.last_error
         assert sum(h.factories["acme"].deliveries.values()) == 1
 
 
@@ -139,7 +139,7 @@ async def test_callbacks_are_authenticated_deduplicated_and_scoped_to_their_fact
             # Factory B, correctly signed with its own secret, cannot touch factory A's order.
             status, _ = await post_event(app, "bolt", bolt.callback_secret, event, "m1")
             assert status == 404
-            assert (await app.store.find_order(1)).shipments == []
+            assert (await app.store.find_order(1)).shipments == ()
 
             assert await post_event(app, "acme", acme.callback_secret, event, "m1") == (
                 200,
@@ -155,7 +155,7 @@ async def test_callbacks_are_authenticated_deduplicated_and_scoped_to_their_fact
             view = await app.store.find_order(1)
         assert len(view.shipments) == 1
         assert len(h.storefront.fulfilments(oid)) == 1
-        assert view.order["state"] == "partially_shipped"
+        assert view.order.state == "partially_shipped"
 
 
 @pytest.mark.parametrize(
@@ -201,12 +201,15 @@ async def test_storefront_push_failure_retries_then_completes(tmp_path):
         async with h.app(clock=clock) as app:
             await app.run_once()
             await h.factories["acme"].ship_all()
-            h.storefront.fail_next(500, times=10)  # outlasts the in-call retries
+            h.storefront.fail_next(500, times=10)  # the next poll and push each outlast their in-call retries
             await app.run_once()
-            assert (await app.store.find_order(1)).order["state"] == "shipped"
+            assert (await app.store.find_order(1)).order.state == "shipped"
+            # 5 attempts each, so 4 backoff waits each: asked for (jittered, growing), never really slept.
+            assert len(h.sleep.calls) == 8 and all(0 < s <= 10.0 for s in h.sleep.calls)
             clock.advance(3600)
             await app.run_once()
-            assert (await app.store.find_order(1)).order["state"] == "completed"
+            assert (await app.store.find_order(1)).order.state == "completed"
+            assert len(h.sleep.calls) == 8  # the persisted retry went through at its first attempt
         assert len(h.storefront.fulfilments(oid)) == 1
 
 
@@ -216,9 +219,7 @@ async def test_unpaid_and_test_orders_are_held_with_reasons_and_unpaid_is_placed
         h.storefront.add_order([SeedLine("TEE-RED-M")], test=True)
         async with h.app() as app:
             await app.run_once()
-            reasons = {
-                o["external_id"]: o["attention_reason"] for o in await app.store.list_orders("held", 10)
-            }
+            reasons = {o.external_id: o.attention_reason for o in await app.store.list_orders("held", 10)}
             assert sorted(reasons.values()) == ["test_order", "unpaid"]
             h.storefront.mark_paid(unpaid)
             await app.run_once()
@@ -236,7 +237,7 @@ async def test_cancelled_before_placement_is_never_placed(tmp_path):
             h.storefront.mark_paid(oid)
             await app.run_once()
             view = await app.store.find_order(1)
-        assert view.order["state"] == "cancelled"
+        assert view.order.state == "cancelled"
         assert h.factories["acme"].held == 0
 
 
@@ -247,8 +248,8 @@ async def test_malformed_storefront_order_is_quarantined_and_the_rest_flow(tmp_p
         async with h.app() as app:
             await app.run_once()
             stats = await app.store.stats()
-        assert stats["quarantined"] == 1
-        assert stats["orders"] == {"placed": 1}
+        assert stats.quarantined == 1
+        assert stats.orders == {"placed": 1}
         assert bad not in {o.payload["order_id"] for o in h.factories["acme"].orders.values()}
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from relay.domain.models import factory_order_key
 from relay.exceptions import UnsupportedDatabaseVersion
-from relay.store.sqlite import LATEST_VERSION, SQLiteStore
+from relay.store import open_store
+from relay.store.sqlite import MIGRATIONS
 from relay.testing.harness import Harness
 from relay.testing.vendor import SeedLine
 
@@ -89,13 +90,15 @@ async def test_sigterm_stops_the_daemon_cleanly(tmp_path):
 
 async def test_a_database_newer_than_the_code_is_refused(tmp_path):
     db = tmp_path / "relay.db"
-    store = SQLiteStore(str(db))
+    store = open_store(f"sqlite:///{db}")
     await store.open()
     await store.migrate()
     await store.close()
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, 0)", (LATEST_VERSION + 1,))
-    store = SQLiteStore(str(db))
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?, 0)", (MIGRATIONS[-1].version + 1,)
+        )
+    store = open_store(f"sqlite:///{db}")
     await store.open()
     try:
         with pytest.raises(UnsupportedDatabaseVersion):
@@ -105,10 +108,10 @@ async def test_a_database_newer_than_the_code_is_refused(tmp_path):
 
 
 async def test_store_runs_wal_with_full_sync(tmp_path):
-    store = SQLiteStore(str(tmp_path / "relay.db"))
+    store = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
     await store.open()
     try:
-        assert (await store.db.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
-        assert (await store.db.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
+        assert (await store.connector.db.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
+        assert (await store.connector.db.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
     finally:
         await store.close()

@@ -33,7 +33,7 @@ async def test_stop_drains_in_flight_sends_and_starts_no_queued_ones(tmp_path):
                 states = []
                 for order_id in range(1, 5):
                     view = await app.store.find_order(order_id)
-                    states += [fo["state"] for fo in view.factory_orders]
+                    states += [fo.state for fo in view.factory_orders]
         finally:
             await proxy.close()
     assert sum(acme.deliveries.values()) == 1
