@@ -87,6 +87,11 @@ class InboundSettings(Section):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
     timestamp_tolerance_s: float = Field(default=300.0, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A request's line and headers must be in this long after the connection opened (or, kept alive,
+    after the previous response); also how long an idle kept-alive connection stays open."""
+    max_connections: int = Field(default=256, ge=1, le=65535)
+    """Open inbound connections at most; a connection beyond gets 503 and is closed."""
 
 
 class EgressSettings(Section):

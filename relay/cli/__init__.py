@@ -2,8 +2,10 @@
 
 One module per command group; each has `configure(subparsers)`, which adds its commands with
 `set_defaults(func=…)`. A command takes an `Invocation` and returns an exit code (see
-`relay.cli.common`): 0 success, 1 failure, 2 usage, 70 a loop crashed, 75 database unavailable,
-78 configuration error.
+`relay.cli.common`): 0 success, 1 failure, 2 usage, 70 a loop crashed, 75 database unavailable or,
+for `run --once`, any component failed during the pass (a storefront or factory unreachable or refusing
+credentials, the store unavailable; also when only one of several storefronts failed and the rest of
+the pass went through: the failed ones are named on stderr), 78 configuration error.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ EX_OK = 0
 EX_FAILURE = 1  # the command ran and failed (a demo that did not deliver, an unknown order)
 EX_USAGE = 2  # argparse's own code for bad arguments
 EX_SOFTWARE = 70  # a loop crashed: the daemon shut down cleanly and wants a restart
-EX_TEMPFAIL = 75  # the database is unavailable: try again later
+EX_TEMPFAIL = 75  # the database is unavailable, or part of a `run --once` pass failed: try again later
 EX_CONFIG = 78  # the configuration (or the database's schema version) is unusable
 
 T = TypeVar("T")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from relay.inbound.callbacks import FactoryCallbacks
-from relay.inbound.ops import OpsEndpoints
+from relay.inbound.ops import CounterSample, OpsEndpoints
 from relay.store import Store
 
 
@@ -25,7 +25,8 @@ class InboundServer:
         max_body_bytes: int,
         log: Any,
         on_shipment: Callable[[], None] = lambda: None,
-        stats: Callable[[], Any] | None = None,
+        stats: Callable[[], Mapping[str, Any]] | None = None,
+        counters: Callable[[], Iterable[CounterSample]] | None = None,
     ) -> None:
         self.callbacks = FactoryCallbacks(
             store,
@@ -36,7 +37,7 @@ class InboundServer:
             log=log,
             on_shipment=on_shipment,
         )
-        self.ops = OpsEndpoints(store, stats=stats)
+        self.ops = OpsEndpoints(store, stats=stats, counters=counters, log=log)
         self.app = web.Application(client_max_size=max_body_bytes)
         self.app.router.add_post("/v1/factories/{factory}/events", self.callbacks.factory_event)
         self.app.router.add_get("/healthz", self.ops.healthz)

@@ -4,12 +4,20 @@ The cursor belongs to the core. Each poll asks for orders updated since `cursor 
 sharing the cursor's timestamp, or updated while the previous listing was in progress, are seen again;
 the store ignores what it already has. For sorted adapters the cursor moves with each committed page;
 for unsorted ones only after the whole listing was drained.
+
+The cursor is bounded by relay's own clock: it is never stored, nor read, beyond `clock() -
+CURSOR_MARGIN_S`. An order stamped in the future (a storefront's clock ahead, a bad import) would
+otherwise carry the cursor past every order updated before that stamp, and they would never be listed.
+Such an order is simply listed again on later polls (the store ignores what it already has) until relay's
+clock passes its stamp. A stamp more than `CURSOR_MARGIN_S` ahead of relay's clock is a *future stamp*:
+logged once per order and stamp (`future_timestamp`, with the storefront, the order's external id and
+`ahead_s`) and counted in `future_stamps` (`relay_future_timestamps_total{storefront}` on `/metrics`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay.contracts import StorefrontAdapter
@@ -19,8 +27,13 @@ from relay.faults import crash_point
 from relay.loops.base import Loop
 from relay.store import Store
 
+CURSOR_MARGIN_S = 60.0
+"""The stored cursor stays at least this far behind relay's clock; stamps further ahead are logged."""
+
 
 class OrderPoller(Loop):
+    """Polls one storefront for orders updated since its cursor and hands every page to the store."""
+
     name = "poller"
 
     def __init__(
@@ -39,6 +52,9 @@ class OrderPoller(Loop):
         self.adapter = adapter
         self.overlap = timedelta(seconds=overlap_s)
         self.on_orders = on_orders
+        self.future_stamps = 0
+        """Future stamps seen since start (each order and stamp counted once)."""
+        self._future_seen: set[tuple[str, datetime]] = set()
 
     async def run_pass(self) -> bool:
         try:
@@ -51,7 +67,11 @@ class OrderPoller(Loop):
 
     async def poll_once(self) -> int:
         """Drain one listing. Returns how many orders were new or changed."""
-        cursor = await self.store.get_cursor(self.adapter.name)
+        now = self.clock()
+        limit = datetime.fromtimestamp(now - CURSOR_MARGIN_S, UTC)
+        self._forget_past_stamps(limit)
+        stored = await self.store.get_cursor(self.adapter.name)
+        cursor = min(stored, limit) if stored else None  # a cursor stored in the future is not trusted
         since = cursor - self.overlap if cursor else None
         newest: datetime | None = cursor
         changed = pages = 0
@@ -60,8 +80,10 @@ class OrderPoller(Loop):
             orders = [o for o in page if isinstance(o, Order)]
             malformed = [m for m in page if isinstance(m, Malformed)]
             for order in orders:
-                if newest is None or order.updated_at > newest:
-                    newest = order.updated_at
+                self._check_stamp(order, now)
+                stamp = min(order.updated_at, limit).astimezone(UTC)  # one offset: the store compares text
+                if newest is None or stamp > newest:
+                    newest = stamp
             result = await self.store.ingest(
                 self.adapter.name, orders, malformed, newest if self.adapter.is_sorted else None, self.clock()
             )
@@ -77,3 +99,24 @@ class OrderPoller(Loop):
         if changed:
             self.log.info("orders_polled", changed=changed, pages=pages)
         return changed
+
+    def _check_stamp(self, order: Order, now: float) -> None:
+        """Log and count an order stamped more than `CURSOR_MARGIN_S` ahead of relay's clock, once."""
+        ahead_s = order.updated_at.timestamp() - now
+        if ahead_s <= CURSOR_MARGIN_S:
+            return
+        key = (order.external_id, order.updated_at)
+        if key in self._future_seen:
+            return
+        self._future_seen.add(key)
+        self.future_stamps += 1
+        self.log.warning(
+            "future_timestamp",
+            external_id=order.external_id,
+            updated_at=order.updated_at.isoformat(),
+            ahead_s=round(ahead_s, 3),
+        )
+
+    def _forget_past_stamps(self, limit: datetime) -> None:
+        """Drop remembered future stamps relay's clock has passed: they are not listed as future again."""
+        self._future_seen = {key for key in self._future_seen if key[1] > limit}
