@@ -14,6 +14,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,8 +29,9 @@ from pydantic import (
     field_validator,
 )
 
-from relay.exceptions import ConfigurationError, UnsafeURL
+from relay.exceptions import ConfigurationError, UnsafeURL, remember_secrets
 from relay.outbound.policy import check_url
+from relay.signing import secret_bytes
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -118,6 +120,23 @@ class RetrySettings(Section):
         return value
 
 
+class RetentionSettings(Section):
+    """How long history is kept (`relay prune`, and the daemon's pass every `interval_s`); see
+    `relay.store.transitions.retention`. Non-final orders are never pruned."""
+
+    enabled: bool = True
+    """Run the daemon's automatic pass (`relay prune` works either way)."""
+    inbound_message_days: float = Field(default=30.0, gt=0)
+    """Callback message ids (replay protection) are kept this long; must exceed the inbound timestamp
+    tolerance, beyond which a replay is refused by its timestamp anyway."""
+    order_history_days: float = Field(default=90.0, gt=0)
+    """Events, parcels and tracking pushes of orders final (completed or cancelled, nothing owed) for
+    this long are deleted; the order, its lines and factory orders stay."""
+    interval_s: float = Field(default=86400.0, ge=60)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Message ids, or orders, per delete transaction."""
+
+
 class _AdapterSection(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     adapter: str
@@ -129,6 +148,16 @@ class StorefrontSettings(_AdapterSection):
     cursor_overlap_s: float = Field(default=300.0, ge=0)
     test_tags: tuple[str, ...] = ()
     retry: RetrySettings = RetrySettings(schedule_s=(0, 5, 30, 120, 600, 1800, 3600, 7200, 21600, 43200))
+    start_from: str = "now"
+    """Where the very first poll (no stored cursor) starts: "now" (the daemon's first start) or an ISO 8601
+    date or time (a date is midnight UTC; a time without offset is UTC). Orders updated before it are
+    never listed; orders already fulfilled on the storefront are recorded, never routed."""
+
+    @field_validator("start_from")
+    @classmethod
+    def _start_point(cls, value: str) -> str:
+        parse_start_from(value, now=0.0)
+        return value
 
 
 class FactorySettings(_AdapterSection):
@@ -137,6 +166,16 @@ class FactorySettings(_AdapterSection):
     shipment_poll_interval_s: float = Field(default=60.0, gt=0)  # adapters that are polled for shipments
     retry: RetrySettings = RetrySettings()
 
+    @field_validator("callback_secrets")
+    @classmethod
+    def _usable_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:  # a bad `whsec_` secret would fail every callback, not `relay check`
+            try:
+                secret_bytes(secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,6 +183,7 @@ class Settings(BaseModel):
     daemon: DaemonSettings = DaemonSettings()
     inbound: InboundSettings = InboundSettings()
     egress: EgressSettings = EgressSettings()
+    retention: RetentionSettings = RetentionSettings()
     storefronts: dict[str, StorefrontSettings] = Field(min_length=1)
     factories: dict[str, FactorySettings] = Field(min_length=1)
     routing: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -151,6 +191,19 @@ class Settings(BaseModel):
     @property
     def sku_map(self) -> dict[str, str]:
         return self.routing.get("skus", {})
+
+
+def parse_start_from(value: str, *, now: float) -> datetime:
+    """The start point a `start_from` setting names: "now" is `now`; a date is its midnight UTC; a time
+    without an offset is UTC. Raises ValueError for anything else."""
+    text = value.strip()
+    if text.lower() == "now":
+        return datetime.fromtimestamp(now, UTC)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError('must be "now" or an ISO 8601 date or time, e.g. "2026-11-01"') from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -240,6 +293,13 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
                 problems.extend(_problems(exc, (kind, name)))
                 continue
             problems.extend(_check_urls(f"{kind}.{name}", options[(kind, name)], egress))
+    if settings and settings.retention.inbound_message_days * 86400 <= settings.inbound.timestamp_tolerance_s:
+        problems.append(
+            (
+                "retention.inbound_message_days",
+                "must keep message ids longer than inbound.timestamp_tolerance_s",
+            )
+        )
     routing = _table(data, "routing")
     problems.extend((f"routing.{key}", "unknown key") for key in sorted(set(routing) - {"skus"}))
     factories = _table(data, "factories")
@@ -249,6 +309,7 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
             problems.append((f'routing.skus."{sku}"', f"unknown factory {factory!r}"))
     if problems or settings is None:
         raise ConfigurationError(problems)
+    remember_secrets(_secret_values(settings, *options.values()))  # logs and errors scrub them anywhere
     return settings.model_copy(
         update={
             "storefronts": {
@@ -259,6 +320,28 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
             },
         }
     )
+
+
+def _secret_values(*models: BaseModel) -> list[str]:
+    """Every `SecretStr` value in these models (nested models, tuples and dicts included)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for _, item in value:
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    for model in models:
+        walk(model)
+    return found
 
 
 def _with_options(section: _AdapterSection, options: BaseModel) -> Any:

@@ -13,7 +13,8 @@ Bad records inside an otherwise good page are not exceptions: adapters yield `mo
     │   └── UnsupportedDatabaseVersion
     └── AdapterError                a call to a storefront or factory failed
         ├── RetriableAdapterError
-        │   └── ResponseTooLarge    the answer exceeded egress.max_response_bytes
+        │   ├── ResponseTooLarge    the answer exceeded egress.max_response_bytes
+        │   └── Throttled           the platform's rate limit (retry_after): not a failed attempt
         └── FatalAdapterError
             ├── AuthError           401/403
             ├── EndpointGone        410
@@ -26,6 +27,8 @@ What the outbox loops do with each is decided once, by `classify()`.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable
 
 
 class RelayError(Exception):
@@ -92,6 +95,14 @@ class ResponseTooLarge(RetriableAdapterError):
     """
 
 
+class Throttled(RetriableAdapterError):
+    """The platform's rate limit: nothing was done, come back after `retry_after` seconds.
+
+    A throttle is the platform's schedule, not a failed attempt: the shipper reschedules the push for
+    the announced time without spending its persisted retry schedule.
+    """
+
+
 class FatalAdapterError(AdapterError):
     """The remote end rejected the request; retrying the same request will not help."""
 
@@ -117,10 +128,70 @@ class UnsafeURL(FatalAdapterError):
     """
 
 
+REDACTED = "[redacted]"
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
+_SECRET_NAMES = (  # parameter names, not a password
+    r"consumer_secret|consumer_key|client_secret|access_token|refresh_token|id_token|token|"  # noqa: S105
+    r"api[_-]?key|apikey|secret|signature|sig|password|passwd|pwd|auth|authorization"
+)
+_PARAM = re.compile(rf"(?i)(?<![A-Za-z0-9_-])({_SECRET_NAMES})=[^\s&#'\"<>,;)]+")
+_JSON_FIELD = re.compile(rf"(?i)((?<![A-Za-z0-9_-])[\"']?(?:{_SECRET_NAMES})[\"']?\s*:\s*)([\"'])([^\"']+)\2")
+_USERINFO = re.compile(r"(?<![\w/])[^\s/:@'\"]+:[^\s/@'\"]+@(?=[A-Za-z0-9\[])")
+_AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
+_SECRET_SHAPES = re.compile(
+    r"\b(?:whsec_[A-Za-z0-9+/=]+|(?:ck|cs)_[0-9a-fA-F]{16,}|shp(?:at|ca|pa|ss)_[0-9a-fA-F]{16,})"
+)
+_known: set[str] = set()
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Add configured secret values that `scrub` replaces wherever they appear (loaded settings call
+    this; values shorter than 6 characters are ignored, they would mangle ordinary text)."""
+    for value in values:
+        for form in (value, value.removeprefix("whsec_")):
+            if len(form) >= 6:
+                _known.add(form)
+
+
+def _scrub_url(match: re.Match[str]) -> str:
+    url = match.group(0)
+    scheme, _, rest = url.partition("://")
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = f"{REDACTED}@" + authority.rsplit("@", 1)[1]
+    path = tail.partition("#")[0].partition("?")[0]
+    return f"{scheme}://{authority}{path}" + (f"?{REDACTED}" if "?" in tail else "")
+
+
+def scrub(text: str) -> str:
+    """`text` with credentials removed, for anything that leaves the process (logs, the store, the CLI).
+
+    URLs lose their userinfo and query string (`https://[redacted]@host/path?[redacted]`: query-string
+    authentication and signed links carry secrets there); `name=value` pairs and JSON-ish `"name": "value"`
+    fields whose name looks like a credential (consumer_secret, access_token, token, signature, password,
+    ...) lose the value; `Basic`/`Bearer` credentials, `whsec_`, WooCommerce `ck_`/`cs_` and Shopify
+    `shpat_` shaped strings, and every configured secret (`remember_secrets`) become `[redacted]`.
+    """
+    if not text:
+        return text
+    for secret in sorted(_known, key=len, reverse=True):  # longest first: one may contain another
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _URL.sub(_scrub_url, text)
+    text = _USERINFO.sub(f"{REDACTED}@", text)
+    text = _PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    text = _JSON_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _SECRET_SHAPES.sub(REDACTED, text)
+
+
 def describe(exc: BaseException) -> str:
-    """An error as stored and logged: message plus the quoted response body, if any."""
+    """An error as stored and logged: message plus the quoted response body, if any, scrubbed of
+    credentials (`scrub`): a redirect's `Location` or an aiohttp message may quote a secret-bearing URL."""
     body = getattr(exc, "body", None)
-    return f"{exc}: {body}" if body else (str(exc) or type(exc).__name__)
+    return scrub(f"{exc}: {body}" if body else (str(exc) or type(exc).__name__))
 
 
 def as_retriable(exc: BaseException) -> RetriableAdapterError:

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from relay.exceptions import scrub
+
 _SECRET_KEY = re.compile(r"secret|token|password|authorization|signature|api[_-]?key|cookie", re.I)
 REDACTED = "[redacted]"
 
@@ -21,6 +23,29 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
             event[key] = REDACTED
         elif isinstance(event[key], dict):
             event[key] = {k: (REDACTED if _SECRET_KEY.search(str(k)) else v) for k, v in event[key].items()}
+    return event
+
+
+def _scrubbed(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrubbed(v, depth + 1) for v in value)
+    if isinstance(value, BaseException):
+        return scrub(str(value))
+    return value
+
+
+def scrub_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Scrub every string value of an event (and strings nested in dicts and lists) with
+    `relay.exceptions.scrub`: URLs lose userinfo and query strings, credential-looking parameters and
+    configured secrets become `[redacted]`, whatever field or message they were put in."""
+    for key in list(event):
+        event[key] = _scrubbed(event[key])
     return event
 
 
@@ -36,6 +61,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
+            scrub_values,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -24,6 +24,8 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "SignatureError",
+    "aop_signature",
+    "aop_signature_matches",
     "secret_bytes",
     "sign",
     "signed_headers",
@@ -34,16 +36,23 @@ ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 MAX_HEADER_LENGTH = 4096
+MAX_TIMESTAMP_DIGITS = 12
+"""Seconds since the epoch have 10 digits until 2286; a longer stamp is malformed, not a big number."""
 
 
 def secret_bytes(secret: str) -> bytes:
-    """The HMAC key for a secret: `whsec_`-prefixed secrets are base64, others are used as UTF-8."""
+    """The HMAC key for a secret: `whsec_`-prefixed secrets are base64, others are used as UTF-8.
+    Raise `ValueError` for an empty key or a `whsec_` secret that is not base64 (`relay check` reports it)."""
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error as exc:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
             raise ValueError("whsec_ secret is not valid base64") from exc
-    return secret.encode()
+    else:
+        key = secret.encode()
+    if not key:
+        raise ValueError("secret is empty")
+    return key
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -67,16 +76,22 @@ def verify(
 ) -> tuple[str, int]:
     """Check a message's signature against any of `secrets`. Return (message id, timestamp).
 
-    Raise `SignatureError` for a missing header, a timestamp outside ±tolerance, or no matching signature.
-    Comparison is constant-time.
+    Raise `SignatureError` for a missing or malformed header (an id or signature that is not printable
+    ASCII, a timestamp that is not 1 to `MAX_TIMESTAMP_DIGITS` digits), a timestamp outside ±tolerance,
+    or no matching signature. Comparison is constant-time. A secret that cannot be used (see
+    `secret_bytes`; `relay check` refuses it) matches nothing.
     """
     message_id = headers.get(ID_HEADER, "")
     raw_ts = headers.get(TIMESTAMP_HEADER, "")
     signatures = headers.get(SIGNATURE_HEADER, "")
     if not message_id or not raw_ts or not signatures:
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    if max(len(message_id), len(raw_ts), len(signatures)) > MAX_HEADER_LENGTH or not (
-        raw_ts.isascii() and raw_ts.isdigit()
+    if (
+        max(len(message_id), len(signatures)) > MAX_HEADER_LENGTH
+        or len(raw_ts) > MAX_TIMESTAMP_DIGITS
+        or not (raw_ts.isascii() and raw_ts.isdigit())
+        or not _printable_ascii(message_id)
+        or not _printable_ascii(signatures)
     ):
         raise SignatureError("malformed webhook headers")
     timestamp = int(raw_ts)
@@ -84,7 +99,30 @@ def verify(
         raise SignatureError("webhook-timestamp outside the allowed tolerance")
     offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
     for secret in secrets:
-        expected = sign(secret, message_id, timestamp, body).split(",", 1)[1]
+        try:
+            expected = sign(secret, message_id, timestamp, body).split(",", 1)[1]
+        except ValueError:
+            continue
         if any(hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in offered):
             return message_id, timestamp
     raise SignatureError("no valid signature")
+
+
+def _printable_ascii(value: str) -> bool:
+    # Header bytes outside ASCII arrive as surrogate escapes that cannot be encoded (or stored).
+    return value.isascii() and value.isprintable()
+
+
+def aop_signature(secret: str, url_path: str, params: Mapping[str, str]) -> str:
+    """The 1688 open platform's `_aop_signature`: uppercase hex HMAC-SHA1 keyed with the app secret over
+    `url_path` (from `param2/`, e.g. `param2/1/system/currentTime/1000000`) followed by the sorted
+    `key + value` strings of every other parameter (`_aop_signature` itself is left out). The 1688
+    adapter's client signs with it and its fake gateway verifies with it (open.1688.com sysSignature)."""
+    pairs = sorted(f"{key}{value}" for key, value in params.items() if key != "_aop_signature")
+    message = (url_path + "".join(pairs)).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha1).hexdigest().upper()
+
+
+def aop_signature_matches(secret: str, url_path: str, params: Mapping[str, str], offered: str) -> bool:
+    """Constant-time check of an offered `_aop_signature` (case-insensitive, as the SDK compares)."""
+    return hmac.compare_digest(aop_signature(secret, url_path, params).encode(), offered.upper().encode())

@@ -1,4 +1,4 @@
-"""Command line: `relay run | migrate | check | demo | orders ... | stats | factories ...`.
+"""Command line: `relay run | migrate | check | demo | orders ... | stats | factories ... | prune`.
 
 One module per command group; each has `configure(subparsers)`, which adds its commands with
 `set_defaults(func=…)`. A command takes an `Invocation` and returns an exit code (see
@@ -15,9 +15,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from relay.cli import daemon, demo, factories, orders
+from relay.cli import daemon, demo, factories, maintenance, orders
 from relay.cli.common import EX_CONFIG, EX_FAILURE, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, Invocation
-from relay.exceptions import ConfigurationError, StoreUnavailable, UnsupportedDatabaseVersion
+from relay.exceptions import ConfigurationError, StoreUnavailable, UnsupportedDatabaseVersion, scrub
 
 __all__ = ["EX_CONFIG", "EX_FAILURE", "EX_OK", "EX_SOFTWARE", "EX_TEMPFAIL", "build_parser", "main"]
 
@@ -28,26 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Drop-shipping order relay daemon.")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="TOML config (env RELAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (daemon, demo, orders, factories):
+    for group in (daemon, demo, orders, factories, maintenance):
         group.configure(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; every expected failure becomes a message on stderr and an exit code."""
+    """Run one command; every expected failure becomes a message on stderr and an exit code.
+    Messages are scrubbed of credentials (`relay.exceptions.scrub`): a problem may quote a URL."""
     inv = Invocation(build_parser().parse_args(argv))
     try:
         code: int = inv.args.func(inv)
     except ConfigurationError as exc:
         print("configuration is invalid:", file=sys.stderr)
         for key, problem in exc.problems:
-            print(f"  {key}: {problem}", file=sys.stderr)
+            print(f"  {scrub(key)}: {scrub(problem)}", file=sys.stderr)
         return EX_CONFIG
     except UnsupportedDatabaseVersion as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return EX_CONFIG
     except StoreUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return EX_TEMPFAIL
     except KeyboardInterrupt:
         return 130

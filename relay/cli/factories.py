@@ -8,6 +8,7 @@ import sys
 import time
 
 from relay.cli.common import EX_FAILURE, EX_OK, Invocation, timestamp, with_store
+from relay.exceptions import scrub
 from relay.store import FactoryStatus, Store
 
 
@@ -35,7 +36,7 @@ def list_command(inv: Invocation) -> int:
             row = known.get(name) or FactoryStatus(name)
             where = "" if name in settings.factories else "  (not configured)"
             state = (
-                f"disabled since {timestamp(row.disabled_at)}: {row.disabled_reason}"
+                f"disabled since {timestamp(row.disabled_at)}: {scrub(row.disabled_reason or '')}"
                 if row.disabled_at
                 else "enabled"
             )

@@ -9,7 +9,7 @@ import sys
 import time
 
 from relay.cli.common import EX_FAILURE, EX_OK, Invocation, with_store
-from relay.exceptions import IllegalTransition
+from relay.exceptions import IllegalTransition, scrub
 from relay.store import Store
 
 
@@ -38,7 +38,9 @@ def list_command(inv: Invocation) -> int:
     async def act(store: Store) -> int:
         for row in await store.list_orders(inv.args.state, inv.args.limit):
             reason = (
-                f" [{row.attention_reason}: {row.attention_detail or ''}]" if row.attention_reason else ""
+                f" [{row.attention_reason}: {scrub(row.attention_detail or '')}]"
+                if row.attention_reason
+                else ""
             )
             print(
                 f"{row.id:>8}  {row.storefront}:{row.external_id}  {row.number:<10} {row.state:<18}{reason}"
@@ -54,7 +56,7 @@ def show_command(inv: Invocation) -> int:
         if view is None:
             print(f"order {inv.args.order_id} not found", file=sys.stderr)
             return EX_FAILURE
-        print(json.dumps(view.to_json(), indent=2, default=str))
+        print(scrub(json.dumps(view.to_json(), indent=2, default=str)))  # rows from before scrubbing
         return EX_OK
 
     return asyncio.run(with_store(inv.settings(), act))

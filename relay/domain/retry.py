@@ -6,12 +6,17 @@ resumes the schedule where it was.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relay.exceptions import RetriableAdapterError
+
+MAX_RETRY_AFTER_S = 3600.0
+"""The longest server `Retry-After` relay honours (1 hour). A longer, infinite or NaN hint counts as
+this long: a factory's `Retry-After: 1e9` must not park its orders (and open its circuit) for decades."""
 
 STANDARD_WEBHOOKS_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
@@ -29,7 +34,7 @@ class RetryPolicy:
     attempts the policy gives up (Standard Webhooks: 10 attempts over about 75.6 hours).
 
     Waits get ±`jitter` (a fraction) so a recovering endpoint is not hit by every order at once, and
-    never fall below a server's `Retry-After`.
+    never fall below a server's `Retry-After` (capped at `MAX_RETRY_AFTER_S`).
     """
 
     schedule: Sequence[float] = STANDARD_WEBHOOKS_SCHEDULE
@@ -45,5 +50,12 @@ class RetryPolicy:
         delay = self.schedule[attempts]
         delay *= 1 + self.jitter * (2 * self.rand() - 1)
         if error.retry_after is not None:
-            delay = max(delay, error.retry_after)
+            delay = max(delay, cap_retry_after(error.retry_after))
         return RetryDecision(retry_at=self.clock() + delay)
+
+
+def cap_retry_after(seconds: float) -> float:
+    """A server's wait hint bounded to [0, `MAX_RETRY_AFTER_S`]; NaN and infinity count as the cap."""
+    if math.isnan(seconds) or seconds > MAX_RETRY_AFTER_S:
+        return MAX_RETRY_AFTER_S
+    return max(0.0, seconds)

@@ -103,6 +103,9 @@ class FactoryCallbacks:
             except SignatureError as exc:
                 log.warning("callback_unauthenticated", reason=str(exc))
                 raise Refused(401, "invalid signature", str(exc)) from None
+            except (ValueError, OverflowError) as exc:  # no header, however malformed, is a 500
+                log.warning("callback_unauthenticated", reason=f"malformed headers: {type(exc).__name__}")
+                raise Refused(401, "invalid signature", "malformed webhook headers") from None
             event = _parse_event(body)
             try:
                 result = await self.store.record_shipment(factory, message_id, event.data, self.clock())

@@ -8,12 +8,14 @@ Long waits are not slept here: they go to the persisted schedule (`relay.domain.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
+from relay.domain.retry import cap_retry_after
 from relay.exceptions import ResponseTooLarge, RetriableAdapterError
 
 ATTEMPTS = 5
@@ -27,19 +29,27 @@ BACKOFF = wait_random_exponential(multiplier=0.5, max=8.0)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None.
+
+    At most `relay.domain.retry.MAX_RETRY_AFTER_S` (1 hour): a longer wait, `1e9` or `inf`, is read as the cap. A
+    negative number, NaN or garbage is no hint at all (None); a date in the past is 0.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if math.isnan(seconds) or seconds < 0:
+            return None
+        return cap_retry_after(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return cap_retry_after(when.timestamp() - (time.time() if now is None else now))
 
 
 def is_retriable_in_call(exc: BaseException) -> bool:
@@ -49,9 +59,9 @@ def is_retriable_in_call(exc: BaseException) -> bool:
 
 
 def retry_after_of(exc: BaseException) -> float | None:
-    """The default `wait_hint`: the error's `retry_after` (from Retry-After), if any."""
+    """The default `wait_hint`: the error's `retry_after` (from Retry-After), if any, capped."""
     value = getattr(exc, "retry_after", None)
-    return float(value) if isinstance(value, int | float) else None
+    return cap_retry_after(float(value)) if isinstance(value, int | float) else None
 
 
 def in_call_retries(
