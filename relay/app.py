@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,6 +37,7 @@ from relay.loops.base import Loop
 from relay.loops.forwarder import Forwarder
 from relay.loops.order_poller import OrderPoller
 from relay.loops.outbox import run_until_idle
+from relay.loops.pruner import Pruner
 from relay.loops.router import Router
 from relay.loops.shipment_poller import ShipmentPoller
 from relay.loops.shipper import Shipper
@@ -57,6 +60,7 @@ class App:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         install_signal_handlers: bool = True,
+        exclusive: bool = False,
     ) -> None:
         self.settings = settings
         self.registry = registry or Registry()
@@ -64,7 +68,10 @@ class App:
         self.sleep = sleep
         self.install_signal_handlers = install_signal_handlers
         self.log = structlog.get_logger("relay")
-        self.owner = settings.daemon.instance_id
+        # Leases are owned per process incarnation (ADR 11): a restarted or second process never takes
+        # another one's leases for its own. `exclusive`: this process holds the database's daemon lock.
+        self.owner = f"{settings.daemon.instance_id}/{os.getpid()}-{secrets.token_hex(4)}"
+        self.exclusive = exclusive
         self._closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._stopping = asyncio.Event()
         self._running = False
@@ -73,6 +80,7 @@ class App:
         self.factories: dict[str, FactoryAdapter] = {}
         self.pollers: list[OrderPoller] = []
         self.factory_pollers: list[ShipmentPoller] = []
+        self.pruners: list[Pruner] = []
         self.inbound_url: str | None = None
         self.inbound_guard: ConnectionGuard | None = None
 
@@ -99,7 +107,12 @@ class App:
         await self.store.open()
         self.on_close("store", self.store.close)
         version = await self.store.migrate()
-        await self.store.release_leases(self.owner)
+        if self.exclusive:
+            # The daemon lock is ours: no other daemon is alive, every lease left is orphaned (a crash).
+            freed = await self.store.release_all_leases()
+            if freed:
+                self.log.info("orphaned_leases_released", count=freed)
+        self.on_close("leases", functools.partial(self.store.release_leases, self.owner))
         self.log.info("store_opened", database=s.daemon.database, schema_version=version, instance=self.owner)
 
         context = AdapterContext(
@@ -136,6 +149,7 @@ class App:
             lease_s=d.lease_s,
             batch_size=d.batch_size,
             concurrency={n: 8 for n in s.storefronts},
+            send_budget_s={n: self._send_budget(sf.options) for n, sf in s.storefronts.items()},
             clock=self.clock,
             log=self.log.bind(loop="shipper"),
         )
@@ -147,6 +161,7 @@ class App:
             lease_s=d.lease_s,
             batch_size=d.batch_size,
             concurrency={n: fs.concurrency for n, fs in s.factories.items()},
+            send_budget_s={n: self._send_budget(fs.options) for n, fs in s.factories.items()},
             clock=self.clock,
             log=self.log.bind(loop="forwarder"),
         )
@@ -167,6 +182,7 @@ class App:
                 self.storefronts[name],
                 interval=sf.poll_interval_s,
                 overlap_s=sf.cursor_overlap_s,
+                start_from=sf.start_from,
                 clock=self.clock,
                 log=self.log.bind(loop="poller"),
                 on_orders=self.router.wake,
@@ -186,8 +202,18 @@ class App:
             for name, adapter in self.factories.items()
             if isinstance(adapter, ShipmentSource)
         ]
+        self.pruners = (
+            [Pruner(self.store, s.retention, clock=self.clock, log=self.log.bind(loop="pruner"))]
+            if s.retention.enabled
+            else []
+        )  # retention: one pass at start, then every retention.interval_s (not part of run --once)
         if s.inbound.enabled:
             await self._start_inbound()
+
+    def _send_budget(self, options: Any) -> float:
+        """The longest one send to a destination may take: its adapter's `timeout_s` option if it has one,
+        else the egress total timeout. Bounds what is claimed per lease (`relay.loops.outbox`)."""
+        return float(getattr(options, "timeout_s", None) or self.settings.egress.total_timeout_s)
 
     def _policy(self, retry: Any) -> RetryPolicy:
         return RetryPolicy(schedule=retry.schedule_s, jitter=retry.jitter, clock=self.clock)
@@ -241,13 +267,15 @@ class App:
     # --- run -----------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """Every failing loop (`poller:shop`, `forwarder`, …) with its last error, for logs and the CLI.
+        """Every failing loop (`poller:shop`, `forwarder`, …) and every factory whose circuit is open
+        (`factory:NAME`) with its last error, for logs and the CLI.
         `/healthz` shows only the names: an error may quote a URL or a credential."""
         failing = {
             loop.label: loop.health.last_error
             for loop in self._loops()
             if loop.health.failing_since is not None
         }
+        failing.update(self.forwarder.failing_circuits())
         return {"failing": failing}
 
     def counters(self) -> list[CounterSample]:
@@ -264,7 +292,14 @@ class App:
         return samples
 
     def _loops(self) -> list[Loop]:
-        return [*self.pollers, self.router, self.forwarder, *self.factory_pollers, self.shipper]
+        return [
+            *self.pollers,
+            self.router,
+            self.forwarder,
+            *self.factory_pollers,
+            self.shipper,
+            *self.pruners,
+        ]
 
     def _failure_counts(self) -> dict[str, int]:
         """Failures counted so far per component: each loop, and each factory's circuit (`factory:NAME`)."""
@@ -329,7 +364,7 @@ class App:
 
     def _supervisor(self) -> Supervisor:
         return Supervisor(
-            quick=[*self.pollers, self.router, *self.factory_pollers],
+            quick=[*self.pollers, self.router, *self.factory_pollers, *self.pruners],
             draining=[self.forwarder, self.shipper],
             stopping=self._stopping,
             request_stop=self.stop,

@@ -59,8 +59,16 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         clock: Callable[[], float],
         log: Any,
         on_placed: Callable[[], None] = lambda: None,
+        send_budget_s: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, concurrency=concurrency, clock=clock, log=log)
+        super().__init__(
+            batch_size=batch_size,
+            concurrency=concurrency,
+            clock=clock,
+            log=log,
+            lease_s=lease_s,
+            send_budget_s=send_budget_s,
+        )
         self.store = store
         self.factories = factories
         self.policies = policies
@@ -69,6 +77,11 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         self.on_placed = on_placed
         self.circuits = {name: Circuit(Health(log, factory=name)) for name in factories}
         self._probed = False
+
+    def failing_circuits(self) -> dict[str, str | None]:
+        """Open circuits as `factory:NAME` → last error, for `App.health()` (`/healthz` shows the names):
+        an open circuit is a factory that is not taking orders, however long its `Retry-After`."""
+        return {f"factory:{name}": c.health.last_error for name, c in self.circuits.items() if c.open}
 
     def destinations(self) -> Sequence[str]:
         now = self.clock()
@@ -104,8 +117,19 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
             self.circuits[job.factory].gone = False  # the store hands out its rows: it was re-enabled
         return jobs
 
+    async def confirm(self, jobs: list[DeliveryJob]) -> list[DeliveryJob]:
+        need = max((self._need_s.get(j.factory, 0.0) for j in jobs), default=0.0)
+        return await self.store.confirm_deliveries(jobs, self.clock(), self.lease_s, need)
+
+    def unsent(self, job: DeliveryJob) -> DeliveryOutcome:
+        # Only frees the lease (a stale one changes nothing): a cancellation queued meanwhile need not wait.
+        pending = CancelState.PENDING if job.kind == ORDER_CANCELLED else FactoryOrderState.PENDING
+        return DeliveryOutcome(job, pending, attempted=False)
+
     async def next_due(self) -> float | None:
-        gated = [name for name, c in self.circuits.items() if c.open]  # disabled ones the store leaves out
+        # Open circuits and factories at their claim cap wait for a probe time or a finishing send;
+        # disabled ones the store leaves out.
+        gated = [name for name, c in self.circuits.items() if c.open or name in self._full]
         due = await self.store.next_delivery_due(gated)
         probes = [c.probe_at for c in self.circuits.values() if c.open and c.probe is None]
         return min([t for t in (due, *probes) if t is not None], default=None)
@@ -200,8 +224,17 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         circuit.health.ok(self.clock())
 
     async def commit(self, outcomes: list[DeliveryOutcome]) -> None:
-        await self.store.record_deliveries(outcomes, self.clock())
+        stale = await self.store.record_deliveries(outcomes, self.clock())
         crash_point("after_commit")
+        for out in stale:
+            self.log.warning(
+                "stale_outcome_ignored",
+                order_id=out.job.order_id,
+                factory=out.job.factory,
+                key=out.job.key,
+                message=out.job.kind,
+                lease_token=out.job.lease_token,
+            )
 
     async def after_commit(self, outcomes: list[DeliveryOutcome]) -> None:
         if any(o.state is FactoryOrderState.PLACED for o in outcomes):

@@ -2,13 +2,33 @@
 
 An `OutboxLoop` claims due rows under a lease, sends them concurrently (bounded per destination),
 and group-commits outcomes: whatever finished while the previous commit ran goes into the next one.
+
+Leases (issue 11, item 1; ADR 11). A claimed row waits for one of its destination's concurrency slots,
+and its lease runs meanwhile: a storefront cancellation arriving after the lease lapsed treats the factory
+order as never sent (cancels it locally, queues no `order.cancelled`), so a send that then still went out
+would make an order relay shows as cancelled. Two guards:
+
+* a destination never has more claimed than it can send within one lease: `concurrency * lease_s /
+  send_budget_s` (the longest one send may take: the configured timeout; once sends were seen, four
+  times their moving average if that is less, so a healthy destination is not throttled by a timeout it
+  never reaches), at most `batch_size`. A destination at its cap is refilled once half of that has
+  finished (one claim per refill, not one per send);
+* just before a send, with its slot held, the rows about to go are checked in one batch (`confirm`):
+  still pending, still leased under the job's fencing token. A row that moved on (cancelled, claimed by
+  someone else) is not sent; a row whose lease has less than `2 * send_budget_s` left is renewed first,
+  in one write under the same condition, so a cancellation from then on sees it in flight.
+
+The check, not the cap, is what keeps the promise: a job that waited past its lease (a destination that
+suddenly slowed down) is renewed or, if its row moved on meanwhile, not sent. The cap keeps that rare.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from relay.exceptions import StoreUnavailable
@@ -25,7 +45,14 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
     idle_poll_s = 5.0
 
     def __init__(
-        self, *, batch_size: int, concurrency: dict[str, int], clock: Callable[[], float], log: Any
+        self,
+        *,
+        batch_size: int,
+        concurrency: dict[str, int],
+        clock: Callable[[], float],
+        log: Any,
+        lease_s: float | None = None,
+        send_budget_s: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(interval=self.idle_poll_s, clock=clock, log=log)
         self.batch_size = batch_size
@@ -34,6 +61,17 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         self._pending: list[Outcome] = []
         self._committer: asyncio.Task[None] | None = None
         self._claimed: set[int] = set()
+        # Per destination: how many may be claimed at once, how much lease a send needs (module docstring).
+        self._lease_s = lease_s
+        self._concurrency = dict(concurrency)
+        self._budgets = {dest: b for dest, b in (send_budget_s or {}).items() if b > 0}
+        self._send_s: dict[str, float] = {}  # moving average of recent send durations (wall clock)
+        self._need_s = {dest: 2 * budget for dest, budget in self._budgets.items()}
+        self._outstanding: Counter[str] = Counter()  # claimed, not finished, per destination
+        self._full: set[str] = set()  # at their cap: not claimed for until half of it has finished
+        self.capped = False  # the last pass skipped a destination at its cap
+        self._to_confirm: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._confirmer: asyncio.Task[None] | None = None
 
     # subclass hooks ---------------------------------------------------------------------------------
     def destinations(self) -> Sequence[str]:
@@ -60,41 +98,138 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
     async def next_due(self) -> float | None:
         return None
 
+    async def confirm(self, jobs: list[Job]) -> list[Job]:
+        """The pre-send check (module docstring): the `jobs` still ours to send. By default all of them."""
+        return jobs
+
+    def unsent(self, job: Job) -> Outcome | None:
+        """The outcome for a job the pre-send check refused: an unattempted one that only frees the
+        lease (a stale one changes nothing), or None to record nothing."""
+        return None
+
     # engine ---------------------------------------------------------------------------------------
+    def cap(self, destination: str) -> int:
+        """How many jobs of `destination` may be claimed and unfinished at once: what its slots send
+        within one lease, one send taking the configured timeout (or, once sends were seen, four times
+        their moving average if that is less), at most `batch_size`."""
+        budget = self._budgets.get(destination)
+        if not self._lease_s or budget is None:
+            return self.batch_size
+        seen = self._send_s.get(destination)
+        if seen is not None:
+            budget = min(budget, max(4 * seen, 0.001))
+        per_lease = max(1, int(self._lease_s // budget))
+        return min(self.batch_size, self._concurrency.get(destination, 1) * per_lease)
+
+    def _observe(self, destination: str, seconds: float) -> None:
+        seen = self._send_s.get(destination)
+        self._send_s[destination] = seconds if seen is None else 0.8 * seen + 0.2 * seconds
+
     async def run_pass(self) -> bool:
         room = self.batch_size - len(self._in_flight)
         destinations = self.destinations()
         if room <= 0 or not destinations:
             return False
-        jobs = [j for j in await self.claim(destinations, room) if self.job_id(j) not in self._claimed]
-        if jobs:
-            crash_point("after_claim")
-        for job in jobs:
-            self._claimed.add(self.job_id(job))
-            task = asyncio.create_task(self._run_job(job), name=f"relay:{self.label}:send")
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-        return len(jobs) == room
+        more = False
+        self.capped = False
+        for dest in destinations:
+            limit = min(room, self.cap(dest) - self._outstanding[dest])
+            if dest in self._full or limit <= 0:
+                self.capped = True  # work may be left for it: a finishing send wakes the loop
+                continue
+            claimed = await self.claim([dest], limit)
+            jobs = [j for j in claimed if self.job_id(j) not in self._claimed]
+            if jobs:
+                crash_point("after_claim")
+            for job in jobs:
+                self._start(job)
+            room -= len(jobs)
+            if self._outstanding[dest] >= self.cap(dest):
+                self._full.add(dest)
+            if len(claimed) == limit:
+                more = True
+            if room <= 0:
+                return True
+        return more
+
+    def _start(self, job: Job) -> None:
+        self._claimed.add(self.job_id(job))
+        self._outstanding[self.destination_of(job)] += 1
+        task = asyncio.create_task(self._run_job(job), name=f"relay:{self.label}:send")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _finished(self, job: Job) -> None:
+        dest = self.destination_of(job)
+        self._outstanding[dest] -= 1
+        if dest in self._full and self._outstanding[dest] <= self.cap(dest) // 2:
+            self._full.discard(dest)
+            self.wake()
 
     async def next_wait(self, started: float) -> float:
-        """Until the next row is due (reads the store), at most one idle interval, at least 50 ms."""
+        """Until the next row is due (reads the store), at most one idle interval, at least 50 ms. While
+        every destination is at its cap, one interval: a finishing send wakes the loop."""
+        destinations = self.destinations()
+        if destinations and all(dest in self._full for dest in destinations):
+            return self.interval
         due = await self.next_due()
         wait = self.interval if due is None else due - self.clock()
         return min(self.interval, max(0.05, wait))
 
+    async def _confirmed(self, job: Job) -> bool:
+        """Whether `job` is still ours to send; jobs that reach this point together share one check."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._to_confirm.append((job, waiter))
+        if self._confirmer is None or self._confirmer.done():
+            self._confirmer = asyncio.create_task(self._confirm_pending(), name=f"relay:{self.label}:confirm")
+        return await waiter
+
+    async def _confirm_pending(self) -> None:
+        while self._to_confirm:
+            batch, self._to_confirm = self._to_confirm, []
+            jobs = [job for job, waiter in batch if not waiter.done()]
+            try:
+                ok = {self.job_id(j) for j in await self.confirm(jobs)} if jobs else set()
+            except StoreUnavailable as exc:
+                # Not known to be ours: send nothing. The leases lapse and the rows are claimed again.
+                self.health.failed(self.clock(), exc, "store_unavailable")
+                ok = set()
+            except Exception as exc:
+                self.log.exception("confirm_failed", loop=self.name)
+                self.health.failed(self.clock(), exc)
+                ok = set()
+            for job, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(self.job_id(job) in ok)
+
     async def _run_job(self, job: Job) -> None:
+        try:
+            await self._run_job_in_slot(job)
+        finally:
+            self._finished(job)
+
+    async def _run_job_in_slot(self, job: Job) -> None:
         limit = self._limits.get(self.destination_of(job))
         try:
-            if limit is None:
-                outcome = await self.send(job)
-            else:
-                async with limit:
-                    if self._stopping is not None and self._stopping.is_set():
-                        # Claimed but still queued behind the concurrency limit when the stop came:
-                        # start nothing new. The lease is freed by the next start (or lapses).
+            async with limit if limit is not None else contextlib.nullcontext():
+                if self._stopping is not None and self._stopping.is_set():
+                    # Claimed but still queued behind the concurrency limit when the stop came:
+                    # start nothing new. The lease is freed when this process closes (or lapses).
+                    self._claimed.discard(self.job_id(job))
+                    return
+                if await self._confirmed(job):
+                    started = time.monotonic()
+                    outcome = await self.send(job)
+                    self._observe(self.destination_of(job), time.monotonic() - started)
+                else:
+                    self.log.info(
+                        "send_skipped_claim_moved_on", loop=self.name, key=getattr(job, "key", None)
+                    )
+                    unsent = self.unsent(job)
+                    if unsent is None:
                         self._claimed.discard(self.job_id(job))
                         return
-                    outcome = await self.send(job)
+                    outcome = unsent
         except asyncio.CancelledError:
             # Shutdown past the grace period: nothing recorded, the lease lapses, the job is resent.
             self._claimed.discard(self.job_id(job))
@@ -155,6 +290,9 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        if self._confirmer:
+            with contextlib.suppress(Exception):
+                await self._confirmer
         if self._committer:
             with contextlib.suppress(Exception):
                 await self._committer
@@ -165,5 +303,5 @@ async def run_until_idle(outbox: OutboxLoop[Any, Any]) -> None:
     while True:
         more = await outbox.safe_pass()
         await outbox.flush()
-        if not more:
+        if not more and not outbox.capped:  # a capped destination has room again after the flush
             return

@@ -7,8 +7,8 @@ from typing import Any
 
 from relay.contracts import StorefrontAdapter
 from relay.domain.models import PushState
-from relay.domain.retry import RetryPolicy
-from relay.exceptions import Verdict, as_retriable, classify, describe
+from relay.domain.retry import RetryPolicy, cap_retry_after
+from relay.exceptions import Throttled, Verdict, as_retriable, classify, describe
 from relay.faults import crash_point
 from relay.loops.outbox import OutboxLoop
 from relay.store import PushJob, PushOutcome, Store
@@ -29,8 +29,16 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         concurrency: dict[str, int],
         clock: Callable[[], float],
         log: Any,
+        send_budget_s: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, concurrency=concurrency, clock=clock, log=log)
+        super().__init__(
+            batch_size=batch_size,
+            concurrency=concurrency,
+            clock=clock,
+            log=log,
+            lease_s=lease_s,
+            send_budget_s=send_budget_s,
+        )
         self.store = store
         self.storefronts = storefronts
         self.policies = policies
@@ -52,12 +60,32 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
     async def next_due(self) -> float | None:
         return await self.store.next_push_due()
 
+    async def confirm(self, jobs: list[PushJob]) -> list[PushJob]:
+        # The pre-send check (engineer B, ADR 11): still pending, still leased under the job's token.
+        need = max((self._need_s.get(j.storefront, 0.0) for j in jobs), default=0.0)
+        return await self.store.confirm_pushes(jobs, self.clock(), self.lease_s, need)
+
+    def unsent(self, job: PushJob) -> PushOutcome:
+        return PushOutcome(job, PushState.PENDING, attempted=False)  # only frees the lease, or is stale
+
     async def send(self, job: PushJob) -> PushOutcome:
         attempt = job.attempts + 1
         log = self.log.bind(order_id=job.order_id, storefront=job.storefront, key=job.key, attempt=attempt)
         try:
             receipt = await self.storefronts[job.storefront].push_shipment(job.push)
             crash_point("during_push")
+        except Throttled as exc:
+            # The storefront's rate limit is its schedule, not a failed attempt: come back when the
+            # capacity it announced is there, without spending the persisted retry schedule.
+            wait = cap_retry_after(exc.retry_after if exc.retry_after is not None else 1.0)
+            log.info("push_throttled", error=describe(exc), retry_in_s=round(wait, 3))
+            return PushOutcome(
+                job,
+                PushState.PENDING,
+                next_attempt_at=self.clock() + wait,
+                error=describe(exc),
+                attempted=False,
+            )
         except Exception as exc:  # one classification for every loop: relay.exceptions.classify
             if classify(exc) is not Verdict.RETRY:
                 # REJECTED, or GONE: a storefront cannot be paused like a factory, so a 410 dead-letters
@@ -76,4 +104,12 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         return PushOutcome(job, PushState.DONE, reference=receipt.reference)
 
     async def commit(self, outcomes: list[PushOutcome]) -> None:
-        await self.store.record_pushes(outcomes, self.clock())
+        stale = await self.store.record_pushes(outcomes, self.clock())
+        for out in stale:  # claimed again since (fencing token moved on): recorded nothing (ADR 11)
+            self.log.warning(
+                "stale_outcome_ignored",
+                order_id=out.job.order_id,
+                storefront=out.job.storefront,
+                key=out.job.key,
+                lease_token=out.job.lease_token,
+            )

@@ -19,7 +19,7 @@ from typing import Protocol
 from relay.domain.models import Malformed, Order, Shipment
 from relay.exceptions import ConfigurationError
 from relay.store import sqlite
-from relay.store.connector import Connector
+from relay.store.connector import Connector, DaemonLock
 from relay.store.manager import RelayStore
 from relay.store.records import (
     ORDER_CANCELLED,
@@ -42,11 +42,13 @@ from relay.store.records import (
     ShipmentVerdict,
     Stats,
 )
+from relay.store.transitions.retention import PruneReport
 
 __all__ = [
     "BACKENDS",
     "ORDER_CANCELLED",
     "ORDER_CREATED",
+    "DaemonLock",
     "DeliveryJob",
     "DeliveryOutcome",
     "FactoryOrderRecord",
@@ -56,6 +58,7 @@ __all__ = [
     "OrderRecord",
     "OrderSummary",
     "OrderView",
+    "PruneReport",
     "PushJob",
     "PushOutcome",
     "RouteJob",
@@ -144,10 +147,23 @@ class Store(Protocol):
         A cancellation waits while its factory order's own delivery is leased (in flight)."""
         ...
 
-    async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None:
+    async def record_deliveries(
+        self, outcomes: Sequence[DeliveryOutcome], now: float
+    ) -> list[DeliveryOutcome]:
         """Group-commit delivery outcomes and the order states they imply. An outcome for a row that moved
-        on meanwhile, or one not attempted, only frees its lease. Raises `IllegalTransition` (changing
-        nothing) for an outcome the state machine forbids."""
+        on meanwhile, or one not attempted, only frees its lease. Fencing (ADR 11): an outcome whose job's
+        `lease_token` is no longer the row's (the row was claimed again since) changes nothing; those are
+        returned, for the caller to log. Raises `IllegalTransition` (changing nothing) for an outcome the
+        state machine forbids."""
+        ...
+
+    async def confirm_deliveries(
+        self, jobs: Sequence[DeliveryJob], now: float, lease_s: float, need_s: float
+    ) -> list[DeliveryJob]:
+        """The check just before sending: the `jobs` whose row is still pending and still leased under the
+        job's token (not cancelled, not placed, not claimed by anyone since). A read; only a job with less
+        than `need_s` seconds of lease left (or none) is renewed to `now + lease_s`, in one write under the
+        same condition, so a storefront cancellation from then on sees the send as in flight."""
         ...
 
     # --- inbound shipments ---------------------------------------------------------------------------
@@ -172,15 +188,31 @@ class Store(Protocol):
         """Lease up to `limit` due tracking pushes to `storefronts`, earliest due first."""
         ...
 
-    async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> None:
+    async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> list[PushOutcome]:
         """Group-commit push outcomes and the order states they imply. An outcome for a push that is no
-        longer pending only frees its lease."""
+        longer pending only frees its lease; a stale one (fencing, as in `record_deliveries`) changes
+        nothing and is returned."""
+        ...
+
+    async def confirm_pushes(
+        self, jobs: Sequence[PushJob], now: float, lease_s: float, need_s: float
+    ) -> list[PushJob]:
+        """The pre-send check for pushes, as `confirm_deliveries`."""
         ...
 
     # --- housekeeping --------------------------------------------------------------------------------
 
     async def release_leases(self, owner: str) -> None:
-        """Free every lease held by `owner` (at start-up: a previous incarnation died holding them)."""
+        """Free every lease held by `owner` (a process's own leases: owners are per incarnation)."""
+        ...
+
+    async def release_all_leases(self) -> int:
+        """Free every lease, whoever holds it; how many. Only for the holder of `daemon_lock()`, at start-up:
+        no other daemon can be alive, so every lease is orphaned (ADR 11)."""
+        ...
+
+    def daemon_lock(self) -> DaemonLock:
+        """The backend's lock that keeps a second daemon off this database (not taken yet)."""
         ...
 
     async def next_due(self) -> float | None:
@@ -249,6 +281,15 @@ class Store(Protocol):
     async def stats(self) -> Stats:
         """Counts per order state (with attention reasons), per outbox state, and quarantined records.
         Read only."""
+        ...
+
+    async def prune(
+        self, *, inbound_before: float, history_before: float, batch_size: int, dry_run: bool = False
+    ) -> PruneReport:
+        """Retention (see `relay.store.transitions.retention`): delete inbound message ids received before
+        `inbound_before`, and the events, parcels and tracking pushes of orders final since before
+        `history_before`. Several transactions, each one batch of at most `batch_size` ids or orders;
+        non-final orders are never touched. `dry_run` counts instead, in one read."""
         ...
 
 

@@ -66,6 +66,28 @@ class Migration:
     statements: tuple[str, ...]
 
 
+class DaemonLock(Protocol):
+    """Keeps a second daemon off one database while the first one lives (ADR 11).
+
+    How is the backend's business: SQLite takes an exclusive `flock` on a sidecar `<database>.lock` file
+    (the OS releases it when the holder dies); a PostgreSQL connector would hold a session-level
+    advisory lock (released when its session ends). Whoever holds it may treat every lease in the
+    database as orphaned at start-up: no other daemon can be alive.
+    """
+
+    async def try_acquire(self) -> bool:
+        """Take the lock without waiting; True if this process holds it (also when it already did)."""
+        ...
+
+    async def holder(self) -> str | None:
+        """Who holds the lock, as the holder described itself (pid, host, since), if known."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lock up; a no-op when not held."""
+        ...
+
+
 class Connector(Protocol):
     """A database backend.
 
@@ -91,7 +113,13 @@ class Connector(Protocol):
         ...
 
     def read(self) -> AbstractAsyncContextManager[Transaction]:
-        """A context for reads, without taking the write lock in the database."""
+        """A context for reads, without taking the write lock in the database. It never opens a write
+        transaction, and never shares a connection with an open `write()` (SQLite: a query-only
+        connection of its own)."""
+        ...
+
+    def daemon_lock(self) -> DaemonLock:
+        """The lock `relay run` holds so that one daemon at a time works on this database."""
         ...
 
 

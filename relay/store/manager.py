@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from datetime import datetime
 from relay.domain.models import Malformed, Order, Shipment
 from relay.exceptions import UnsupportedDatabaseVersion
 from relay.faults import crash_point
-from relay.store.connector import Connector, Transaction
+from relay.store.connector import Connector, DaemonLock, Transaction
 from relay.store.records import (
     DeliveryJob,
     DeliveryOutcome,
@@ -30,6 +31,8 @@ from relay.store.transitions import orders as orders_tx
 from relay.store.transitions import outbox as outbox_tx
 from relay.store.transitions import repairs as repairs_tx
 from relay.store.transitions import reports as reports_tx
+from relay.store.transitions import retention as retention_tx
+from relay.store.transitions.retention import PruneReport
 from relay.store.transitions.shipments import ShipmentGroupCommit
 
 
@@ -136,12 +139,29 @@ class RelayStore:
         async with self._write() as tx:
             return await outbox_tx.claim_deliveries(tx, owner, factories, now, lease_s=lease_s, limit=limit)
 
-    async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None:
+    async def record_deliveries(
+        self, outcomes: Sequence[DeliveryOutcome], now: float
+    ) -> list[DeliveryOutcome]:
         """See `Store.record_deliveries`."""
         if not outcomes:
-            return
+            return []
         async with self._write() as tx:
-            await outbox_tx.record_deliveries(tx, outcomes, now)
+            return await outbox_tx.record_deliveries(tx, outcomes, now)
+
+    async def confirm_deliveries(
+        self, jobs: Sequence[DeliveryJob], now: float, lease_s: float, need_s: float
+    ) -> list[DeliveryJob]:
+        """See `Store.confirm_deliveries`."""
+        if not jobs:
+            return []
+        async with self.connector.read() as tx:
+            ok, renew = await outbox_tx.still_held_deliveries(tx, jobs, now, need_s)
+        if renew:
+            async with self._write() as tx:
+                ok |= await outbox_tx.renew_deliveries(
+                    tx, [j for j in jobs if (j.kind, j.id) in renew], now, lease_s
+                )
+        return [j for j in jobs if (j.kind, j.id) in ok]
 
     async def record_shipment(
         self, factory: str, message_id: str, shipment: Shipment, now: float
@@ -156,17 +176,39 @@ class RelayStore:
         async with self._write() as tx:
             return await outbox_tx.claim_pushes(tx, owner, storefronts, now, lease_s=lease_s, limit=limit)
 
-    async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> None:
+    async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> list[PushOutcome]:
         """See `Store.record_pushes`."""
         if not outcomes:
-            return
+            return []
         async with self._write() as tx:
-            await outbox_tx.record_pushes(tx, outcomes, now)
+            return await outbox_tx.record_pushes(tx, outcomes, now)
+
+    async def confirm_pushes(
+        self, jobs: Sequence[PushJob], now: float, lease_s: float, need_s: float
+    ) -> list[PushJob]:
+        """See `Store.confirm_pushes`."""
+        if not jobs:
+            return []
+        async with self.connector.read() as tx:
+            ok, renew = await outbox_tx.still_held_pushes(tx, jobs, now, need_s)
+        if renew:
+            async with self._write() as tx:
+                ok |= await outbox_tx.renew_pushes(tx, [j for j in jobs if j.id in renew], now, lease_s)
+        return [j for j in jobs if j.id in ok]
 
     async def release_leases(self, owner: str) -> None:
         """See `Store.release_leases`."""
         async with self._write() as tx:
             await outbox_tx.release_leases(tx, owner)
+
+    async def release_all_leases(self) -> int:
+        """See `Store.release_all_leases`."""
+        async with self._write() as tx:
+            return await outbox_tx.release_all_leases(tx)
+
+    def daemon_lock(self) -> DaemonLock:
+        """See `Store.daemon_lock`."""
+        return self.connector.daemon_lock()
 
     async def next_due(self) -> float | None:
         """See `Store.next_due`."""
@@ -241,3 +283,50 @@ class RelayStore:
         """See `Store.stats`."""
         async with self.connector.read() as tx:
             return await reports_tx.stats(tx)
+
+    # --- retention (engineer D, issue 11 item 12) ------------------------------------------------------
+
+    async def prune(
+        self, *, inbound_before: float, history_before: float, batch_size: int, dry_run: bool = False
+    ) -> PruneReport:
+        """See `Store.prune`. Each batch is its own short write transaction."""
+        if dry_run:
+            return await self._prune_counts(inbound_before, history_before, batch_size)
+        report = PruneReport()
+        while True:
+            async with self._write() as tx:
+                deleted = await retention_tx.prune_inbound_messages(tx, inbound_before, batch_size)
+            report += PruneReport(inbound_messages=deleted)
+            await asyncio.sleep(0)  # let the daemon's other writers in between batches
+            if deleted < batch_size:
+                break
+        for state in retention_tx.FINAL_STATES:
+            after = 0
+            while True:
+                async with self._write() as tx:
+                    last, ids = await retention_tx.final_orders(tx, state, history_before, after, batch_size)
+                    if ids:
+                        report += await retention_tx.prune_orders(tx, ids)
+                await asyncio.sleep(0)
+                if last is None:
+                    break
+                after = last
+        return report
+
+    async def _prune_counts(
+        self, inbound_before: float, history_before: float, batch_size: int
+    ) -> PruneReport:
+        async with self.connector.read() as tx:
+            report = PruneReport(
+                inbound_messages=await retention_tx.count_inbound_messages(tx, inbound_before)
+            )
+            for state in retention_tx.FINAL_STATES:
+                after = 0
+                while True:
+                    last, ids = await retention_tx.final_orders(tx, state, history_before, after, batch_size)
+                    if ids:
+                        report += await retention_tx.history_of(tx, ids)
+                    if last is None:
+                        break
+                    after = last
+            return report

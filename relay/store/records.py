@@ -43,17 +43,24 @@ class RouteJob:
     order_id: int
     storefront: str
     order: Order
+    content_hash: str | None = None
+    """The version claimed (`Order.content_hash()`); the plan carries it back to `apply_routing`."""
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
-    """The router's decision for one order: factory orders to create, or a hold, or a cancellation."""
+    """The router's decision for one order: factory orders to create, or a hold, or a cancellation.
+
+    `content_hash` is the version of the order the plan was made for: `apply_routing` drops the plan (and
+    frees the order for the next pass) when the stored order changed since the claim. None skips the check.
+    """
 
     order_id: int
     factory_orders: tuple[FactoryOrder, ...] = ()
     hold: AttentionReason | None = None
     detail: str | None = None
     cancel: bool = False
+    content_hash: str | None = None
 
 
 # --- the outbox: deliveries to factories, pushes to storefronts ------------------------------------------
@@ -67,7 +74,8 @@ class DeliveryJob:
     """One message owed to a factory: `order.created` (a factory order) or `order.cancelled`.
 
     For a cancellation `id` is the cancellation row's, `key` is `"<factory order key>.cancel"` and
-    `requested_at` is when the storefront cancellation was seen.
+    `requested_at` is when the storefront cancellation was seen. `lease_token` is the row's fencing token
+    from this claim: the outcome is recorded only while the row still carries it (ADR 11).
     """
 
     id: int
@@ -78,6 +86,7 @@ class DeliveryJob:
     order: FactoryOrder
     kind: str = ORDER_CREATED
     requested_at: float | None = None
+    lease_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,7 @@ class DeliveryOutcome:
 
 @dataclass(frozen=True, slots=True)
 class PushJob:
-    """One tracking update owed to a storefront."""
+    """One tracking update owed to a storefront. `lease_token`: see `DeliveryJob`."""
 
     id: int
     order_id: int
@@ -109,17 +118,24 @@ class PushJob:
     key: str
     attempts: int
     push: ShipmentPush
+    lease_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class PushOutcome:
-    """What happened to one tracking push. `state` is DONE, PENDING (retry) or DEAD."""
+    """What happened to one tracking push. `state` is DONE, PENDING (retry) or DEAD.
+
+    `attempted=False` means the attempt does not count: the storefront throttled it (its rate limit is
+    the platform's schedule, not a failure). The attempt count is unchanged; the push is due again at
+    `next_attempt_at` (the capacity the platform announced).
+    """
 
     job: PushJob
     state: PushState
     next_attempt_at: float | None = None
     error: str | None = None
     reference: str | None = None
+    attempted: bool = True
 
 
 # --- inbound shipments -----------------------------------------------------------------------------------

@@ -1,18 +1,39 @@
-"""SQLite on aiosqlite: one connection, WAL, synchronous=FULL, every write `BEGIN IMMEDIATE`.
+"""SQLite on aiosqlite: one writer connection, WAL, synchronous=FULL, every write `BEGIN IMMEDIATE`;
+reads on a second, query-only connection.
 
 Each aiosqlite call is a thread hop (~100 µs), so the transitions take batches, use `execute_many`, and
 resolve ids inside SQL (subselects, `json_each`) rather than round-tripping them through Python. One
 call on the transaction is one hop: a fetch is `execute_fetchall`, a write reads `rowcount` and
 `lastrowid` from the cursor without another hop.
+
+Transactions cannot nest on the writer, by construction (issue 11, item 13):
+
+* every statement on the writer runs under the one lock, and only `write()` takes it: reads never touch
+  the writer (they use the reader connection; a `:memory:` database, which a second connection cannot
+  see, reads on the writer under the same lock);
+* a statement whose `await` is cancelled still runs in aiosqlite's thread, in order. So a cancellation
+  anywhere between `BEGIN` and `COMMIT` (including during `BEGIN` itself, which used to leave the
+  connection inside a transaction after the lock was released: the next `BEGIN` then failed with
+  "cannot start a transaction within a transaction") is answered with a `ROLLBACK` queued behind
+  it; that `ROLLBACK` (and `COMMIT`) is awaited to the end even if the caller is cancelled again, and the
+  lock is released only after it. The cancellation then goes on.
+
+`daemon_lock()` is the connector's guarantee that one daemon at a time works on the file (ADR 11): an
+exclusive `flock` on `<database>.lock`, released by the OS when the process dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import socket
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import TypeVar
 
 import aiosqlite
 
@@ -43,6 +64,8 @@ def statements(script: str) -> Iterator[str]:
     if buf.strip():
         raise StoreError(f"incomplete statement in migration: {buf.strip()[:80]}")
 
+
+T = TypeVar("T")
 
 QUERIES: dict[str, str] = load_queries(__package__ or "relay.store.sqlite")
 MIGRATIONS: tuple[Migration, ...] = load_migrations(__package__ or "relay.store.sqlite", statements)
@@ -102,6 +125,96 @@ class SQLiteTransaction:
         await self._db.execute(statement)
 
 
+async def uninterrupted(step: Awaitable[T]) -> T:
+    """Await `step` to its end even if the caller is cancelled meanwhile (then re-raise the cancellation
+    afterwards). For the statements that end a transaction: the lock must not be released before they ran."""
+    task = asyncio.ensure_future(step)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            interrupted = True
+        except BaseException:
+            break
+    if interrupted:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what goes on
+        raise asyncio.CancelledError
+    return task.result()
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """Queued behind any statement still running for a cancelled await; a no-op outside a transaction."""
+    with suppress(sqlite3.Error):
+        await db.execute("ROLLBACK")
+
+
+class FlockDaemonLock:
+    """An exclusive, non-blocking `flock` on a sidecar file, released by the OS if the process dies.
+
+    The holder writes `pid=... host=... since=...` into the file, so a refused daemon can say who holds it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    async def try_acquire(self) -> bool:
+        """Take the lock if it is free; True if this process holds it now."""
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open the daemon lock file {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        holder = f"pid={os.getpid()} host={socket.gethostname()} since={time.time():.0f}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        self._fd = fd
+        return True
+
+    async def holder(self) -> str | None:
+        """What the holder wrote into the lock file, or None."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 4096).decode("utf-8", "replace").strip() or None
+        finally:
+            os.close(fd)
+
+    async def release(self) -> None:
+        """Release the lock (closing the descriptor releases the flock); a no-op when not held."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+class NoDaemonLock:
+    """For a `:memory:` database, which no other process can open: always free."""
+
+    async def try_acquire(self) -> bool:
+        return True
+
+    async def holder(self) -> str | None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
 class SQLiteConnector:
     """A `relay.store.connector.Connector` for one SQLite file."""
 
@@ -111,10 +224,16 @@ class SQLiteConnector:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def _in_memory(self) -> bool:
+        return self.path == ":memory:" or self.path.startswith("file::memory:") or self.path == ""
+
     async def open(self) -> None:
-        """Connect in autocommit mode (transactions are explicit) with WAL, synchronous=FULL, foreign keys."""
+        """Connect in autocommit mode (transactions are explicit) with WAL, synchronous=FULL, foreign keys;
+        then the read connection (query-only)."""
         try:
             db = await aiosqlite.connect(self.path, isolation_level=None)
             self._db = db
@@ -123,26 +242,39 @@ class SQLiteConnector:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = FULL")
             await db.execute("PRAGMA foreign_keys = ON")
+            if not self._in_memory:
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                self._reader = reader
+                reader.row_factory = sqlite3.Row
+                await reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                await reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
             await self.close()
             raise translate(exc) from exc
 
     async def close(self) -> None:
-        """Close the connection; a no-op when not open."""
+        """Close both connections; a no-op when not open."""
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
 
     @property
     def db(self) -> aiosqlite.Connection:
-        """The open connection (tests and the bench attach a trace callback to it)."""
+        """The open writer connection (tests and the bench attach a trace callback to it)."""
         if self._db is None:
             raise StoreError("store is not open")
         return self._db
 
+    def daemon_lock(self) -> FlockDaemonLock | NoDaemonLock:
+        """The lock that keeps a second daemon off this file (`<database>.lock`)."""
+        return NoDaemonLock() if self._in_memory else FlockDaemonLock(f"{self.path}.lock")
+
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, for at most busy_timeout of waiting: when another process holds the database
+        """The writer, for at most busy_timeout of waiting: when another process holds the database
         long enough that work queues up here, callers get StoreUnavailable (503) instead of waiting out
         one busy_timeout per queued write."""
         try:
@@ -157,28 +289,35 @@ class SQLiteConnector:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SQLiteTransaction]:
-        """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation
+        (see the module docstring: the lock is released only once the connection is out of it)."""
         async with self._locked() as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
-            try:
                 yield SQLiteTransaction(db)
-                await db.execute("COMMIT")
             except BaseException as exc:
-                if db.in_transaction:
-                    with suppress(sqlite3.Error):
-                        await db.execute("ROLLBACK")
+                await uninterrupted(_rollback(db))
                 if isinstance(exc, sqlite3.Error):
                     raise translate(exc) from exc
                 raise
+            try:
+                await uninterrupted(db.execute("COMMIT"))
+            except sqlite3.Error as exc:
+                await uninterrupted(_rollback(db))
+                raise translate(exc) from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SQLiteTransaction]:
-        """Reads on the shared connection (autocommit: each statement sees the latest commit)."""
-        async with self._locked() as db:
-            try:
-                yield SQLiteTransaction(db)
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
+        """Reads on the read connection (autocommit: each statement sees the latest commit). It never
+        begins a transaction and cannot write (`query_only`)."""
+        if self._reader is None:
+            async with self._locked() as db:
+                try:
+                    yield SQLiteTransaction(db)
+                except sqlite3.Error as exc:
+                    raise translate(exc) from exc
+            return
+        try:
+            yield SQLiteTransaction(self._reader)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc

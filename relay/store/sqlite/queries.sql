@@ -26,12 +26,13 @@ ON CONFLICT (storefront) DO UPDATE SET cursor_iso = excluded.cursor_iso, updated
 WHERE excluded.cursor_iso > storefront_cursors.cursor_iso;
 
 -- name: orders_by_external_ids
-SELECT id, external_id, state, source_updated_iso, payload, attention_reason
+SELECT id, external_id, state, source_updated_iso, payload, attention_reason, content_hash
 FROM orders WHERE storefront = :storefront AND external_id IN (SELECT value FROM json_each(:external_ids));
 
 -- name: insert_order
-INSERT INTO orders (storefront, external_id, number, state, source_updated_iso, payload, created_at, updated_at)
-VALUES (:storefront, :external_id, :number, 'received', :source_updated_iso, :payload, :now, :now);
+INSERT INTO orders (storefront, external_id, number, state, source_updated_iso, payload, content_hash, created_at,
+                    updated_at)
+VALUES (:storefront, :external_id, :number, :state, :source_updated_iso, :payload, :content_hash, :now, :now);
 
 -- name: insert_order_line
 INSERT INTO order_lines (order_id, line_id, sku, quantity)
@@ -48,7 +49,8 @@ INSERT INTO order_events (order_id, at, kind, from_state, to_state, detail)
 VALUES (:order_id, :at, :kind, :from_state, :to_state, :detail);
 
 -- name: update_order_payload
-UPDATE orders SET payload = :payload, number = :number, source_updated_iso = :source_updated_iso, updated_at = :now
+UPDATE orders SET payload = :payload, number = :number, source_updated_iso = :source_updated_iso,
+                  content_hash = :content_hash, updated_at = :now
 WHERE id = :order_id;
 
 -- name: replace_order_lines_delete
@@ -58,11 +60,14 @@ DELETE FROM order_lines WHERE order_id = :order_id AND factory_order_id IS NULL;
 INSERT OR IGNORE INTO order_lines (order_id, line_id, sku, quantity) VALUES (:order_id, :line_id, :sku, :quantity);
 
 -- name: set_order_state
--- A rejected cancellation stays flagged through later state changes until a person acts.
+-- A sticky flag (models.STICKY_ATTENTION: a rejected cancellation, an edit after placement, a parcel after a
+-- cancellation) stays through later state changes until a person acts.
 UPDATE orders SET state = :state,
-                  attention_reason = CASE WHEN :reason IS NULL AND attention_reason = 'cancel_rejected'
+                  attention_reason = CASE WHEN :reason IS NULL AND attention_reason IN
+                                              ('cancel_rejected', 'changed_after_placement', 'shipped_after_cancel')
                                           THEN attention_reason ELSE :reason END,
-                  attention_detail = CASE WHEN :reason IS NULL AND attention_reason = 'cancel_rejected'
+                  attention_detail = CASE WHEN :reason IS NULL AND attention_reason IN
+                                              ('cancel_rejected', 'changed_after_placement', 'shipped_after_cancel')
                                           THEN attention_detail ELSE :detail END,
                   updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :order_id;
@@ -83,7 +88,7 @@ WHERE id IN (
     WHERE state = 'received' AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
     ORDER BY id LIMIT :limit
 )
-RETURNING id, storefront, payload;
+RETURNING id, storefront, payload, content_hash;
 
 -- name: order_states
 SELECT id, state FROM orders WHERE id IN (SELECT value FROM json_each(:order_ids));
@@ -97,7 +102,8 @@ UPDATE order_lines SET factory_order_id = (SELECT id FROM factory_orders WHERE k
 WHERE order_id = :order_id AND line_id = :line_id;
 
 -- name: claim_deliveries
-UPDATE factory_orders SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+UPDATE factory_orders SET lease_owner = :owner, lease_expires_at = :lease_expires_at,
+                          lease_token = lease_token + 1
 WHERE id IN (
     SELECT id FROM factory_orders
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
@@ -106,10 +112,10 @@ WHERE id IN (
       AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
     ORDER BY next_attempt_at LIMIT :limit
 )
-RETURNING id, order_id, factory, key, attempts, payload;
+RETURNING id, order_id, factory, key, attempts, payload, lease_token;
 
 -- name: factory_orders_by_ids
-SELECT id, order_id, state, attempts, factory FROM factory_orders WHERE id IN (SELECT value FROM json_each(:ids));
+SELECT id, order_id, state, attempts, factory, lease_token FROM factory_orders WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: update_factory_order
 UPDATE factory_orders
@@ -122,8 +128,10 @@ WHERE id = :id;
 SELECT order_id, id, state, dead_reason FROM factory_orders WHERE order_id IN (SELECT value FROM json_each(:order_ids));
 
 -- name: line_totals_of_orders
--- Lines of a factory order cancelled at the factory no longer count towards "every line shipped".
-SELECT order_id, SUM(quantity) AS total, SUM(MIN(shipped_quantity, quantity)) AS shipped FROM order_lines
+-- Lines of a factory order cancelled at the factory no longer count towards "every line shipped", nor does
+-- the cancelled rest of a line (a cancellation after a partial shipment).
+SELECT order_id, SUM(quantity - cancelled_quantity) AS total,
+       SUM(MIN(shipped_quantity, quantity - cancelled_quantity)) AS shipped FROM order_lines
 WHERE order_id IN (SELECT value FROM json_each(:order_ids))
   AND NOT EXISTS (SELECT 1 FROM factory_orders f WHERE f.id = order_lines.factory_order_id AND f.state = 'cancelled')
 GROUP BY order_id;
@@ -146,7 +154,8 @@ FROM factory_orders f JOIN orders o ON o.id = f.order_id WHERE f.key = :key;
 SELECT 1 AS found FROM shipments WHERE factory_order_id = :factory_order_id AND shipment_id = :shipment_id;
 
 -- name: lines_of_order
-SELECT line_id, quantity, shipped_quantity, factory_order_id FROM order_lines WHERE order_id = :order_id;
+SELECT line_id, quantity, shipped_quantity, cancelled_quantity, factory_order_id FROM order_lines
+WHERE order_id = :order_id;
 
 -- name: insert_shipment
 INSERT INTO shipments (factory_order_id, order_id, shipment_id, carrier, tracking_number, tracking_url, lines,
@@ -162,7 +171,8 @@ INSERT INTO storefront_pushes (shipment_id, order_id, storefront, key, state, pa
 VALUES (:shipment_id, :order_id, :storefront, :key, 'pending', :payload, :now, :now, :now);
 
 -- name: claim_pushes
-UPDATE storefront_pushes SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+UPDATE storefront_pushes SET lease_owner = :owner, lease_expires_at = :lease_expires_at,
+                             lease_token = lease_token + 1
 WHERE id IN (
     SELECT id FROM storefront_pushes
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
@@ -170,10 +180,10 @@ WHERE id IN (
       AND storefront IN (SELECT value FROM json_each(:storefronts))
     ORDER BY next_attempt_at LIMIT :limit
 )
-RETURNING id, order_id, storefront, key, attempts, payload;
+RETURNING id, order_id, storefront, key, attempts, payload, lease_token;
 
 -- name: pushes_by_ids
-SELECT id, order_id, state, attempts FROM storefront_pushes WHERE id IN (SELECT value FROM json_each(:ids));
+SELECT id, order_id, state, attempts, lease_token FROM storefront_pushes WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: update_push
 UPDATE storefront_pushes
@@ -284,7 +294,8 @@ UPDATE factory_orders SET state = 'pending', next_attempt_at = :now, updated_at 
 UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;
 
 -- name: factory_orders_to_cancel
-SELECT id, factory, key, state, attempts, lease_expires_at FROM factory_orders WHERE order_id = :order_id ORDER BY id;
+SELECT id, factory, key, state, attempts, lease_expires_at, payload FROM factory_orders WHERE order_id = :order_id
+ORDER BY id;
 
 -- name: cancel_factory_order_locally
 -- Keeps any lease: an order.created in flight must finish before its order.cancelled is sent.
@@ -293,11 +304,12 @@ WHERE id = :id;
 
 -- name: insert_cancellation
 INSERT OR IGNORE INTO factory_cancellations (factory_order_id, order_id, factory, key, state, next_attempt_at,
-                                             requested_at, created_at, updated_at)
-VALUES (:factory_order_id, :order_id, :factory, :key, 'pending', :now, :now, :now, :now);
+                                             requested_at, payload, created_at, updated_at)
+VALUES (:factory_order_id, :order_id, :factory, :key, 'pending', :now, :now, :payload, :now, :now);
 
 -- name: claim_cancellations
-UPDATE factory_cancellations SET lease_owner = :owner, lease_expires_at = :lease_expires_at
+UPDATE factory_cancellations SET lease_owner = :owner, lease_expires_at = :lease_expires_at,
+                                 lease_token = lease_token + 1
 WHERE id IN (
     SELECT c.id FROM factory_cancellations c JOIN factory_orders f ON f.id = c.factory_order_id
     WHERE c.next_attempt_at IS NOT NULL AND c.next_attempt_at <= :now
@@ -307,13 +319,13 @@ WHERE id IN (
       AND c.factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
     ORDER BY c.next_attempt_at LIMIT :limit
 )
-RETURNING id, order_id, factory, key, attempts, requested_at,
-          (SELECT payload FROM factory_orders WHERE factory_orders.id = factory_cancellations.factory_order_id)
-          AS payload;
+RETURNING id, order_id, factory, key, attempts, requested_at, lease_token,
+          COALESCE(payload, (SELECT payload FROM factory_orders
+                             WHERE factory_orders.id = factory_cancellations.factory_order_id)) AS payload;
 
 -- name: cancellations_by_ids
 SELECT c.id AS id, c.order_id AS order_id, c.factory_order_id AS factory_order_id, c.state AS state,
-       c.attempts AS attempts, c.factory AS factory, f.state AS fo_state
+       c.attempts AS attempts, c.factory AS factory, f.state AS fo_state, c.lease_token AS lease_token
 FROM factory_cancellations c JOIN factory_orders f ON f.id = c.factory_order_id
 WHERE c.id IN (SELECT value FROM json_each(:ids));
 
@@ -348,3 +360,122 @@ SELECT shipment_cursor FROM factories WHERE name = :name;
 -- name: set_factory_cursor
 INSERT INTO factories (name, shipment_cursor, updated_at) VALUES (:name, :cursor, :now)
 ON CONFLICT (name) DO UPDATE SET shipment_cursor = excluded.shipment_cursor, updated_at = excluded.updated_at;
+
+-- Engineer C (issue 11: order versions, edits, cancellations after a partial shipment, late parcels).
+
+-- name: order_versions
+SELECT id, state, content_hash, payload FROM orders WHERE id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: release_order_lease
+UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :order_id;
+
+-- name: factory_orders_for_replan
+SELECT id, state, attempts, claimed, lease_owner, lease_expires_at FROM factory_orders WHERE order_id = :order_id;
+
+-- name: unassign_order_lines
+UPDATE order_lines SET factory_order_id = NULL WHERE order_id = :order_id;
+
+-- name: delete_factory_orders_of_order
+-- Only for factory orders never claimed (they cannot have reached a factory): see factory_orders.claimed.
+DELETE FROM factory_orders WHERE order_id = :order_id AND claimed = 0 AND state = 'pending';
+
+-- name: lines_of_factory_order
+SELECT line_id, quantity, shipped_quantity, cancelled_quantity FROM order_lines
+WHERE factory_order_id = :factory_order_id ORDER BY line_id;
+
+-- name: cancel_unshipped_rest
+-- The factory cancelled what it had not shipped: the rest of each of its lines no longer has to ship.
+UPDATE order_lines SET cancelled_quantity = MAX(0, quantity - shipped_quantity)
+WHERE factory_order_id = :factory_order_id;
+
+-- Engineer D (issue 11, item 12: retention; relay/store/transitions/retention.py).
+
+-- name: prune_inbound_messages
+DELETE FROM inbound_messages WHERE (factory, message_id) IN (
+    SELECT factory, message_id FROM inbound_messages WHERE received_at < :before
+    ORDER BY received_at LIMIT :limit
+);
+
+-- name: count_inbound_messages_before
+SELECT count(*) AS n FROM inbound_messages WHERE received_at < :before;
+
+-- name: final_orders_to_prune
+-- One bounded batch of orders in final state :state after id :after (in id order, so the index gives
+-- them without sorting and at most :limit are looked at), each with whether its history may go: final
+-- since before :before, no attention, no lease, nothing owed or in flight in any outbox, history left.
+SELECT o.id AS id,
+       (o.updated_at < :before AND o.attention_reason IS NULL AND o.lease_owner IS NULL
+        AND NOT EXISTS (SELECT 1 FROM factory_orders f WHERE f.order_id = o.id
+                        AND (f.next_attempt_at IS NOT NULL OR f.lease_owner IS NOT NULL))
+        AND NOT EXISTS (SELECT 1 FROM storefront_pushes p WHERE p.order_id = o.id
+                        AND (p.next_attempt_at IS NOT NULL OR p.lease_owner IS NOT NULL))
+        AND NOT EXISTS (SELECT 1 FROM factory_cancellations c WHERE c.order_id = o.id
+                        AND (c.next_attempt_at IS NOT NULL OR c.lease_owner IS NOT NULL))
+        AND (EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id)
+             OR EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = o.id))) AS prunable
+FROM orders o WHERE o.state = :state AND o.id > :after ORDER BY o.id LIMIT :limit;
+
+-- name: history_of_orders
+SELECT (SELECT count(*) FROM order_events WHERE order_id IN (SELECT value FROM json_each(:order_ids))) AS events,
+       (SELECT count(*) FROM shipments WHERE order_id IN (SELECT value FROM json_each(:order_ids))) AS shipments,
+       (SELECT count(*) FROM storefront_pushes WHERE order_id IN (SELECT value FROM json_each(:order_ids))) AS pushes;
+
+-- name: prune_pushes_of_orders
+DELETE FROM storefront_pushes WHERE order_id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: prune_shipments_of_orders
+DELETE FROM shipments WHERE order_id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: prune_events_of_orders
+DELETE FROM order_events WHERE order_id IN (SELECT value FROM json_each(:order_ids));
+
+-- Engineer B (issue 11: leases and fencing, ADR 11).
+
+-- name: release_all_order_leases
+-- Start-up of the daemon holding the database's daemon lock: no other daemon is alive to hold a lease.
+UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL;
+
+-- name: release_all_delivery_leases
+UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL;
+
+-- name: release_all_cancellation_leases
+UPDATE factory_cancellations SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL;
+
+-- name: release_all_push_leases
+UPDATE storefront_pushes SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL;
+
+-- name: delivery_leases
+-- The pre-send check: is each claimed factory order still owed, and still leased under the job's token?
+SELECT id, state, lease_token, lease_expires_at FROM factory_orders WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: cancellation_leases
+SELECT id, state, lease_token, lease_expires_at FROM factory_cancellations
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: push_leases
+SELECT id, state, lease_token, lease_expires_at FROM storefront_pushes WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: renew_delivery_lease
+UPDATE factory_orders SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND lease_token = :lease_token AND state = 'pending';
+
+-- name: renew_cancellation_lease
+UPDATE factory_cancellations SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND lease_token = :lease_token AND state = 'pending';
+
+-- name: renew_push_lease
+UPDATE storefront_pushes SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND lease_token = :lease_token AND state = 'pending';
+
+-- name: set_order_stamp
+UPDATE orders SET source_updated_iso = :source_updated_iso WHERE id = :order_id;
+
+-- name: defer_push
+-- A throttled push (the storefront's schedule, not a failed attempt): due again then, attempts unchanged.
+UPDATE storefront_pushes
+SET next_attempt_at = :next_attempt_at, last_error = :error, lease_owner = NULL, lease_expires_at = NULL,
+    updated_at = :now
+WHERE id = :id AND state = 'pending';
+
+-- name: release_push_lease
+UPDATE storefront_pushes SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;

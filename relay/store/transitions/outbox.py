@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from relay.domain.models import (
     CANCEL_TRANSITIONS,
@@ -26,7 +27,7 @@ from relay.store.records import (
     PushOutcome,
 )
 from relay.store.transitions import EventRow, event
-from relay.store.transitions.orders import refresh_orders
+from relay.store.transitions.orders import cancel_unshipped_rest, refresh_orders
 
 # --- forward: messages to factories --------------------------------------------------------------------
 
@@ -54,6 +55,7 @@ async def claim_deliveries(
             order=FactoryOrder.model_validate_json(r["payload"]),
             kind=ORDER_CANCELLED,
             requested_at=r["requested_at"],
+            lease_token=r["lease_token"],
         )
         for r in cancels
     ]
@@ -74,25 +76,31 @@ async def claim_deliveries(
                 key=r["key"],
                 attempts=r["attempts"],
                 order=FactoryOrder.model_validate_json(r["payload"]),
+                lease_token=r["lease_token"],
             )
             for r in rows
         ]
     return jobs
 
 
-async def record_deliveries(tx: Transaction, outcomes: Sequence[DeliveryOutcome], now: float) -> None:
+async def record_deliveries(
+    tx: Transaction, outcomes: Sequence[DeliveryOutcome], now: float
+) -> list[DeliveryOutcome]:
     """Group-commit delivery outcomes. An outcome for a row that moved on meanwhile, or an unattempted
-    one, only frees its lease."""
+    one, only frees its lease. A stale one (the row was claimed again since: its fencing token moved on)
+    changes nothing at all and is returned, for the caller to log."""
     events: list[EventRow] = []
     touched: list[int] = []
+    stale: list[DeliveryOutcome] = []
     creates = [o for o in outcomes if o.job.kind == ORDER_CREATED]
     cancels = [o for o in outcomes if o.job.kind == ORDER_CANCELLED]
     if creates:
-        await _record_creates(tx, creates, now, events, touched)
+        await _record_creates(tx, creates, now, events, touched, stale=stale)
     if cancels:
-        await _record_cancels(tx, cancels, now, events, touched)
+        await _record_cancels(tx, cancels, now, events, touched, stale=stale)
     await refresh_orders(tx, touched, now, events, cause="delivery")
     await tx.execute_many("insert_event", events)
+    return stale
 
 
 async def _record_creates(
@@ -101,12 +109,17 @@ async def _record_creates(
     now: float,
     events: list[EventRow],
     touched: list[int],
+    *,
+    stale: list[DeliveryOutcome],
 ) -> None:
     rows = {r["id"]: r for r in await tx.fetch("factory_orders_by_ids", ids=[o.job.id for o in outcomes])}
     updates: list[dict[str, Scalar]] = []
     releases: list[dict[str, Scalar]] = []
     for out in outcomes:
-        row = rows[out.job.id]
+        row = rows.get(out.job.id)
+        if row is None or row["lease_token"] != out.job.lease_token:
+            stale.append(out)  # claimed again since (the lease lapsed): the newer claim decides
+            continue
         fo_id: int = row["id"]
         order_id: int = row["order_id"]
         factory: str = row["factory"]
@@ -176,12 +189,17 @@ async def _record_cancels(
     now: float,
     events: list[EventRow],
     touched: list[int],
+    *,
+    stale: list[DeliveryOutcome],
 ) -> None:
     """Outcomes of `order.cancelled` messages. DONE cancels a placed factory order; REFUSED (the
     factory already shipped) leaves it, so its parcels keep flowing back."""
     rows = {r["id"]: r for r in await tx.fetch("cancellations_by_ids", ids=[o.job.id for o in outcomes])}
     for out in outcomes:
-        row = rows[out.job.id]
+        row = rows.get(out.job.id)
+        if row is None or row["lease_token"] != out.job.lease_token:
+            stale.append(out)  # claimed again since: the newer claim decides
+            continue
         c_id: int = row["id"]
         order_id: int = row["order_id"]
         factory: str = row["factory"]
@@ -210,15 +228,24 @@ async def _record_cancels(
         events.append(
             event(order_id, now, kind, factory=factory, attempt=attempt, error=out.error, next_attempt_at=due)
         )
-        if target is CancelState.DEAD:
-            # Never silent: the customer cancelled, the factory may still ship. A person must follow up.
+        if target in (CancelState.DEAD, CancelState.REFUSED):
+            # Never silent: the customer cancelled, the factory may still ship (or refused: it already
+            # shipped, the parcels are coming). A person must follow up with the customer.
+            refused = "refused, already shipped" if target is CancelState.REFUSED else out.error
             await tx.execute(
                 "flag_order",
                 reason=AttentionReason.CANCEL_REJECTED,
-                detail=f"{factory}: {out.error}",
+                detail=f"{factory}: {refused}",
                 now=now,
                 order_id=order_id,
             )
+        if (
+            target is CancelState.DONE
+            and FactoryOrderState(row["fo_state"]) is FactoryOrderState.PARTIALLY_SHIPPED
+        ):
+            # Cancelled after a partial shipment: the factory stops the unshipped rest (engineer C, item 6).
+            await cancel_unshipped_rest(tx, row["factory_order_id"], order_id, now, events, factory=factory)
+            touched.append(order_id)
         if target is CancelState.DONE and FactoryOrderState(row["fo_state"]) is FactoryOrderState.PLACED:
             fo_id: int = row["factory_order_id"]
             check_transition(
@@ -256,19 +283,27 @@ async def claim_pushes(
             key=r["key"],
             attempts=r["attempts"],
             push=ShipmentPush.model_validate_json(r["payload"]),
+            lease_token=r["lease_token"],
         )
         for r in rows
     ]
 
 
-async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: float) -> None:
-    """Group-commit push outcomes; one for a push no longer pending only frees its lease."""
+async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: float) -> list[PushOutcome]:
+    """Group-commit push outcomes; one for a push no longer pending only frees its lease. An unattempted
+    one keeps its attempt count: throttled (it has a `next_attempt_at`: the capacity the storefront
+    announced) it is due again then; not sent at all, it only frees its lease."""
     rows = {r["id"]: r for r in await tx.fetch("pushes_by_ids", ids=[o.job.id for o in outcomes])}
     updates: list[dict[str, Scalar]] = []
     events: list[EventRow] = []
     touched: list[int] = []
+    stale: list[PushOutcome] = []  # claimed again since (fencing token moved on): changes nothing
+    unattempted: list[tuple[str, dict[str, Scalar]]] = []
     for out in outcomes:
-        row = rows[out.job.id]
+        row = rows.get(out.job.id)
+        if row is None or row["lease_token"] != out.job.lease_token:
+            stale.append(out)
+            continue
         push_id: int = row["id"]
         order_id: int = row["order_id"]
         attempts: int = row["attempts"]
@@ -286,6 +321,13 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
                     "id": push_id,
                 }
             )
+            continue
+        if not out.attempted:  # not sent, or throttled (the platform's schedule): the attempt does not count
+            if out.next_attempt_at is None:
+                unattempted.append(("release_push_lease", {"id": push_id}))
+            else:
+                args = {"next_attempt_at": out.next_attempt_at, "error": out.error, "now": now}
+                unattempted.append(("defer_push", {**args, "id": push_id}))
             continue
         check_transition(PUSH_TRANSITIONS, current, out.state, subject=f"push {push_id}")
         attempt = attempts + 1
@@ -320,8 +362,11 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
             )
         )
     await tx.execute_many("update_push", updates)
+    for query, args in unattempted:
+        await tx.execute(query, **args)
     await refresh_orders(tx, touched, now, events, cause="push")
     await tx.execute_many("insert_event", events)
+    return stale
 
 
 # --- leases and due times ------------------------------------------------------------------------------
@@ -338,6 +383,90 @@ async def release_leases(tx: Transaction, owner: str) -> None:
     """Free every lease held by `owner`."""
     for query in _LEASE_RELEASES:
         await tx.execute(query, owner=owner)
+
+
+async def release_all_leases(tx: Transaction) -> int:
+    """Free every lease, whoever holds it: only for the holder of the database's daemon lock at start-up,
+    when no other daemon can be alive to hold one (ADR 11). Returns how many were freed."""
+    freed = 0
+    for query in (
+        "release_all_order_leases",
+        "release_all_delivery_leases",
+        "release_all_cancellation_leases",
+        "release_all_push_leases",
+    ):
+        freed += await tx.execute(query)
+    return freed
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    id: int
+    lease_token: int
+    renew: bool
+
+
+async def _still_held(
+    tx: Transaction, query: str, jobs: Sequence[DeliveryJob] | Sequence[PushJob], now: float, need_s: float
+) -> list[_Held]:
+    """Which of `jobs` are still pending under their token; `renew` when fewer than `need_s` seconds of
+    their lease are left (or it lapsed)."""
+    if not jobs:
+        return []
+    rows = {r["id"]: r for r in await tx.fetch(query, ids=[j.id for j in jobs])}
+    held = []
+    for job in jobs:
+        row = rows.get(job.id)
+        if row is None or row["state"] != "pending" or row["lease_token"] != job.lease_token:
+            continue
+        # Still pending under our token, so nothing (no cancellation, no other claim) touched it. A lease
+        # that is short or lapsed is renewed before the send, under the same condition, in a write.
+        expires = row["lease_expires_at"]
+        held.append(_Held(job.id, job.lease_token, expires is None or expires - now < need_s))
+    return held
+
+
+async def still_held_deliveries(
+    tx: Transaction, jobs: Sequence[DeliveryJob], now: float, need_s: float
+) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """The pre-send check (read only): `(ok, to_renew)` as `(kind, id)` pairs."""
+    ok: set[tuple[str, int]] = set()
+    renew: set[tuple[str, int]] = set()
+    for kind, query in ((ORDER_CREATED, "delivery_leases"), (ORDER_CANCELLED, "cancellation_leases")):
+        for h in await _still_held(tx, query, [j for j in jobs if j.kind == kind], now, need_s):
+            (renew if h.renew else ok).add((kind, h.id))
+    return ok, renew
+
+
+async def renew_deliveries(
+    tx: Transaction, jobs: Sequence[DeliveryJob], now: float, lease_s: float
+) -> set[tuple[str, int]]:
+    """Extend the leases of `jobs` still pending under their token; the `(kind, id)` pairs renewed."""
+    renewed = set()
+    for job in jobs:
+        query = "renew_cancellation_lease" if job.kind == ORDER_CANCELLED else "renew_delivery_lease"
+        if await tx.execute(query, id=job.id, lease_token=job.lease_token, lease_expires_at=now + lease_s):
+            renewed.add((job.kind, job.id))
+    return renewed
+
+
+async def still_held_pushes(
+    tx: Transaction, jobs: Sequence[PushJob], now: float, need_s: float
+) -> tuple[set[int], set[int]]:
+    """The pre-send check for pushes (read only): `(ok, to_renew)` ids."""
+    held = await _still_held(tx, "push_leases", jobs, now, need_s)
+    return {h.id for h in held if not h.renew}, {h.id for h in held if h.renew}
+
+
+async def renew_pushes(tx: Transaction, jobs: Sequence[PushJob], now: float, lease_s: float) -> set[int]:
+    """Extend the leases of `jobs` still pending under their token; the ids renewed."""
+    renewed = set()
+    for job in jobs:
+        if await tx.execute(
+            "renew_push_lease", id=job.id, lease_token=job.lease_token, lease_expires_at=now + lease_s
+        ):
+            renewed.add(job.id)
+    return renewed
 
 
 async def next_due(tx: Transaction) -> float | None:
