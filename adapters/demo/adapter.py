@@ -40,6 +40,7 @@ def to_order(raw: dict[str, Any]) -> Order:
         paid=raw.get("financial_status") == "paid",
         test=bool(raw.get("test")),
         cancelled=raw.get("cancelled_at") is not None,
+        fulfilled=raw.get("fulfillment_status") == "fulfilled",
         tags=tuple(raw.get("tags") or ()),
         shipping_address=Address(
             name=address.get("name", ""),

@@ -39,7 +39,20 @@ class _Order:
     test: bool = False
     cancelled_at: float | None = None
     malformed: bool = False
+    fulfilled_by_hand: bool = False  # the merchant fulfilled it outside relay
     fulfilments: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fulfillment_status(self) -> str | None:
+        """The demo API's `fulfillment_status`: fulfilled (every line), partial (some) or None."""
+        if self.fulfilled_by_hand:
+            return "fulfilled"
+        done: dict[str, int] = {}
+        for record in self.fulfilments.values():
+            for item in record["line_items"]:
+                done[item["id"]] = done.get(item["id"], 0) + item["quantity"]
+        if not done:
+            return None
+        return "fulfilled" if all(done.get(li["id"], 0) >= li["quantity"] for li in self.lines) else "partial"
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -52,6 +65,7 @@ class _Order:
             "financial_status": "paid" if self.paid else "pending",
             "test": self.test,
             "cancelled_at": _iso(self.cancelled_at) if self.cancelled_at else None,
+            "fulfillment_status": self.fulfillment_status(),
             "tags": [],
             "shipping_address": {
                 "name": "Ada Customer",
@@ -160,6 +174,11 @@ class FakeDemoStorefront:
     def cancel(self, order_id: str) -> None:
         self._orders[order_id].cancelled_at = time.time()
         self.touch(order_id)
+
+    def mark_fulfilled(self, order_id: str, *, updated_at: float | None = None) -> None:
+        """The merchant fulfilled the order outside relay (by hand, or with another tool)."""
+        self._orders[order_id].fulfilled_by_hand = True
+        self.touch(order_id, updated_at=updated_at)
 
     def fulfilments(self, order_id: str) -> list[RecordedFulfilment]:
         return [

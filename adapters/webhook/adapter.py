@@ -42,14 +42,24 @@ class WebhookOptions(BaseModel):
 
 
 def order_created_body(order: FactoryOrder) -> bytes:
-    """The `order.created` message: deterministic, so every attempt sends the same bytes."""
+    """The `order.created` message: deterministic, so every attempt sends the same bytes.
+
+    `timestamp` and `data.created_at` are the storefront order's creation time (docs/factory-api.md §2).
+    """
     data = order.model_dump(mode="json")
-    message = {"type": "order.created", "timestamp": data["created_at"], "data": data}
+    created = order.created_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    data["created_at"] = created
+    message = {"type": "order.created", "timestamp": created, "data": data}
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
 
 
 def order_cancelled_body(order: FactoryOrder, cancelled_at: datetime) -> bytes:
-    """The `order.cancelled` message: names the factory order by its key; deterministic like `order.created`."""
+    """The `order.cancelled` message: names the factory order by its key; deterministic like `order.created`.
+
+    `order` is the factory order restricted to the lines cancelled (the store keeps it with the message):
+    `data.lines` lists each with the quantity to stop, the whole order or, after a partial shipment, the
+    unshipped rest.
+    """
     data = {
         "key": order.key,
         "factory": order.factory,
@@ -57,6 +67,7 @@ def order_cancelled_body(order: FactoryOrder, cancelled_at: datetime) -> bytes:
         "order_id": order.order_id,
         "order_number": order.order_number,
         "reason": "cancelled_on_storefront",
+        "lines": [{"line_id": line.line_id, "quantity": line.quantity} for line in order.lines],
     }
     when = cancelled_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     message = {"type": "order.cancelled", "timestamp": when, "data": data}

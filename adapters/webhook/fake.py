@@ -80,6 +80,7 @@ class FakeFactory:
         self.deliveries: Counter[str] = Counter()
         self.orders: dict[str, HeldOrder] = {}
         self.cancellations: Counter[str] = Counter()  # valid order.cancelled messages per factory order key
+        self.cancelled_lines: dict[str, list[dict[str, Any]]] = {}  # key -> the last order.cancelled's lines
         self.cancelled_unknown: set[str] = set()  # keys cancelled before (or without) their order.created
         self.clock: Callable[[], float] = time.time
         self.rejected_signatures = 0
@@ -208,6 +209,7 @@ class FakeFactory:
     def _act(self, message_id: str, message: dict[str, Any]) -> web.Response:
         """Take one valid message: cancel, refuse a cancelled key, or hold the order (once per key)."""
         if message.get("type") == "order.cancelled":
+            self.cancelled_lines[message["data"]["key"]] = list(message["data"].get("lines") or [])
             return self._cancel(message["data"]["key"])
         if message_id in self.cancelled_unknown:
             return web.json_response({"error": "cancelled"}, status=409)

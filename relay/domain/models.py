@@ -68,6 +68,8 @@ class Order(_Value):
     paid: bool = True
     test: bool = False
     cancelled: bool = False
+    fulfilled: bool = False
+    """Already fulfilled on the storefront (by hand, or by another tool): relay records it, never routes it."""
     tags: tuple[str, ...] = ()
     shipping_address: Address = Field(default_factory=Address)
     lines: tuple[OrderLine, ...] = Field(min_length=1)
@@ -86,6 +88,15 @@ class Order(_Value):
         if len(ids) != len(set(ids)):
             raise ValueError("line ids must be unique within an order")
         return lines
+
+    def content_hash(self) -> str:
+        """The version of the order's content: a hash of every field relay uses, `updated_at` aside.
+
+        Storefronts stamp `updated_at` in whole seconds, so two versions may share a stamp; this hash tells
+        them apart (`ingest` applies a version whose hash differs and whose stamp is not older).
+        """
+        content = self.model_dump_json(exclude={"updated_at"})
+        return hashlib.sha256(content.encode()).hexdigest()[:32]
 
 
 class Malformed(_Value):
@@ -218,14 +229,36 @@ class AttentionReason(StrEnum):
     FACTORY_REJECTED = "factory_rejected"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PUSH_REJECTED = "push_rejected"
-    CANCEL_REJECTED = "cancel_rejected"  # the factory never confirmed a storefront cancellation
+    CANCEL_REJECTED = "cancel_rejected"  # the factory never confirmed (or refused) a storefront cancellation
+    CHANGED_AFTER_PLACEMENT = "changed_after_placement"  # edited on the storefront after a factory got it
+    SHIPPED_AFTER_CANCEL = "shipped_after_cancel"  # a parcel arrived for lines the factory had cancelled
+    ALREADY_FULFILLED = "already_fulfilled"  # fulfilled on the storefront before relay routed it
+    # A factory that is bought from (1688) rather than sent webhooks:
+    ADDRESS_INVALID = "address_invalid"  # the factory cannot take the address (required parts missing)
+    AWAITING_PAYMENT = "awaiting_payment"  # placed, but the reseller must pay it before it closes
+    PAYMENT_EXPIRED = "payment_expired"  # the factory closed the order unpaid: never re-created silently
+    REFUND_REQUIRED = "refund_required"  # cancelled on the storefront after the factory order was paid
+    DUPLICATE_AT_FACTORY = "duplicate_at_factory"  # two live factory orders carry one idempotency key
+
+
+STICKY_ATTENTION = frozenset(
+    {
+        AttentionReason.CANCEL_REJECTED,
+        AttentionReason.CHANGED_AFTER_PLACEMENT,
+        AttentionReason.SHIPPED_AFTER_CANCEL,
+    }
+)
+"""Flags on an order whose state moves on regardless: kept through later state changes until a person acts
+(`set_order_state` keeps them; see queries.sql)."""
 
 
 _O = OrderState
 ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     _O.RECEIVED: frozenset({_O.ROUTED, _O.HELD, _O.CANCELLED}),
     _O.HELD: frozenset({_O.RECEIVED, _O.ROUTED, _O.CANCELLED}),
-    _O.ROUTED: frozenset({_O.PLACED, _O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED}),
+    _O.ROUTED: frozenset(
+        {_O.PLACED, _O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED, _O.RECEIVED}
+    ),  # RECEIVED: edited before any factory order was sent, so it is planned again
     _O.PLACED: frozenset({_O.PARTIALLY_SHIPPED, _O.SHIPPED, _O.FAILED, _O.CANCELLED, _O.ROUTED}),
     # COMPLETED directly: the unshipped rest was cancelled and every parcel's tracking is pushed.
     _O.PARTIALLY_SHIPPED: frozenset({_O.SHIPPED, _O.COMPLETED, _O.FAILED}),

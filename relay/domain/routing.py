@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from dataclasses import replace
 
 from relay.domain.models import AttentionReason, FactoryOrder, OrderLine, factory_order_key
 from relay.store import RouteJob, RoutePlan
@@ -17,10 +17,27 @@ from relay.store import RouteJob, RoutePlan
 def plan_route(
     job: RouteJob, sku_map: Mapping[str, str], *, test_tags: Collection[str] = (), now: float
 ) -> RoutePlan:
-    """Decide what happens to one received order."""
+    """Decide what happens to one received order.
+
+    The plan carries the version it was made for (`job.content_hash`): the store applies it only to that
+    version. `now` is kept for callers; a factory order carries the order's own creation time.
+    """
+    plan = _decide(job, sku_map, test_tags)
+    return replace(plan, content_hash=job.content_hash)
+
+
+def _decide(  # noqa: PLR0911 - a decision table reads best as early returns
+    job: RouteJob, sku_map: Mapping[str, str], test_tags: Collection[str]
+) -> RoutePlan:
     order = job.order
     if order.cancelled:
         return RoutePlan(job.order_id, cancel=True)
+    if order.fulfilled:
+        return RoutePlan(
+            job.order_id,
+            hold=AttentionReason.ALREADY_FULFILLED,
+            detail="fulfilled on the storefront before relay routed it",
+        )
     tagged = sorted(set(order.tags) & set(test_tags))
     if order.test or tagged:
         detail = f"tagged {', '.join(tagged)}" if tagged else "storefront marks it as a test order"
@@ -41,7 +58,6 @@ def plan_route(
     by_factory: dict[str, list[OrderLine]] = defaultdict(list)
     for line in order.lines:
         by_factory[sku_map[skus[line.line_id]]].append(line)
-    created = datetime.fromtimestamp(now, UTC)
     return RoutePlan(
         job.order_id,
         factory_orders=tuple(
@@ -51,7 +67,7 @@ def plan_route(
                 storefront=job.storefront,
                 order_id=order.external_id,
                 order_number=order.number,
-                created_at=created,
+                created_at=order.created_at,
                 currency=order.currency,
                 email=order.email,
                 shipping_address=order.shipping_address,

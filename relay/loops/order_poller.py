@@ -12,6 +12,13 @@ Such an order is simply listed again on later polls (the store ignores what it a
 clock passes its stamp. A stamp more than `CURSOR_MARGIN_S` ahead of relay's clock is a *future stamp*:
 logged once per order and stamp (`future_timestamp`, with the storefront, the order's external id and
 `ahead_s`) and counted in `future_stamps` (`relay_future_timestamps_total{storefront}` on `/metrics`).
+
+The first poll (no stored cursor) never lists the shop's history: it starts at the storefront's
+`start_from` ("now", the daemon's first start, or a date), logs `first_poll` with that start point, and
+stores it as the cursor before listing, so a crash mid-listing resumes from there. No poll ever reads
+before the start point (`cursor_overlap_s` included) while this process runs; with "now", a restart
+before the cursor moved on may re-read up to `cursor_overlap_s` + `CURSOR_MARGIN_S` before it. An order
+already fulfilled on the storefront is recorded as completed and never routed (`Store.ingest`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from relay.config import parse_start_from
 from relay.contracts import StorefrontAdapter
 from relay.domain.models import Malformed, Order
 from relay.exceptions import AuthError, RetriableAdapterError
@@ -29,6 +37,18 @@ from relay.store import Store
 
 CURSOR_MARGIN_S = 60.0
 """The stored cursor stays at least this far behind relay's clock; stamps further ahead are logged."""
+
+
+def describe_first_poll(storefront: str, start_from: str) -> str:
+    """What the first poll of `storefront` (no stored cursor yet) picks up, for `relay check`."""
+    if start_from.strip().lower() == "now":
+        point = 'the daemon\'s first start (start_from = "now")'
+    else:
+        point = parse_start_from(start_from, now=0.0).isoformat().replace("+00:00", "Z")
+    return (
+        f"storefront {storefront}: the first poll (no stored cursor) lists orders updated since {point}; "
+        "earlier orders are never listed, orders already fulfilled on the storefront are recorded, never routed"
+    )
 
 
 class OrderPoller(Loop):
@@ -46,8 +66,12 @@ class OrderPoller(Loop):
         clock: Callable[[], float],
         log: Any,
         on_orders: Callable[[], None] = lambda: None,
+        start_from: str = "now",
     ) -> None:
         super().__init__(interval=interval, clock=clock, log=log.bind(storefront=adapter.name))
+        self.start_from = start_from
+        # No poll reads before this: the configured date, or (for "now") the start this process recorded.
+        self._floor: datetime | None = None if start_from.strip().lower() == "now" else self._start(0.0)
         self.store = store
         self.adapter = adapter
         self.overlap = timedelta(seconds=overlap_s)
@@ -71,8 +95,12 @@ class OrderPoller(Loop):
         limit = datetime.fromtimestamp(now - CURSOR_MARGIN_S, UTC)
         self._forget_past_stamps(limit)
         stored = await self.store.get_cursor(self.adapter.name)
-        cursor = min(stored, limit) if stored else None  # a cursor stored in the future is not trusted
-        since = cursor - self.overlap if cursor else None
+        if stored is None:
+            stored = await self._first_start(now, limit)
+        cursor = min(stored, limit)  # a cursor stored in the future is not trusted
+        since = cursor - self.overlap
+        if self._floor is not None and since < self._floor:
+            since = self._floor
         newest: datetime | None = cursor
         changed = pages = 0
         async for page in self.adapter.fetch_orders(since):
@@ -99,6 +127,18 @@ class OrderPoller(Loop):
         if changed:
             self.log.info("orders_polled", changed=changed, pages=pages)
         return changed
+
+    def _start(self, now: float) -> datetime:
+        return parse_start_from(self.start_from, now=now)
+
+    async def _first_start(self, now: float, limit: datetime) -> datetime:
+        """No cursor yet: record the start point as the cursor (before listing) and log it."""
+        start = min(self._start(now), limit)
+        if self._floor is None:
+            self._floor = start
+        self.log.info("first_poll", start_from=self.start_from, since=start.isoformat())
+        await self.store.ingest(self.adapter.name, [], [], start, self.clock())
+        return start
 
     def _check_stamp(self, order: Order, now: float) -> None:
         """Log and count an order stamped more than `CURSOR_MARGIN_S` ahead of relay's clock, once."""

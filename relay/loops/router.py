@@ -44,8 +44,12 @@ class Router(Loop):
             plan_route(job, self.sku_map, test_tags=self.test_tags.get(job.storefront, ()), now=now)
             for job in jobs
         ]
-        await self.store.apply_routing(plans, self.clock())
-        for plan in plans:
+        applied = await self.store.apply_routing(plans, self.clock())
+        if applied < len(plans):
+            # The poller stored a newer version of some of these orders since the claim (or they moved on):
+            # their plans were dropped (`route_plan_stale` in their history) and their leases freed.
+            self.log.info("route_plans_dropped", dropped=len(plans) - applied, planned=len(plans))
+        for plan in plans if applied == len(plans) else ():
             if plan.hold is not None:
                 self.log.warning(
                     "order_held", order_id=plan.order_id, reason=plan.hold.value, detail=plan.detail
@@ -60,4 +64,4 @@ class Router(Loop):
                 )
         if any(plan.factory_orders for plan in plans):
             self.on_routed()
-        return len(jobs) == self.batch_size
+        return len(jobs) == self.batch_size or applied < len(plans)  # dropped plans: plan again at once

@@ -10,7 +10,9 @@ from datetime import datetime
 from relay.domain.models import (
     FACTORY_ORDER_TRANSITIONS,
     ORDER_TRANSITIONS,
+    TERMINAL_ORDER_STATES,
     AttentionReason,
+    FactoryOrder,
     FactoryOrderState,
     Malformed,
     Order,
@@ -19,7 +21,7 @@ from relay.domain.models import (
     check_transition,
     derive_order_state,
 )
-from relay.store.connector import Scalar, Transaction
+from relay.store.connector import Row, Scalar, Transaction
 from relay.store.records import IngestResult, RouteJob, RoutePlan
 from relay.store.transitions import EventRow, event
 
@@ -52,11 +54,18 @@ async def ingest(
     *,
     now: float,
 ) -> IngestResult:
-    """Record one page: new orders, changes to known ones, quarantined records, and the cursor."""
+    """Record one page: new orders, changes to known ones, quarantined records, and the cursor.
+
+    A version of a known order is applied when its content differs from the stored one
+    (`Order.content_hash()`) and its `updated_at` is not older: storefronts stamp whole seconds, so a
+    payment or a cancellation in the same second as the stored version is a new version too. Within one
+    second a version never undoes a one-way flag (paid, cancelled, fulfilled): a stale replica's copy of the
+    same second cannot take a payment or a cancellation back.
+    """
     latest: dict[str, Order] = {}
     for order in orders:  # a page may repeat an order that changed mid-listing: keep the newest
         seen = latest.get(order.external_id)
-        if seen is None or order.updated_at >= seen.updated_at:
+        if seen is None or _newer(order, seen):
             latest[order.external_id] = order
     new = updated = requeued = cancelled = 0
     existing = {
@@ -69,16 +78,22 @@ async def ingest(
     events: list[EventRow] = []
     for ext_id, order in latest.items():
         payload = order.model_dump_json()
+        content_hash = order.content_hash()
         row = existing.get(ext_id)
         if row is None:
             new += 1
+            # Fulfilled on the storefront before relay ever saw it (history, or fulfilled by hand): recorded
+            # as completed, never routed. Nothing is owed to anyone, so it needs no person either.
+            initial = OrderState.COMPLETED if order.fulfilled and not order.cancelled else OrderState.RECEIVED
             inserts.append(
                 {
                     "storefront": storefront,
                     "external_id": ext_id,
                     "number": order.number,
+                    "state": initial,
                     "source_updated_iso": order.updated_at.isoformat(),
                     "payload": payload,
+                    "content_hash": content_hash,
                     "now": now,
                 }
             )
@@ -97,46 +112,15 @@ async def ingest(
                     "storefront": storefront,
                     "external_id": ext_id,
                     "at": now,
-                    "kind": "received",
+                    "kind": "received" if initial is OrderState.RECEIVED else "already_fulfilled",
                     "from_state": None,
-                    "to_state": OrderState.RECEIVED,
+                    "to_state": initial,
                     "detail": None,
                 }
             )
             continue
-        if datetime.fromisoformat(row["source_updated_iso"]) >= order.updated_at:
-            continue
-        updated += 1
-        order_id: int = row["id"]
-        state = OrderState(row["state"])
-        before = Order.model_validate_json(row["payload"])
-        await tx.execute(
-            "update_order_payload",
-            payload=payload,
-            number=order.number,
-            source_updated_iso=order.updated_at.isoformat(),
-            now=now,
-            order_id=order_id,
-        )
-        if state in (OrderState.RECEIVED, OrderState.HELD):
-            # Not routed yet: take the new lines and let the router decide again.
-            await replace_lines(tx, order_id, order)
-            if state is OrderState.HELD:
-                requeued += 1
-                await set_order_state(tx, order_id, state, OrderState.RECEIVED, now)
-                events.append(
-                    event(order_id, now, "requeued", state, OrderState.RECEIVED, cause="storefront_updated")
-                )
-        elif (
-            order.cancelled
-            and not before.cancelled
-            and state not in (OrderState.CANCELLED, OrderState.COMPLETED)
-        ):
-            cancelled += 1
-            events.append(
-                event(order_id, now, "cancel_requested", state, state, cause="storefront_cancelled")
-            )
-            await cancel_factory_orders(tx, order_id, now, events)
+        counts = await _apply_version(tx, row, order, now, events)
+        updated, requeued, cancelled = updated + counts[0], requeued + counts[1], cancelled + counts[2]
     if inserts:
         await tx.execute_many("insert_order", inserts)
         await tx.execute_many("insert_order_line", lines)
@@ -162,6 +146,159 @@ async def ingest(
     return IngestResult(new, updated, requeued, cancelled, len(malformed))
 
 
+async def _apply_version(  # noqa: PLR0911 - one early return per kind of version, like a decision table
+    tx: Transaction, row: Row, order: Order, now: float, events: list[EventRow]
+) -> tuple[int, int, int]:
+    """Apply one listed version of a known order (see `ingest`). Returns (updated, requeued, cancelled)."""
+    stored_at = datetime.fromisoformat(row["source_updated_iso"])
+    if order.updated_at < stored_at:
+        return (0, 0, 0)  # an older version, listed late
+    before = Order.model_validate_json(row["payload"])
+    if order.content_hash() == (row["content_hash"] or before.content_hash()):
+        if order.updated_at > stored_at:  # the same content, stamped later: keep the newest stamp
+            await tx.execute(
+                "set_order_stamp", source_updated_iso=order.updated_at.isoformat(), order_id=row["id"]
+            )
+        return (0, 0, 0)
+    if order.updated_at == stored_at and _undoes_a_flag(before, order):
+        return (0, 0, 0)
+    order_id: int = row["id"]
+    state = OrderState(row["state"])
+    await tx.execute(
+        "update_order_payload",
+        payload=order.model_dump_json(),
+        number=order.number,
+        source_updated_iso=order.updated_at.isoformat(),
+        content_hash=order.content_hash(),
+        now=now,
+        order_id=order_id,
+    )
+    if state in (OrderState.RECEIVED, OrderState.HELD):
+        # Not routed yet: take the new lines and let the router decide again.
+        await replace_lines(tx, order_id, order)
+        if state is OrderState.HELD:
+            await set_order_state(tx, order_id, state, OrderState.RECEIVED, now)
+            events.append(
+                event(order_id, now, "requeued", state, OrderState.RECEIVED, cause="storefront_updated")
+            )
+            return (1, 1, 0)
+        return (1, 0, 0)
+    if order.cancelled and not before.cancelled and state not in (OrderState.CANCELLED, OrderState.COMPLETED):
+        events.append(event(order_id, now, "cancel_requested", state, state, cause="storefront_cancelled"))
+        await cancel_factory_orders(tx, order_id, now, events)
+        return (1, 0, 1)
+    if state in _DERIVED_STATES and not order.cancelled:
+        replanned = await _changed_after_routing(tx, order_id, state, before, order, now=now, events=events)
+        return (1, replanned, 0)
+    return (1, 0, 0)
+
+
+def _newer(order: Order, than: Order) -> bool:
+    """Whether `order` supersedes `than` (two copies of one order on one page)."""
+    if order.updated_at != than.updated_at:
+        return order.updated_at > than.updated_at
+    return not _undoes_a_flag(than, order)
+
+
+def _undoes_a_flag(before: Order, after: Order) -> bool:
+    """A version that takes back a one-way flag: only believed with a newer `updated_at`."""
+    return (
+        (before.paid and not after.paid)
+        or (before.cancelled and not after.cancelled)
+        or (before.fulfilled and not after.fulfilled)
+    )
+
+
+def order_changes(before: Order, after: Order) -> list[str]:
+    """What changed between two versions of an order, in the fields a factory order carries."""
+    changes: list[str] = []
+    if before.shipping_address != after.shipping_address:
+        fields = [
+            name
+            for name in type(before.shipping_address).model_fields
+            if getattr(before.shipping_address, name) != getattr(after.shipping_address, name)
+        ]
+        changes.append(f"shipping address ({', '.join(fields)})")
+    if before.email != after.email:
+        changes.append("email")
+    old = {line.line_id: line for line in before.lines}
+    new = {line.line_id: line for line in after.lines}
+    added = [lid for lid in new if lid not in old]
+    removed = [lid for lid in old if lid not in new]
+    if added:
+        changes.append(f"lines added: {', '.join(added)}")
+    if removed:
+        changes.append(f"lines removed: {', '.join(removed)}")
+    for lid in old.keys() & new.keys():
+        a, b = old[lid], new[lid]
+        if a.quantity != b.quantity:
+            changes.append(f"line {lid} quantity {a.quantity} -> {b.quantity}")
+        for name in ("sku", "variant_id", "properties"):
+            if getattr(a, name) != getattr(b, name):
+                changes.append(f"line {lid} {name}")
+    return sorted(changes)
+
+
+async def _changed_after_routing(
+    tx: Transaction,
+    order_id: int,
+    state: OrderState,
+    before: Order,
+    order: Order,
+    *,
+    now: float,
+    events: list[EventRow],
+) -> int:
+    """A routed order changed on the storefront (not a cancellation). Never silent: returns 1 if the order
+    was put back to routing.
+
+    If none of its factory orders was ever claimed (none can have reached a factory), they are dropped and
+    the order is planned again from the new version. Otherwise the order is flagged
+    `changed_after_placement`, with an event naming what changed: the factory keeps what it was sent.
+    """
+    changes = order_changes(before, order)
+    if not changes:
+        return 0  # e.g. payment status, tags or the total: nothing a factory order carries
+    fos = await tx.fetch("factory_orders_for_replan", order_id=order_id)
+    if not fos:
+        return 0  # never routed to a factory (recorded as already fulfilled): nobody to tell
+    never_sent = all(
+        fo["state"] == FactoryOrderState.PENDING
+        and not fo["claimed"]
+        and not fo["attempts"]
+        and fo["lease_owner"] is None
+        and fo["lease_expires_at"] is None
+        for fo in fos
+    )
+    if state is OrderState.ROUTED and fos and never_sent:
+        await tx.execute("unassign_order_lines", order_id=order_id)
+        await tx.execute("delete_factory_orders_of_order", order_id=order_id)
+        await replace_lines(tx, order_id, order)
+        await set_order_state(tx, order_id, state, OrderState.RECEIVED, now)
+        events.append(
+            event(
+                order_id,
+                now,
+                "replanned",
+                state,
+                OrderState.RECEIVED,
+                cause="storefront_updated",
+                changes=changes,
+            )
+        )
+        return 1
+    detail = "changed on the storefront after a factory got it: " + "; ".join(changes)
+    await tx.execute(
+        "flag_order",
+        reason=AttentionReason.CHANGED_AFTER_PLACEMENT,
+        detail=detail[:1000],
+        now=now,
+        order_id=order_id,
+    )
+    events.append(event(order_id, now, "changed_after_placement", changes=changes))
+    return 0
+
+
 async def replace_lines(tx: Transaction, order_id: int, order: Order) -> None:
     """Replace the unassigned lines of a not yet routed order with `order`'s."""
     await tx.execute("replace_order_lines_delete", order_id=order_id)
@@ -180,7 +317,9 @@ async def cancel_factory_orders(tx: Transaction, order_id: int, now: float, even
     A factory order not yet placed is cancelled here and never sent. The factory is told
     (an `order.cancelled` row in the outbox) when it holds the order, or may: placed, or an
     earlier attempt's answer was lost, or an attempt is in flight right now (the message then
-    waits for that attempt to finish). Shipped factory orders are left alone.
+    waits for that attempt to finish), or partially shipped (the message then names the unshipped
+    rest). Shipped factory orders are left alone. The message's factory order lists exactly the lines
+    it cancels, with the quantities not yet shipped.
     """
     notices: list[dict[str, Scalar]] = []
     for row in await tx.fetch("factory_orders_to_cancel", order_id=order_id):
@@ -200,7 +339,11 @@ async def cancel_factory_orders(tx: Transaction, order_id: int, now: float, even
             in_flight = lease_expires_at is not None and lease_expires_at > now
             if not (row["attempts"] or in_flight):
                 continue
-        elif state is not FactoryOrderState.PLACED:
+        elif state not in (FactoryOrderState.PLACED, FactoryOrderState.PARTIALLY_SHIPPED):
+            continue
+        sent = FactoryOrder.model_validate_json(row["payload"])
+        rest = await _unshipped_rest(tx, fo_id, sent)
+        if not rest.lines:
             continue
         notices.append(
             {
@@ -208,13 +351,52 @@ async def cancel_factory_orders(tx: Transaction, order_id: int, now: float, even
                 "order_id": order_id,
                 "factory": row["factory"],
                 "key": f"{row['key']}.cancel",
+                "payload": rest.model_dump_json(),
                 "now": now,
             }
         )
-        events.append(event(order_id, now, "cancel_queued", factory=row["factory"]))
+        events.append(
+            event(
+                order_id,
+                now,
+                "cancel_queued",
+                factory=row["factory"],
+                lines={line.line_id: line.quantity for line in rest.lines},
+            )
+        )
     if notices:
         await tx.execute_many("insert_cancellation", notices)
     await refresh_orders(tx, [order_id], now, events, cause="cancelled")
+
+
+async def _unshipped_rest(tx: Transaction, fo_id: int, sent: FactoryOrder) -> FactoryOrder:
+    """`sent` restricted to its lines not (fully) shipped, each with the quantity still to ship."""
+    left = {
+        row["line_id"]: row["quantity"] - row["cancelled_quantity"] - row["shipped_quantity"]
+        for row in await tx.fetch("lines_of_factory_order", factory_order_id=fo_id)
+    }
+    lines = tuple(
+        line.model_copy(update={"quantity": left[line.line_id]})
+        for line in sent.lines
+        if left.get(line.line_id, 0) > 0
+    )
+    return sent.model_copy(update={"lines": lines})
+
+
+async def cancel_unshipped_rest(
+    tx: Transaction, fo_id: int, order_id: int, now: float, events: list[EventRow], *, factory: str
+) -> None:
+    """The factory confirmed the cancellation of a partially shipped factory order: the unshipped rest of
+    its lines no longer has to ship, so the factory order is shipped (all it will ever ship has left)."""
+    check_transition(
+        FACTORY_ORDER_TRANSITIONS,
+        FactoryOrderState.PARTIALLY_SHIPPED,
+        FactoryOrderState.SHIPPED,
+        subject=f"factory order {fo_id}",
+    )
+    await tx.execute("cancel_unshipped_rest", factory_order_id=fo_id)
+    await tx.execute("set_factory_order_shipped", state=FactoryOrderState.SHIPPED, now=now, id=fo_id)
+    events.append(event(order_id, now, "unshipped_rest_cancelled", factory=factory))
 
 
 # --- route ---------------------------------------------------------------------------------------------
@@ -227,15 +409,32 @@ async def claim_orders_to_route(
     rows = await tx.fetch(
         "claim_orders_to_route", owner=owner, lease_expires_at=now + lease_s, now=now, limit=limit
     )
-    return [RouteJob(row["id"], row["storefront"], Order.model_validate_json(row["payload"])) for row in rows]
+    jobs = []
+    for row in rows:
+        order = Order.model_validate_json(row["payload"])
+        jobs.append(
+            RouteJob(row["id"], row["storefront"], order, row["content_hash"] or order.content_hash())
+        )
+    return jobs
+
+
+async def _states_and_versions(
+    tx: Transaction, order_ids: list[int]
+) -> tuple[dict[int, OrderState], dict[int, str]]:
+    """Each order's state and stored version (`Order.content_hash()`)."""
+    states: dict[int, OrderState] = {}
+    versions: dict[int, str] = {}
+    for row in await tx.fetch("order_versions", order_ids=order_ids):
+        states[row["id"]] = OrderState(row["state"])
+        versions[row["id"]] = row["content_hash"] or Order.model_validate_json(row["payload"]).content_hash()
+    return states, versions
 
 
 async def apply_routing(tx: Transaction, plans: Sequence[RoutePlan], now: float) -> int:
-    """Write routing decisions. Plans for orders that changed state since the claim are skipped."""
-    states = {
-        row["id"]: OrderState(row["state"])
-        for row in await tx.fetch("order_states", order_ids=[p.order_id for p in plans])
-    }
+    """Write routing decisions. Plans for orders that changed state since the claim are skipped; a plan made
+    for an older version of the order (the poller stored a new one since the claim) is dropped and the
+    order's lease freed, so the next pass plans the version now stored."""
+    states, versions = await _states_and_versions(tx, [p.order_id for p in plans])
     applied = 0
     fo_rows: list[dict[str, Scalar]] = []
     assign: list[dict[str, Scalar]] = []
@@ -244,6 +443,10 @@ async def apply_routing(tx: Transaction, plans: Sequence[RoutePlan], now: float)
     for plan in plans:
         current = states.get(plan.order_id)
         if current is not OrderState.RECEIVED:
+            continue
+        if plan.content_hash is not None and plan.content_hash != versions[plan.order_id]:
+            await tx.execute("release_order_lease", order_id=plan.order_id)
+            events.append(event(plan.order_id, now, "route_plan_stale", planned=plan.content_hash))
             continue
         applied += 1
         reason: AttentionReason | None = None
@@ -287,6 +490,7 @@ async def apply_routing(tx: Transaction, plans: Sequence[RoutePlan], now: float)
         await tx.execute_many("assign_line", assign)
     if updates:
         await tx.execute_many("set_order_state", updates)
+    if events:
         await tx.execute_many("insert_event", events)
     return applied
 
@@ -325,6 +529,10 @@ async def refresh_orders(
         if cancelling:
             target = OrderState.CANCELLED
         if target is current:
+            continue
+        if current in TERMINAL_ORDER_STATES:
+            # A part moved after the end (a parcel for lines the factory had cancelled): the order stays
+            # where it ended and the change that caused it flags it (see shipments.record_shipment).
             continue
         check_transition(ORDER_TRANSITIONS, current, target, subject=f"order {order_id}")
         reason = None

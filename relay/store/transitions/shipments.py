@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from relay.domain.models import (
     FACTORY_ORDER_TRANSITIONS,
+    AttentionReason,
     FactoryOrderState,
     Shipment,
     ShipmentPush,
@@ -37,10 +38,11 @@ async def record_shipment(
     if await tx.fetch("shipment_exists", factory_order_id=fo_id, shipment_id=shipment.shipment_id):
         return ShipmentResult(ShipmentVerdict.DUPLICATE, order_id, "parcel already recorded")
     # line id -> (ordered, shipped so far, factory order id)
-    lines: dict[str, tuple[int, int, int | None]] = {
-        r["line_id"]: (r["quantity"], r["shipped_quantity"], r["factory_order_id"])
-        for r in await tx.fetch("lines_of_order", order_id=order_id)
-    }
+    lines: dict[str, tuple[int, int, int | None]] = {}
+    cancelled: dict[str, int] = {}  # line id -> quantity the factory cancelled
+    for r in await tx.fetch("lines_of_order", order_id=order_id):
+        lines[r["line_id"]] = (r["quantity"], r["shipped_quantity"], r["factory_order_id"])
+        cancelled[r["line_id"]] = r["cancelled_quantity"]
     problems = []
     wanted: dict[str, int] = defaultdict(int)
     for ln in shipment.lines:
@@ -53,14 +55,22 @@ async def record_shipment(
             problems.append(f"line {line_id!r}: {line[1] + qty} shipped exceeds {line[0]} ordered")
     if problems:
         return ShipmentResult(ShipmentVerdict.INVALID_LINES, order_id, "; ".join(problems))
-    current = FactoryOrderState(found["state"])
-    if current is FactoryOrderState.CANCELLED:
-        # The factory shipped before it saw our cancellation: the parcel is real, keep it flowing.
-        current = FactoryOrderState.PLACED
-    fo_left = sum(q - s - wanted.get(lid, 0) for lid, (q, s, fo) in lines.items() if fo == fo_id)
-    order_left = sum(q - s - wanted.get(lid, 0) for lid, (q, s, _) in lines.items())
-    target = FactoryOrderState.SHIPPED if fo_left <= 0 else FactoryOrderState.PARTIALLY_SHIPPED
+    after_cancel, current, target = _factory_order_move(
+        FactoryOrderState(found["state"]), fo_id, lines, cancelled, wanted
+    )
     check_transition(FACTORY_ORDER_TRANSITIONS, current, target, subject=f"factory order {fo_id}")
+    gone = {  # factory orders whose lines no longer have to ship
+        r["id"]
+        for r in await tx.fetch("factory_orders_of_orders", order_ids=[order_id])
+        if r["state"] == FactoryOrderState.CANCELLED and r["id"] != fo_id
+    }
+    if after_cancel:
+        gone.add(fo_id)
+    order_left = sum(
+        max(0, q - cancelled[lid] - s - wanted.get(lid, 0))
+        for lid, (q, s, fo) in lines.items()
+        if fo not in gone
+    )
     shipment_row = await tx.insert(
         "insert_shipment",
         factory_order_id=fo_id,
@@ -97,6 +107,8 @@ async def record_shipment(
         now=now,
     )
     await tx.execute("set_factory_order_shipped", state=target, now=now, id=fo_id)
+    if after_cancel:
+        await tx.execute("cancel_unshipped_rest", factory_order_id=fo_id)
     # Only an accepted message is remembered: a rejected one may be corrected and sent again.
     await tx.execute("remember_message", factory=factory, message_id=message_id, now=now)
     events = [
@@ -111,9 +123,49 @@ async def record_shipment(
             message_id=message_id,
         )
     ]
+    if after_cancel:
+        detail = f"{factory} shipped parcel {shipment.shipment_id} after the order was cancelled"
+        await tx.execute(
+            "flag_order",
+            reason=AttentionReason.SHIPPED_AFTER_CANCEL,
+            detail=detail,
+            now=now,
+            order_id=order_id,
+        )
+        events.append(
+            event(order_id, now, "shipped_after_cancel", factory=factory, shipment_id=shipment.shipment_id)
+        )
     await refresh_orders(tx, [order_id], now, events, cause="shipment")
     await tx.execute_many("insert_event", events)
     return ShipmentResult(ShipmentVerdict.ACCEPTED, order_id)
+
+
+def _factory_order_move(
+    current: FactoryOrderState,
+    fo_id: int,
+    lines: dict[str, tuple[int, int, int | None]],
+    cancelled: dict[str, int],
+    wanted: dict[str, int],
+) -> tuple[bool, FactoryOrderState, FactoryOrderState]:
+    """(after_cancel, state to check the move from, target) for a parcel of factory order `fo_id`.
+
+    A parcel for lines the factory had cancelled (it shipped before it saw our cancellation, or regardless)
+    is real: it is accepted and its tracking pushed, the cancellation stands for whatever is still
+    unshipped (the factory order is shipped), and the order is flagged. Derived state never throws at the
+    edges.
+    """
+    after_cancel = current is FactoryOrderState.CANCELLED or any(
+        lines[lid][1] + qty > lines[lid][0] - cancelled[lid] for lid, qty in wanted.items()
+    )
+    if after_cancel:
+        if current is not FactoryOrderState.SHIPPED:
+            current = FactoryOrderState.PLACED  # cancelled (or placed): it was made after all
+        return True, current, FactoryOrderState.SHIPPED
+    fo_left = sum(
+        q - cancelled[lid] - s - wanted.get(lid, 0) for lid, (q, s, fo) in lines.items() if fo == fo_id
+    )
+    target = FactoryOrderState.SHIPPED if fo_left <= 0 else FactoryOrderState.PARTIALLY_SHIPPED
+    return False, current, target
 
 
 @dataclass(slots=True)
