@@ -6,6 +6,8 @@ See README.md for scopes, configuration and how pushing tracking is made idempot
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,7 +29,7 @@ from adapters.shopify.client import (
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
-from relay.exceptions import AdapterError, AuthError, FatalAdapterError, RetriableAdapterError
+from relay.exceptions import AdapterError, AuthError, FatalAdapterError, RetriableAdapterError, Throttled
 from relay.outbound.retries import in_call_retries, parse_retry_after
 from relay.outbound.session import error_for_status
 
@@ -36,6 +38,22 @@ API_VERSION = "2026-10"
 
 MAX_QUERY_COST = 1000
 """Shopify refuses any single query whose requested cost exceeds this (`MAX_COST_EXCEEDED`)."""
+
+QUERY_COST_TARGET = 250
+"""What one query may request, by Shopify's documented cost model (objects 1, connections 2 + first x
+node cost, mutations 10): a quarter of the 1000-point bucket, so the poller's page and the shipper's
+push queries fit in the bucket together and a healthy shop is rarely throttled. Shopify charges the
+requested cost up front and refunds what was not read."""
+
+ORDER_LINES_FIRST = 45
+"""Line items per follow-up `ORDER_LINES_QUERY` (4 + 5 x 45 = 229 points)."""
+FULFILLMENTS_SHAPES = ((5, 3, 15), (16, 3, 20))
+"""(fulfillments, trackingInfo, fulfillmentLineItems) of `FULFILLMENTS_QUERY`: 198 points; the larger
+shape (787) only when the first answer was cut short."""
+FULFILLMENT_ORDERS_SHAPES = ((5, 20), (5, 90))
+"""(fulfillmentOrders, lineItems) of `FULFILLMENT_ORDERS_QUERY`: 234 points; the larger shape (934)
+only when the first answer was cut short."""
+MUTATION_COST = 10
 
 THROTTLE_ATTEMPTS = 6
 TRANSIENT_ATTEMPTS = 3
@@ -48,7 +66,7 @@ OPEN_FULFILLMENT_ORDER = frozenset({"OPEN", "IN_PROGRESS"})
 DEAD_FULFILLMENT = frozenset({"CANCELLED", "ERROR", "FAILURE"})
 
 _LINE_FIELDS = """
-      id sku title quantity
+      id sku title quantity currentQuantity
       variant { id }
       originalUnitPriceSet { shopMoney { amount currencyCode } }
       customAttributes { key value }"""
@@ -60,6 +78,7 @@ query RelayOrders($first: Int!, $after: String, $query: String, $lineFirst: Int!
       cursor
       node {{
         id name createdAt updatedAt currencyCode email test tags cancelledAt displayFinancialStatus
+        displayFulfillmentStatus
         totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
         shippingAddress {{
           name company address1 address2 city province provinceCode zip countryCodeV2 phone
@@ -90,30 +109,37 @@ query RelayOrderLines($id: ID!, $first: Int!, $after: String) {{
 """
 
 FULFILLMENTS_QUERY = """
-query RelayOrderFulfillments($id: ID!) {
+query RelayOrderFulfillments($id: ID!, $first: Int!, $trackingFirst: Int!, $lineFirst: Int!) {
   order(id: $id) {
     id
-    fulfillments(first: 20) {
+    fulfillments(first: $first) {
       id status
-      trackingInfo(first: 5) { company number url }
-      fulfillmentLineItems(first: 20) { edges { node { quantity lineItem { id } } } }
+      trackingInfo(first: $trackingFirst) { company number url }
+      fulfillmentLineItems(first: $lineFirst) {
+        edges { node { quantity lineItem { id } } }
+        pageInfo { hasNextPage }
+      }
     }
   }
 }
 """
 
 FULFILLMENT_ORDERS_QUERY = """
-query RelayFulfillmentOrders($id: ID!) {
+query RelayFulfillmentOrders($id: ID!, $first: Int!, $lineFirst: Int!) {
   order(id: $id) {
     id
-    fulfillmentOrders(first: 5) {
+    fulfillmentOrders(first: $first) {
       edges {
         node {
           id status
           assignedLocation { location { id } }
-          lineItems(first: 50) { edges { node { id remainingQuantity lineItem { id } } } }
+          lineItems(first: $lineFirst) {
+            edges { node { id remainingQuantity lineItem { id } } }
+            pageInfo { hasNextPage }
+          }
         }
       }
+      pageInfo { hasNextPage }
     }
   }
 }
@@ -129,13 +155,44 @@ mutation RelayFulfillmentCreate($fulfillment: FulfillmentInput!) {
 """
 
 
-def lines_per_order(page_size: int) -> int:
-    """How many line items to fetch per order so a listing page stays under `MAX_QUERY_COST`.
+# --- requested query cost, by Shopify's documented model -------------------------------------------
+# Scalars and enums 0, objects 1, a connection 2 + first x (cost of one node), a mutation 10.
 
-    By Shopify's documented cost rules (objects 1, connections 2 + n x node cost) an orders page
-    costs about 3 + page_size x (7 + 5 x lines); longer orders are completed with `ORDER_LINES_QUERY`.
-    """
-    return max(1, min(50, (MAX_QUERY_COST - 3 - 7 * page_size) // (5 * page_size)))
+
+def orders_query_cost(first: int, lines: int) -> int:
+    """`ORDERS_QUERY`: 2 + first x (order 1, totalPriceSet 2, shippingAddress 1, lineItems 2 + lines x
+    (line 1, variant 1, originalUnitPriceSet 2, customAttributes 1) + pageInfo 1) + pageInfo 1."""
+    return 3 + first * (7 + 5 * lines)
+
+
+def order_lines_query_cost(first: int) -> int:
+    """`ORDER_LINES_QUERY`: order 1 + lineItems 2 + first x 5 + pageInfo 1."""
+    return 4 + 5 * first
+
+
+def fulfillments_query_cost(first: int, tracking: int, lines: int) -> int:
+    """`FULFILLMENTS_QUERY`: order 1 + fulfillments 2 + first x (fulfilment 1, trackingInfo 2 + tracking,
+    fulfillmentLineItems 2 + lines x (node 1, lineItem 1) + pageInfo 1)."""
+    return 3 + first * (6 + tracking + 2 * lines)
+
+
+def fulfillment_orders_query_cost(first: int, lines: int) -> int:
+    """`FULFILLMENT_ORDERS_QUERY`: order 1 + fulfillmentOrders 2 + first x (node 1, assignedLocation 1,
+    location 1, lineItems 2 + lines x (node 1, lineItem 1) + pageInfo 1) + pageInfo 1."""
+    return 4 + first * (6 + 2 * lines)
+
+
+def listing_shape(page_size: int, target: int = QUERY_COST_TARGET) -> tuple[int, int]:
+    """(orders per page, line items per order) for a listing page requesting at most `target` points:
+    the configured page (fewer orders if even one line each would not fit), then as many lines as fit
+    (1..50); longer orders are completed with `ORDER_LINES_QUERY`."""
+    first = max(1, min(page_size, (target - 3) // 12))
+    return first, max(1, min(50, (target - 3 - 7 * first) // (5 * first)))
+
+
+def lines_per_order(page_size: int) -> int:
+    """Line items fetched per order on a listing page of `page_size` orders (see `listing_shape`)."""
+    return max(1, min(50, (QUERY_COST_TARGET - 3 - 7 * page_size) // (5 * page_size)))
 
 
 class ShopifyOptions(BaseModel):
@@ -147,7 +204,10 @@ class ShopifyOptions(BaseModel):
     access_token: Secret = Field(description="Admin API access token (shpat_...)")
     api_version: str = Field(default=API_VERSION, pattern=r"^\d{4}-(01|04|07|10)$")
     page_size: int = Field(
-        default=25, ge=1, le=50, description="orders per request; more would break the 1000-point query cap"
+        default=10,
+        ge=1,
+        le=50,
+        description="orders per request (at most what fits in a 250-point query: 20 with one line each)",
     )
     notify_customer: bool = Field(default=True, description="let Shopify e-mail the tracking to the buyer")
     location_id: str | None = Field(
@@ -179,6 +239,13 @@ def _address(raw: Mapping[str, Any] | None) -> Address:
     )
 
 
+def _current_quantity(raw: Mapping[str, Any]) -> Any:
+    """What the buyer still gets: `currentQuantity` (the quantity after order edits and removals);
+    `quantity` is the quantity originally ordered. Older answers without it fall back to `quantity`."""
+    current = raw.get("currentQuantity")
+    return raw["quantity"] if current is None else current
+
+
 def _line(raw: Mapping[str, Any]) -> OrderLine:
     variant = raw.get("variant") or {}
     return OrderLine(
@@ -186,7 +253,7 @@ def _line(raw: Mapping[str, Any]) -> OrderLine:
         sku=raw.get("sku") or None,
         variant_id=variant.get("id"),
         title=_text(raw.get("title")),
-        quantity=raw["quantity"],
+        quantity=_current_quantity(raw),
         unit_price=Decimal(str(raw["originalUnitPriceSet"]["shopMoney"]["amount"])),
         properties={_text(a["key"]): _text(a.get("value")) for a in raw.get("customAttributes") or []},
     )
@@ -214,9 +281,12 @@ def order_from_node(node: Mapping[str, Any]) -> Order:
         paid=node.get("displayFinancialStatus") in PAID_STATUSES,
         test=bool(node.get("test")),
         cancelled=node.get("cancelledAt") is not None,
+        fulfilled=node.get("displayFulfillmentStatus") == "FULFILLED",
         tags=tuple(node.get("tags") or ()),
         shipping_address=_address(node.get("shippingAddress")),
-        lines=tuple(_line(line) for line in _edges(node.get("lineItems"))),
+        lines=tuple(
+            _line(line) for line in _edges(node.get("lineItems")) if _current_quantity(line) != 0
+        ),  # a line removed by an order edit has currentQuantity 0: nothing of it is owed
     )
 
 
@@ -227,13 +297,13 @@ def relay_error(exc: ShopifyError) -> AdapterError:  # noqa: PLR0911 (one return
             return RetriableAdapterError(
                 f"HTTP {exc.status}: not a GraphQL answer", status=exc.status, body=exc.body
             )
-        error = error_for_status(exc.status, exc.body, exc.headers)
-        if exc.status == 429 and error.retry_after is None and exc.cost:
-            error.retry_after = throttle_wait(exc.cost)
-        return error
+        if exc.status == 429:
+            return Throttled("HTTP 429: throttled", status=429, body=exc.body, retry_after=_wait_hint(exc))
+        return error_for_status(exc.status, exc.body, exc.headers)
     if isinstance(exc, ShopifyThrottled):
-        wait = max(exc.wait_s, parse_retry_after(exc.retry_after) or 0.0)
-        return RetriableAdapterError(f"throttled: {exc}", retry_after=wait)
+        return Throttled(f"throttled: {exc}", retry_after=_wait_hint(exc))
+    if isinstance(exc, OverBudget):
+        return RetriableAdapterError(f"query too costly for the shop: {exc}")
     if isinstance(exc, ShopifyGraphQLError):
         if "ACCESS_DENIED" in exc.codes:
             return AuthError(f"access denied (check the app's scopes): {exc}")
@@ -255,11 +325,6 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
-def _attempts(exc: BaseException) -> int:
-    """Throttles are waited out more patiently than outages."""
-    return THROTTLE_ATTEMPTS if _is_throttle(exc) else TRANSIENT_ATTEMPTS
-
-
 def _wait_hint(exc: BaseException) -> float | None:
     """Throttled: until the bucket refills (or Retry-After, if longer). Otherwise no hint: the shared
     backoff applies."""
@@ -271,6 +336,78 @@ def _wait_hint(exc: BaseException) -> float | None:
             return retry_after
         return throttle_wait(exc.cost) if exc.cost else 2.0
     return None
+
+
+class OverBudget(ShopifyError):
+    """The query requests more points than the shop's bucket can ever hold: it would be throttled
+    forever. The caller shrinks it."""
+
+
+class CostBudget:
+    """The shop's leaky bucket as relay last saw it, shared by everything that calls the shop.
+
+    One adapter instance serves the poller and the shipper, so both draw on this one budget: before a
+    query is sent, `take` waits (through the injected sleep) until the bucket holds its requested cost,
+    and reserves it, so concurrent callers queue behind each other instead of all being throttled. The
+    state comes from `extensions.cost.throttleStatus` on every answer; a throttled answer also announces
+    how long to wait, and the next `take` waits at least that long.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.level: float | None = None
+        """Points available at `at` (negative: reserved by requests in flight)."""
+        self.at = 0.0
+        self.rate: float | None = None
+        self.maximum: float | None = None
+        self._announced = (0.0, 0.0)
+        """(seconds, clock reading): the wait the last throttled answer announced, and when."""
+
+    def wait_for(self, cost: float) -> float:
+        """Seconds until the bucket holds `cost` points (rounded up to the millisecond)."""
+        seconds, since = self._announced
+        wait = seconds - max(0.0, self._clock() - since)
+        if self.level is not None and self.rate:
+            refilled = self.level + (self._clock() - self.at) * self.rate
+            if self.maximum is not None:
+                refilled = min(self.maximum, refilled)
+            wait = max(wait, (cost - refilled) / self.rate)
+        return math.ceil(round(max(0.0, wait) * 1000, 6)) / 1000
+
+    def reserve(self, cost: float, wait: float) -> None:
+        """Take `cost` points for a request sent after `wait` seconds."""
+        self._announced = (0.0, 0.0)
+        if self.level is None or not self.rate:
+            return
+        now = self._clock()
+        refilled = self.level + (now - self.at) * self.rate
+        if self.maximum is not None:
+            refilled = min(self.maximum, refilled)
+        self.level, self.at = refilled + wait * self.rate - cost, now
+
+    def observe(self, cost: Mapping[str, Any]) -> None:
+        """Adopt the bucket state an answer reports."""
+        status = cost.get("throttleStatus") or {}
+        try:
+            level, rate = float(status["currentlyAvailable"]), float(status["restoreRate"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if not (math.isfinite(level) and math.isfinite(rate)) or rate <= 0:
+            return
+        self.level, self.rate, self.at = level, rate, self._clock()
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.maximum = float(status["maximumAvailable"])
+
+    def throttled(self, exc: ShopifyError, requested: float) -> float:
+        """Adopt a throttled answer's state; return the wait it announces. Raise `OverBudget` when the
+        query costs more than the bucket can hold."""
+        self.observe(getattr(exc, "cost", None) or {})
+        if self.maximum is not None and requested > self.maximum:
+            raise OverBudget(f"query requests {requested:g} points, the bucket holds {self.maximum:g}")
+        # At least one point's refill: an answer rounded to "0 s" must not be retried at once.
+        wait = max(_wait_hint(exc) or 0.0, 1.0 / self.rate if self.rate else 1.0)
+        self._announced = (wait, self._clock())
+        return wait
 
 
 class ShopifyStorefront:
@@ -286,8 +423,9 @@ class ShopifyStorefront:
         self._log = context.log.bind(storefront=name, adapter="shopify")
         self._session: aiohttp.ClientSession | None = None
         self._client: ShopifyClient | None = None
-        self.page_size = options.page_size
-        self.lines_per_order = lines_per_order(options.page_size)
+        self.page_size, self.lines_per_order = listing_shape(options.page_size)
+        self.budget = CostBudget(context.clock)
+        """The shop's cost bucket, shared by the poller and the shipper (both use this instance)."""
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -306,20 +444,48 @@ class ShopifyStorefront:
         return self._client
 
     async def _execute(
-        self, query: str, variables: Mapping[str, Any], *, retry_transient: bool = True
+        self, query: str, variables: Mapping[str, Any], *, cost: int, retry_transient: bool = True
     ) -> dict[str, Any]:
-        """Run one document, retrying throttles (and, if asked, transient failures) in-call."""
-        retryable: Callable[[BaseException], bool] = (
-            (lambda e: _is_throttle(e) or _is_transient(e)) if retry_transient else _is_throttle
-        )
-        data: dict[str, Any] = await self._retrying(retryable)(self._api().execute, query, variables)
-        return data
+        """Run one document within the shop's cost budget (`cost`: its requested points).
+
+        Waits for the bucket before sending, and after a throttled answer for the capacity it announces,
+        up to `THROTTLE_ATTEMPTS` answers and `MAX_IN_CALL_WAIT_S` per wait; beyond that the error goes to
+        the core as `Throttled` (see `relay_error`). Transient failures are retried in-call if asked.
+        """
+        throttles = 0
+        while True:
+            if self.budget.maximum is not None and cost > self.budget.maximum:
+                raise OverBudget(f"query requests {cost} points, the bucket holds {self.budget.maximum:g}")
+            wait = self.budget.wait_for(cost)
+            if wait > MAX_IN_CALL_WAIT_S:
+                raise Throttled(f"throttled: the shop's cost bucket needs {wait:g} s", retry_after=wait)
+            self.budget.reserve(cost, wait)
+            if wait > 0:
+                self._log.info("shopify_throttled", attempt=throttles + 1, wait_s=wait, cost=cost)
+                await self._context.sleep(wait)
+            try:
+                if retry_transient:
+                    data: dict[str, Any] = await self._retrying(_is_transient)(
+                        self._api().execute, query, variables
+                    )
+                else:
+                    data = await self._api().execute(query, variables)
+            except ShopifyError as exc:
+                if not _is_throttle(exc):
+                    raise
+                throttles += 1
+                announced = self.budget.throttled(exc, cost)
+                if throttles >= THROTTLE_ATTEMPTS or announced > MAX_IN_CALL_WAIT_S:
+                    raise
+                continue
+            self.budget.observe(self._api().last_cost)
+            return data
 
     def _retrying(self, retry_on: Callable[[BaseException], bool]) -> AsyncRetrying:
         """relay's one in-call retry policy, with Shopify's throttle (cost bucket) as the wait hint."""
         return in_call_retries(
             self._context.sleep,
-            attempts=_attempts,
+            attempts=TRANSIENT_ATTEMPTS,
             max_wait_s=MAX_IN_CALL_WAIT_S,
             retry_on=retry_on,
             wait_hint=_wait_hint,
@@ -346,8 +512,13 @@ class ShopifyStorefront:
                 "query": search,
                 "lineFirst": self.lines_per_order,
             }
+            cost = orders_query_cost(self.page_size, self.lines_per_order)
             try:
-                connection = (await self._execute(ORDERS_QUERY, variables))["orders"]
+                connection = (await self._execute(ORDERS_QUERY, variables, cost=cost))["orders"]
+            except OverBudget as exc:
+                if self._shrink_page():
+                    continue
+                raise relay_error(exc) from exc
             except ShopifyGraphQLError as exc:
                 if "MAX_COST_EXCEEDED" in exc.codes and self._shrink_page():
                     continue
@@ -363,7 +534,8 @@ class ShopifyStorefront:
             after = page_info["endCursor"]
 
     def _shrink_page(self) -> bool:
-        """Halve the page (then the nested line items) after a MAX_COST_EXCEEDED; False at the minimum."""
+        """Halve the page (then the nested line items) after MAX_COST_EXCEEDED, or a cost the bucket can
+        never hold; False at the minimum."""
         if self.page_size > 1:
             self.page_size //= 2
         elif self.lines_per_order > 1:
@@ -389,9 +561,10 @@ class ShopifyStorefront:
         edges = list(first_page.get("edges") or [])
         page_info = first_page["pageInfo"]
         while page_info.get("hasNextPage"):
-            variables = {"id": order_id, "first": 50, "after": page_info["endCursor"]}
+            variables = {"id": order_id, "first": ORDER_LINES_FIRST, "after": page_info["endCursor"]}
             try:
-                order = (await self._execute(ORDER_LINES_QUERY, variables))["order"]
+                cost = order_lines_query_cost(ORDER_LINES_FIRST)
+                order = (await self._execute(ORDER_LINES_QUERY, variables, cost=cost))["order"]
             except ShopifyError as exc:
                 raise relay_error(exc) from exc
             if order is None:
@@ -412,19 +585,39 @@ class ShopifyStorefront:
             raise relay_error(exc) from exc
         return receipt
 
+    async def _read_order(
+        self, query: str, order_id: str, shapes: tuple[tuple[int, ...], ...], names: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """`order(id:)` through `query`, sized by the first of `shapes`; the larger shape only when the
+        answer was cut short (`hasNextPage`, or as many items as asked)."""
+        cost_of = fulfillments_query_cost if query is FULFILLMENTS_QUERY else fulfillment_orders_query_cost
+        order: dict[str, Any] | None = None
+        for shape in shapes:
+            variables = {"id": order_id, **dict(zip(names, shape, strict=True))}
+            try:
+                answer = await self._execute(query, variables, cost=cost_of(*shape), retry_transient=False)
+            except OverBudget as exc:
+                if order is not None:
+                    return order  # the larger shape does not fit this shop: keep what was read
+                raise relay_error(exc) from exc
+            order = answer["order"]
+            if order is None or not _cut_short(order, shape[0]):
+                return order
+        return order
+
     async def _push_once(self, push: ShipmentPush) -> PushReceipt:
-        order = (await self._execute(FULFILLMENTS_QUERY, {"id": push.order_id}, retry_transient=False))[
-            "order"
-        ]
+        order = await self._read_order(
+            FULFILLMENTS_QUERY, push.order_id, FULFILLMENTS_SHAPES, ("first", "trackingFirst", "lineFirst")
+        )
         if order is None:
             raise FatalAdapterError(f"order {push.order_id} not found in Shopify")
         existing = _same_parcel(order.get("fulfillments") or [], push)
         if existing is not None:
             self._log.info("shopify_push_already_done", order_id=push.order_id, fulfillment=existing)
             return PushReceipt(reference=existing)
-        order = (await self._execute(FULFILLMENT_ORDERS_QUERY, {"id": push.order_id}, retry_transient=False))[
-            "order"
-        ]
+        order = await self._read_order(
+            FULFILLMENT_ORDERS_QUERY, push.order_id, FULFILLMENT_ORDERS_SHAPES, ("first", "lineFirst")
+        )
         if order is None:
             raise FatalAdapterError(f"order {push.order_id} not found in Shopify")
         tracking = {"company": push.carrier, "number": push.tracking_number}
@@ -436,7 +629,9 @@ class ShopifyStorefront:
             "notifyCustomer": push.notify_customer and self._options.notify_customer,
         }
         result = (
-            await self._execute(FULFILLMENT_CREATE, {"fulfillment": fulfillment}, retry_transient=False)
+            await self._execute(
+                FULFILLMENT_CREATE, {"fulfillment": fulfillment}, cost=MUTATION_COST, retry_transient=False
+            )
         )["fulfillmentCreate"]
         if result.get("userErrors"):
             messages = "; ".join(_text(e.get("message")) for e in result["userErrors"])
@@ -449,6 +644,21 @@ class ShopifyStorefront:
         """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
+
+
+def _cut_short(order: Mapping[str, Any], first: int) -> bool:
+    """Whether an `order` answer holds fewer fulfilments / fulfillment orders or their items than exist."""
+    fulfillments = order.get("fulfillments")
+    if isinstance(fulfillments, list):
+        return len(fulfillments) >= first or any(
+            ((f.get("fulfillmentLineItems") or {}).get("pageInfo") or {}).get("hasNextPage")
+            for f in fulfillments
+        )
+    connection = order.get("fulfillmentOrders") or {}
+    return bool((connection.get("pageInfo") or {}).get("hasNextPage")) or any(
+        ((node.get("lineItems") or {}).get("pageInfo") or {}).get("hasNextPage")
+        for node in _edges(connection)
+    )
 
 
 def _same_parcel(fulfillments: list[dict[str, Any]], push: ShipmentPush) -> str | None:

@@ -138,7 +138,8 @@ def _literal(token: str, variables: dict[str, Any]) -> Any:
 
 
 def requested_cost(node: Field) -> int:
-    """Shopify's static cost of a field: scalars 0, objects 1, connections 2 + first x node cost."""
+    """Shopify's static cost of a field: scalars 0, objects 1 (each `node` of a connection is one),
+    connections 2 + first x node cost (`edges` itself costs nothing beyond its node)."""
     if not node.children:
         return 0
     first = node.args.get("first")
@@ -149,7 +150,7 @@ def requested_cost(node: Field) -> int:
         rest = sum(requested_cost(sub) for sub in node.children if sub not in wrapped)
         return 2 + first * sum(requested_cost(sub) for sub in wrapped) + rest
     inner = sum(requested_cost(sub) for sub in node.children)
-    return inner if node.name in ("edges", "node", "nodes") else 1 + inner
+    return inner if node.name == "edges" else 1 + inner
 
 
 class QueryError(Exception):
@@ -168,6 +169,8 @@ class _Line:
     unit_price: Decimal
     properties: dict[str, str]
     variant: int
+    current: int | None = None
+    """`currentQuantity`: the quantity after order edits (None: never edited, same as `quantity`)."""
 
 
 @dataclass
@@ -231,6 +234,7 @@ class FakeShopify:
         restore_rate: float = 100.0,
         max_query_cost: int = 1000,
         clock: Callable[[], float] = time.monotonic,
+        actual_cost_ratio: float = 0.1,
     ) -> None:
         self.page_size = page_size
         self.api_version = api_version
@@ -238,6 +242,10 @@ class FakeShopify:
         self.bucket_size = bucket_size
         self.restore_rate = restore_rate
         self.max_query_cost = max_query_cost
+        self.actual_cost_ratio = actual_cost_ratio
+        """Share of the requested cost a query actually uses (the rest is refunded, as Shopify does)."""
+        self.throttled = 0
+        """How many `THROTTLED` answers (or 429s) were given."""
         self._clock = clock
         self._available = bucket_size
         self._refilled_at = clock()
@@ -250,6 +258,8 @@ class FakeShopify:
         self._requests: list[tuple[str, str]] = []
         self.operations: list[tuple[str, dict[str, Any]]] = []
         """(root field, variables) of every GraphQL operation that reached the resolvers."""
+        self.costs: list[tuple[list[str], int]] = []
+        """(root fields, requested cost) of every GraphQL document received, refused ones included."""
         self._template = _fixture("order.json")
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -357,6 +367,19 @@ class FakeShopify:
             fulfillment_order.status = "CLOSED"
         self.touch(order_id)
 
+    def edit_line(self, order_id: str, index: int, quantity: int) -> None:
+        """Edit the order as the admin's "Edit order" does: the line's `currentQuantity` becomes
+        `quantity` (0 removes it), `quantity` stays as ordered, its open fulfillment-order line shrinks."""
+        order = self._order(order_id)
+        line = order.lines[index]
+        before = line.quantity if line.current is None else line.current
+        line.current = quantity
+        for fulfillment_order in order.fulfillment_orders:
+            for item in fulfillment_order.lines:
+                if item.line is line:
+                    item.remaining = max(0, item.remaining - (before or 0) + quantity)
+        self.touch(order_id)
+
     def fulfilments(self, order_id: str) -> list[RecordedFulfilment]:
         return [
             RecordedFulfilment(
@@ -420,6 +443,7 @@ class FakeShopify:
                 {"errors": {"query": "Required parameter missing or invalid"}}, status=400
             )
         cost = 10 * len(roots) if kind == "mutation" else sum(requested_cost(r) for r in roots)
+        self.costs.append(([root.name for root in roots], cost))
         refusal = self._refusal(request, cost)
         if refusal is not None:
             return refusal
@@ -437,7 +461,7 @@ class FakeShopify:
             except QueryError as exc:
                 data[root.name] = None
                 errors.append({"message": str(exc), "path": [root.name]})
-        actual = min(cost, max(1, cost // 10))  # what was actually read is far less than requested
+        actual = min(cost, max(1, int(cost * self.actual_cost_ratio)))  # usually far less than requested
         self._available = min(self.bucket_size, self._available + cost - actual)
         body: dict[str, Any] = {"data": data, "extensions": {"cost": self._cost(cost, actual)}}
         if errors:
@@ -459,7 +483,7 @@ class FakeShopify:
             error["extensions"].update(cost=cost, maxCost=self.max_query_cost)
             return web.json_response(body)
         self._refill()
-        if self._available < cost:
+        if self._available + 1e-6 < cost:  # the refill is float arithmetic: ignore rounding dust
             return web.json_response(self._throttled(cost, self._available, self.restore_rate))
         return None
 
@@ -484,6 +508,7 @@ class FakeShopify:
         }
 
     def _throttled(self, cost: int, available: float, rate: float) -> dict[str, Any]:
+        self.throttled += 1
         body: dict[str, Any] = _fixture("throttled.json")
         body["extensions"]["cost"] = self._cost(cost, None, available, rate)
         return body
@@ -553,7 +578,10 @@ class FakeShopify:
     def _order_node(self, order: _Order, lines_field: Field | None) -> dict[str, Any]:
         node: dict[str, Any] = copy.deepcopy(self._template)
         line_template = node["lineItems"]["edges"][0]["node"]
-        total = sum(((ln.quantity or 0) * ln.unit_price for ln in order.lines), Decimal("0"))
+        owed = [
+            ((ln.quantity if ln.current is None else ln.current) or 0, ln.unit_price) for ln in order.lines
+        ]
+        total = sum((quantity * price for quantity, price in owed), Decimal("0"))
         node.update(
             id=gid("Order", order.number),
             name=order.name,
@@ -588,6 +616,7 @@ class FakeShopify:
                 sku=line.sku,
                 title=line.title,
                 quantity=line.quantity,
+                currentQuantity=line.quantity if line.current is None else line.current,
                 variant={"id": gid("ProductVariant", line.variant)},
                 originalUnitPriceSet={"shopMoney": money},
                 customAttributes=[{"key": k, "value": v} for k, v in line.properties.items()],

@@ -1,14 +1,18 @@
 """WooCommerce storefront adapter: REST API v3 orders in, tracking out (order note or Shipment Tracking).
 
 Listing is keyset-paged on the modification time: each request asks for `orderby=modified&order=asc`
-after the newest modification already read (less one second, since WordPress compares whole seconds and
-either inclusively or not), and page numbers only advance inside one such window. Plain `page=N` paging
-skips a record whenever an order read on an earlier page is modified during the scan and moves to the
-end; the keyset way cannot, and records read twice are dropped by (id, date_modified_gmt).
+after the newest modification already read (less one second, since WordPress compares whole seconds).
+When a whole page shares one second, that second is listed on its own by a stable key: `orderby=id`
+inside the closed window `modified_after`/`modified_before` around it, by `offset`, stepping back by as
+many rows as `X-WP-Total` says left the window (orders modified meanwhile move to a later second, where
+the keyset finds them). Plain `page=N` paging skips a record whenever an order read on an earlier page
+is modified during the scan and moves to the end; this way cannot, whatever the listing's length.
+Records read twice are dropped by (id, date_modified_gmt).
 """
 
 from __future__ import annotations
 
+import email.utils
 import html
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -24,7 +28,7 @@ from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
-from relay.exceptions import AdapterError, RetriableAdapterError
+from relay.exceptions import AdapterError, ResponseTooLarge, RetriableAdapterError, Throttled
 from relay.outbound.retries import in_call_retries
 from relay.outbound.session import error_for_status
 
@@ -32,6 +36,11 @@ T = TypeVar("T")
 
 ATTEMPTS = 4
 MAX_IN_CALL_WAIT_S = 30.0
+GROW_AFTER_S = 3600.0
+"""A page shrunk for the response cap is doubled again (up to `page_size`) this long after the last
+shrink: the big orders that needed it have usually been read by then."""
+OPEN_SECOND_WAITS = 3
+"""How often to wait a second for the store's clock to leave a second listed by id (then list anyway)."""
 GMT_FORMAT = "%Y-%m-%dT%H:%M:%S"
 USER_AGENT = "relay-woocommerce/0.1"
 
@@ -74,6 +83,12 @@ class WooCommerceStorefront:
         self._log = context.log.bind(adapter="woocommerce", storefront=name)
         self._session: aiohttp.ClientSession | None = None
         self._client: WooCommerceClient | None = None
+        self.per_page = options.page_size
+        """Orders per listing page now: halved when a page exceeds the response cap, grown back later."""
+        self._shrunk_at = 0.0
+        self._not_before = 0.0
+        """The store (or its host) asked for no requests before this clock reading (429 Retry-After);
+        the poller and the shipper share this adapter instance, so both respect it."""
 
     # --- listing ----------------------------------------------------------------------------------
 
@@ -81,46 +96,119 @@ class WooCommerceStorefront:
         """Yield pages of orders modified at or after `since`, oldest modification first."""
         floor = None if since is None else _whole_second(since)
         after = None if floor is None else floor - timedelta(seconds=1)
-        page = 1
         seen: set[tuple[str, str]] = set()
         while True:
-            params = self._list_params(after, page)
-            response = await self._call(partial(self._api().list_orders, params))
-            records = response.data
-            if not isinstance(records, list):
-                raise RetriableAdapterError("order listing is not a JSON array")
-            batch: list[Order | Malformed] = []
-            for raw in records:
-                key = _seen_key(raw)
-                if key in seen:
-                    continue
-                seen.add(key)
-                item = _to_record(raw, self._options.test_order_meta)
-                if floor is not None and isinstance(item, Order) and item.updated_at < floor:
-                    continue
-                batch.append(item)
+            params = {"orderby": "modified", "order": "asc", "page": "1"}
+            if after is not None:
+                params["modified_after"] = _gmt_param(after)
+            response, per_page = await self._list(params)
+            records = _records(response)
+            batch = self._fresh(records, seen, floor)
             if batch:
                 yield batch
-            if _last_page(response.headers, page, len(records), self._options.page_size):
+            if _last_page(response.headers, 1, len(records), per_page):
                 return
             newest = _newest_modification(records)
-            if newest is not None and (after is None or newest - timedelta(seconds=1) > after):
-                after, page = newest - timedelta(seconds=1), 1
-            else:
-                page += 1
+            if newest is None:
+                raise RetriableAdapterError("a full listing page carries no date_modified_gmt to page by")
+            if after is None or newest - timedelta(seconds=1) > after:
+                after = newest - timedelta(seconds=1)
+                continue
+            # A whole page in one second: list that second by id, then go on after it.
+            async for batch in self._one_second(newest, seen, floor):
+                yield batch
+            after = newest
 
-    def _list_params(self, after: datetime | None, page: int) -> dict[str, str]:
-        params = {
-            "status": "any",
-            "orderby": "modified",
+    async def _one_second(
+        self, second: datetime, seen: set[tuple[str, str]], floor: datetime | None
+    ) -> AsyncIterator[list[Order | Malformed]]:
+        """Every order modified in `second`, by a stable key: `orderby=id` inside the closed window
+        (`modified_after` = second - 1 s, `modified_before` = second + 1 s, both exclusive).
+
+        Once the store's clock has left that second, nothing can enter the window, and an order modified
+        meanwhile leaves it (for a later second, where the keyset listing finds it): the rows only shrink.
+        Paging is by `offset`; when `X-WP-Total` shows rows left, the next offset steps back by as many, so
+        no row can shift past the cursor unseen (rows already read are dropped by id).
+        """
+        base = {
+            "orderby": "id",
             "order": "asc",
-            "per_page": str(self._options.page_size),
-            "page": str(page),
-            "dates_are_gmt": "true",
+            "modified_after": _gmt_param(second - timedelta(seconds=1)),
+            "modified_before": _gmt_param(second + timedelta(seconds=1)),
         }
-        if after is not None:
-            params["modified_after"] = after.astimezone(UTC).strftime(GMT_FORMAT)
-        return params
+        position = 0  # rows of the window (as of `total`) with ids up to `last_id`
+        total: int | None = None
+        last_id = -1
+        offset = 0
+        waits = 0
+        while True:
+            response, per_page = await self._list({**base, "offset": str(offset)})
+            if waits < OPEN_SECOND_WAITS and not self._has_passed(second, response.headers):
+                waits += 1  # the store may still stamp orders with this second: let it pass
+                await self._context.sleep(1.0)
+                continue
+            records = _records(response)
+            now_total = _int_header(response.headers, "X-WP-Total")
+            if total is not None and now_total is not None and offset > position - (total - now_total):
+                offset = max(0, position - (total - now_total))  # rows before us left: step back
+                continue
+            fresh = [r for r in records if _id_of(r) > last_id or _id_of(r) < 0]
+            batch = self._fresh(fresh, seen, floor)
+            if batch:
+                yield batch
+            if records:
+                last_id = max(last_id, *(_id_of(r) for r in records))
+            position, total = offset + len(records), now_total
+            offset = position
+            if len(records) < per_page or (total is not None and position >= total):
+                return
+
+    def _fresh(
+        self, records: list[Any], seen: set[tuple[str, str]], floor: datetime | None
+    ) -> list[Order | Malformed]:
+        """The records not yet yielded in this scan (by id and modification), mapped."""
+        batch: list[Order | Malformed] = []
+        for raw in records:
+            key = _seen_key(raw)
+            if key in seen:
+                continue
+            seen.add(key)
+            item = _to_record(raw, self._options.test_order_meta)
+            if floor is not None and isinstance(item, Order) and item.updated_at < floor:
+                continue
+            batch.append(item)
+        return batch
+
+    def _has_passed(self, second: datetime, headers: Mapping[str, str]) -> bool:
+        """Whether the store's clock (its `Date` header; else relay's) is past `second`."""
+        try:
+            now = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
+        except (KeyError, TypeError, ValueError, IndexError):
+            now = self._context.clock()
+        return now >= second.timestamp() + 1
+
+    async def _list(self, params: Mapping[str, str]) -> tuple[Any, int]:
+        """One listing request at the current page size (halved while the answer exceeds the response
+        cap, doubled again `GROW_AFTER_S` after the last shrink). Returns the response and its `per_page`."""
+        if (
+            self.per_page < self._options.page_size
+            and self._context.clock() - self._shrunk_at >= GROW_AFTER_S
+        ):
+            self.per_page = min(self._options.page_size, self.per_page * 2)
+            self._shrunk_at = self._context.clock()
+            self._log.info("woocommerce_page_grown", per_page=self.per_page)
+        while True:
+            per_page = self.per_page
+            query = {"status": "any", "dates_are_gmt": "true", **params, "per_page": str(per_page)}
+            try:
+                response = await self._call(partial(self._api().list_orders, query))
+            except ResponseTooLarge:
+                if per_page <= 1:
+                    raise
+                self.per_page, self._shrunk_at = max(1, per_page // 2), self._context.clock()
+                self._log.warning("woocommerce_page_shrunk", per_page=self.per_page, was=per_page)
+                continue
+            return response, per_page
 
     # --- tracking ---------------------------------------------------------------------------------
 
@@ -202,7 +290,19 @@ class WooCommerceStorefront:
         return self._client
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run `operation`, retrying retriable failures in-call (bounded; Retry-After honoured)."""
+        """Run `operation`, retrying retriable failures in-call (bounded; Retry-After honoured).
+
+        A `Retry-After` the store sent to either loop holds back the other too (one adapter instance serves
+        the poller and the shipper): the call waits for it first, or raises `Throttled` when that is longer
+        than an in-call wait.
+        """
+        wait = self._not_before - self._context.clock()
+        if wait > MAX_IN_CALL_WAIT_S:
+            raise Throttled(
+                f"the store asked for no requests for {wait:.0f} s (Retry-After)", retry_after=wait
+            )
+        if wait > 0:
+            await self._context.sleep(wait)
         retrying = in_call_retries(
             self._context.sleep,
             attempts=ATTEMPTS,
@@ -212,6 +312,7 @@ class WooCommerceStorefront:
         async for attempt in retrying:
             with attempt:
                 result = await self._mapped(operation)
+        self._not_before = 0.0
         return result
 
     async def _mapped(self, operation: Callable[[], Awaitable[T]]) -> T:
@@ -219,7 +320,10 @@ class WooCommerceStorefront:
         try:
             return await operation()
         except WooCommerceError as exc:
-            raise _adapter_error(exc) from exc
+            error = _adapter_error(exc)
+            if isinstance(error, Throttled) and error.retry_after is not None:
+                self._not_before = max(self._not_before, self._context.clock() + error.retry_after)
+            raise error from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             # aiohttp messages may quote the URL, which holds the secret under query_string_auth.
             message = str(exc).replace(self._options.consumer_secret.get_secret_value(), "***")
@@ -262,6 +366,9 @@ def _adapter_error(exc: WooCommerceError) -> AdapterError:
     if 200 <= exc.status < 300:
         return RetriableAdapterError(f"HTTP {exc.status}: body is not JSON", status=exc.status, body=exc.body)
     err = error_for_status(exc.status, exc.body, exc.headers)
+    if exc.status == 429 and err.retry_after is not None:
+        # The host's rate limit with its schedule: not a failed attempt (the shipper waits for it).
+        return Throttled(f"{err}: throttled", status=429, body=err.body, retry_after=err.retry_after)
     detail = f" ({exc.code}: {exc.message})" if exc.code else ""
     if exc.code == "rest_no_route":
         detail += '; check store_url and pretty permalinks, and for tracking = "shipment_tracking" that the '
@@ -286,6 +393,32 @@ def _last_page(headers: Mapping[str, str], page: int, count: int, page_size: int
     except (KeyError, ValueError):
         return count < page_size
     return page >= total_pages
+
+
+def _gmt_param(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(GMT_FORMAT)
+
+
+def _records(response: Any) -> list[Any]:
+    records = response.data
+    if not isinstance(records, list):
+        raise RetriableAdapterError("order listing is not a JSON array")
+    return records
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _id_of(raw: Any) -> int:
+    """A listing record's numeric id (-1 when it has none)."""
+    try:
+        return int(raw["id"])
+    except (KeyError, TypeError, ValueError):
+        return -1
 
 
 def _seen_key(raw: Any) -> tuple[str, str]:
@@ -342,6 +475,7 @@ def _to_order(raw: dict[str, Any], test_meta: Mapping[str, str]) -> Order:
             for meta in raw.get("meta_data") or []
         ),
         cancelled=status in CANCELLED_STATUSES,
+        fulfilled=status == "completed",
         shipping_address=_address(raw.get("shipping") or {}, billing),
         lines=tuple(_line(item) for item in raw["line_items"]),
     )

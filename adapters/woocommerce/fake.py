@@ -2,13 +2,16 @@
 
 Implements `relay.testing.vendor.FakeStorefront`. What it emulates, from the public docs and plugin code:
 
-* `GET /wp-json/wc/v3/orders` with `page`, `per_page` (1..100, else 400 `rest_invalid_param`), `orderby`
+* `GET /wp-json/wc/v3/orders` with `page`, `offset` (overrides `page`), `per_page` (1..100, else 400
+  `rest_invalid_param`), `orderby`
   (date, id, include, title, slug, modified), `order`, `status` (`any` = all but trash), `after`/`before`,
   `modified_after`/`modified_before` (exclusive, whole seconds; naive values are site-local time unless
   `dates_are_gmt=true`; the fake site runs at UTC+1 so a missing flag shows), `X-WP-Total`,
   `X-WP-TotalPages` and `Link` (prev/next) headers.
 * `GET|PUT|POST|PATCH /wp-json/wc/v3/orders/{id}`, `GET|POST /wp-json/wc/v3/orders/{id}/notes` (status
-  changes add system notes, as WooCommerce does).
+  changes add system notes, as WooCommerce does). Every save of the order (an update, a status change,
+  a Shipment Tracking item, which is order meta) stamps `date_modified`, so the order moves to the end
+  of a listing sorted by modification, as on a real store; adding a note does not touch the order.
 * `GET|POST /wp-json/wc-shipment-tracking/v3/orders/{id}/shipment-trackings` (201 + `Location`), unless
   built with `shipment_tracking=False`: then those routes answer 404 `rest_no_route`.
 * Consumer key/secret by HTTP Basic auth or `consumer_key`/`consumer_secret` query parameters; an unknown
@@ -137,12 +140,16 @@ class FakeWooCommerce:
         shipment_tracking: bool = True,
         consumer_key: str = "ck_4f1c2b7a9e8d3c6b5a4f3e2d1c0b9a8f7e6d5c4b",
         consumer_secret: str = "cs_9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",  # noqa: S107 (a fake's key)
+        meta_padding: int = 0,
     ) -> None:
         self.page_size = page_size
         self.tracking = tracking
         self.shipment_tracking = shipment_tracking
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
+        self.meta_padding = meta_padding
+        """Bytes of plugin meta (`_plugin_cache`) on every rendered order: real orders often carry
+        10-20 KB, so a page of 100 can exceed relay's response cap."""
         self.url = ""
         self._template = load_fixture("order.json")
         self._orders: dict[int, _Order] = {}
@@ -351,6 +358,7 @@ class FakeWooCommerce:
         q = request.query
         per_page = _int_param(q, "per_page", 10, 1, 100)
         page = _int_param(q, "page", 1, 1, None)
+        offset = _int_param(q, "offset", -1, 0, None) if "offset" in q else None
         order = _enum_param(q, "order", "desc", ("asc", "desc"))
         orderby = _enum_param(q, "orderby", "date", ORDERBY)
         statuses = {s for s in q.get("status", "any").split(",") if s}
@@ -378,7 +386,8 @@ class FakeWooCommerce:
 
         found = sorted((o for o in self._orders.values() if wanted(o)), key=sort_key, reverse=order == "desc")
         total_pages = math.ceil(len(found) / per_page)
-        chunk = found[(page - 1) * per_page : page * per_page]
+        start = (page - 1) * per_page if offset is None else offset  # WP_Query: offset overrides page
+        chunk = found[start : start + per_page]
         headers = {"X-WP-Total": str(len(found)), "X-WP-TotalPages": str(total_pages)}
         links = []
         if page > 1:
@@ -399,6 +408,7 @@ class FakeWooCommerce:
             if body["status"] not in ORDER_STATUSES:
                 raise _invalid_param("status", f"status is not one of {', '.join(ORDER_STATUSES)}.")
             self._set_status(order, body["status"])
+        order.modified = time.time()  # every save stamps date_modified, even with nothing changed
         return _json(self._render(order))
 
     def _set_status(self, order: _Order, status: str) -> None:
@@ -498,6 +508,7 @@ class FakeWooCommerce:
             },
         }
         order.trackings.append(item)
+        order.modified = time.time()  # the tracking items are order meta: saving them stamps the order
         self._record(order, provider, number, [])
         return _json(item, status=201, headers={"Location": f"{base}/{tracking_id}"})
 
@@ -563,6 +574,11 @@ class FakeWooCommerce:
         ):
             doc[name] = None if stamp is None else _local(stamp)
             doc[f"{name}_gmt"] = None if stamp is None else _gmt(stamp)
+        if self.meta_padding:
+            doc["meta_data"] = [
+                *doc.get("meta_data", []),
+                {"id": 1, "key": "_plugin_cache", "value": "x" * self.meta_padding},
+            ]
         doc["_links"] = {
             "self": [{"href": f"{self.url}/wp-json/wc/v3/orders/{doc['id']}"}],
             "collection": [{"href": f"{self.url}/wp-json/wc/v3/orders"}],

@@ -15,12 +15,24 @@ from pydantic import ValidationError
 from adapters.shopify import ShopifyStorefront
 from adapters.shopify.adapter import (
     API_VERSION,
+    FULFILLMENT_ORDERS_QUERY,
+    FULFILLMENT_ORDERS_SHAPES,
+    FULFILLMENTS_QUERY,
+    FULFILLMENTS_SHAPES,
     MAX_QUERY_COST,
+    ORDER_LINES_FIRST,
+    ORDER_LINES_QUERY,
     ORDERS_QUERY,
+    QUERY_COST_TARGET,
     THROTTLE_ATTEMPTS,
     ShopifyOptions,
+    fulfillment_orders_query_cost,
+    fulfillments_query_cost,
     lines_per_order,
+    listing_shape,
     order_from_node,
+    order_lines_query_cost,
+    orders_query_cost,
     relay_error,
 )
 from adapters.shopify.client import ShopifyConnectionError, ShopifyGraphQLError, throttle_wait
@@ -166,7 +178,7 @@ def test_default_query_shape_fits_the_single_query_cap(page_size: int) -> None:
 
 
 async def test_max_cost_exceeded_shrinks_the_page(adapter_context: AdapterContext) -> None:
-    fake = FakeShopify(page_size=20, max_query_cost=300)
+    fake = FakeShopify(page_size=20, max_query_cost=150)
     await fake.start()
     adapter = await make_adapter(fake, adapter_context)
     try:
@@ -184,7 +196,7 @@ async def test_long_orders_are_completed_with_follow_up_queries(adapter_context:
     await fake.start()
     adapter = await make_adapter(fake, adapter_context)
     try:
-        assert adapter.lines_per_order == 2
+        assert (adapter.page_size, adapter.lines_per_order) == (20, 1)  # 50 would not fit QUERY_COST_TARGET
         order = fake.add_order([SeedLine(sku=f"SKU-{i}") for i in range(5)], updated_at=T0)
         [mapped] = await drain(adapter, None)
         assert isinstance(mapped, Order)
@@ -193,6 +205,97 @@ async def test_long_orders_are_completed_with_follow_up_queries(adapter_context:
     finally:
         await adapter.aclose()
         await fake.close()
+
+
+@pytest.mark.parametrize("page_size", [1, 3, 10, 20, 50])
+async def test_every_query_requests_well_under_the_bucket(
+    adapter_context: AdapterContext, page_size: int
+) -> None:
+    """Issue 11 item 10: listing pages requested ~900 of 1000 points and the fulfillment-order query ~530.
+    Every query the adapter sends now requests at most QUERY_COST_TARGET (a quarter of the bucket),
+    by the fake's cost calculation, and the adapter's own cost model agrees with it exactly."""
+    fake = FakeShopify(page_size=page_size)
+    await fake.start()
+    adapter = await make_adapter(fake, adapter_context)
+    try:
+        long_order = fake.add_order([SeedLine(sku=f"SKU-{i}", quantity=2) for i in range(60)], updated_at=T0)
+        for i in range(25):
+            fake.add_order([SeedLine(sku="S")], updated_at=T0 + 1 + i)
+        assert len(await drain(adapter, None)) == 26
+        await adapter.push_shipment(push_for(fake, long_order, "TRK-1", [(0, 1), (59, 2)]))
+        await adapter.push_shipment(
+            push_for(fake, long_order, "TRK-1", [(0, 1), (59, 2)])
+        )  # found, not redone
+        assert {name for names, _ in fake.costs for name in names} == {
+            "orders",
+            "order",
+            "fulfillmentCreate",
+        }
+        assert max(cost for _, cost in fake.costs) <= QUERY_COST_TARGET
+        first, lines = listing_shape(page_size)
+        assert fake.costs[0] == (["orders"], orders_query_cost(first, lines))
+        variables = [v for name, v in fake.operations if name == "order" and "trackingFirst" in v]
+        assert variables and {
+            requested_cost(f) for v in variables for f in parse_operation(FULFILLMENTS_QUERY, v)[1]
+        } == {fulfillments_query_cost(*FULFILLMENTS_SHAPES[0])}
+        shape = dict(zip(("first", "lineFirst"), FULFILLMENT_ORDERS_SHAPES[0], strict=True))
+        assert requested_cost(parse_operation(FULFILLMENT_ORDERS_QUERY, shape)[1][0]) == (
+            fulfillment_orders_query_cost(*FULFILLMENT_ORDERS_SHAPES[0])
+        )
+        assert order_lines_query_cost(ORDER_LINES_FIRST) == requested_cost(
+            parse_operation(ORDER_LINES_QUERY, {"first": ORDER_LINES_FIRST})[1][0]
+        )
+    finally:
+        await adapter.aclose()
+        await fake.close()
+
+
+async def test_a_query_costing_more_than_the_bucket_shrinks_instead_of_waiting_forever(
+    adapter_context: AdapterContext, recording_sleep: RecordingSleep
+) -> None:
+    fake = FakeShopify(page_size=10, bucket_size=100.0, restore_rate=10.0)
+    await fake.start()
+    adapter = await make_adapter(fake, adapter_context)
+    try:
+        ids = [fake.add_order([SeedLine(sku="S")], updated_at=T0 + i) for i in range(7)]
+        assert [o.external_id for o in await drain(adapter, None)] == ids
+        assert orders_query_cost(adapter.page_size, adapter.lines_per_order) <= 100
+        assert recording_sleep.calls == []
+    finally:
+        await adapter.aclose()
+        await fake.close()
+
+
+async def test_poller_and_shipper_share_one_cost_budget() -> None:
+    """Issue 11 item 10: one adapter instance serves both loops, so the bucket a listing page left
+    behind makes the next push wait for capacity, instead of being sent and throttled."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    fake = FakeShopify(bucket_size=1000.0, restore_rate=50.0, clock=lambda: now[0], actual_cost_ratio=1.0)
+    await fake.start()
+    sessions = SessionTracker(loopback_egress())
+    context = make_context(sleep, sessions)
+    context = AdapterContext(context.new_session, lambda: now[0], sleep, context.log)
+    adapter = await make_adapter(fake, context)
+    try:
+        order = fake.add_order([SeedLine(sku="S", quantity=2)], updated_at=T0)
+        listing = orders_query_cost(*listing_shape(3))
+        fake.set_bucket(listing + 20.0)
+        await drain(adapter, None)  # the poller's page leaves 20 points
+        await adapter.push_shipment(push_for(fake, order, "TRK-9", [(0, 2)]))  # the shipper's push
+        assert fake.fulfilments(order)
+        assert fake.throttled == 0  # every query waited for its capacity first
+        first_push_query = fulfillments_query_cost(*FULFILLMENTS_SHAPES[0])
+        assert sleeps[0] == pytest.approx((first_push_query - 20) / 50.0, abs=0.01)
+    finally:
+        await adapter.aclose()
+        await fake.close()
+        await sessions.aclose()
 
 
 # --- the request -----------------------------------------------------------------------------------
@@ -327,6 +430,30 @@ async def test_bad_money_becomes_malformed_with_the_raw_record(
     assert record.raw["id"] == order
 
 
+async def test_edited_lines_map_current_quantity_and_removed_lines_are_dropped(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    """Issue 11 item 5: `quantity` is what was first ordered; an order edit changes `currentQuantity`."""
+    order = fake.add_order(
+        [SeedLine(sku="MUG", quantity=3), SeedLine(sku="TEE", quantity=2), SeedLine(sku="CAP")], updated_at=T0
+    )
+    fake.edit_line(order, 0, 1)  # edited down on the storefront: 3 -> 1
+    fake.edit_line(order, 1, 0)  # removed
+    [mapped] = await drain(adapter, None)
+    assert isinstance(mapped, Order)
+    line_ids = fake.line_ids(order)
+    assert [(line.line_id, line.sku, line.quantity) for line in mapped.lines] == [
+        (line_ids[0], "MUG", 1),
+        (line_ids[2], "CAP", 1),
+    ]
+
+
+def test_fixture_line_without_current_quantity_falls_back_to_quantity() -> None:
+    node = fixture("order.json")
+    del node["lineItems"]["edges"][0]["node"]["currentQuantity"]
+    assert order_from_node(node).lines[0].quantity == 2
+
+
 # --- pushing tracking ------------------------------------------------------------------------------
 
 
@@ -440,6 +567,6 @@ def test_options_defaults_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     options = ShopifyOptions.model_validate(
         {"shop_url": "https://example.myshopify.com", "access_token": {"env": "SHOPIFY_TOKEN"}}
     )
-    assert (options.api_version, options.page_size, options.notify_customer) == (API_VERSION, 25, True)
+    assert (options.api_version, options.page_size, options.notify_customer) == (API_VERSION, 10, True)
     assert options.access_token.get_secret_value() == "shpat_from_env"
     assert "shpat_from_env" not in repr(options)

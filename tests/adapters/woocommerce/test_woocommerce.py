@@ -11,10 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.woocommerce import WooCommerceStorefront
+from adapters.woocommerce.adapter import GROW_AFTER_S
 from adapters.woocommerce.client import WooCommerceError
 from adapters.woocommerce.fake import FakeWooCommerce, load_fixture
+from relay.contracts import AdapterContext
 from relay.domain.models import Address, Malformed, Order, ShipmentLine, ShipmentPush
-from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
+from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError, Throttled
 from relay.testing.vendor import SeedLine
 
 from .conftest import make_context
@@ -86,7 +88,36 @@ async def test_many_orders_in_one_second_still_page_through(
     ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0) for _ in range(7)]
 
     assert [o.external_id for o in flat(await collect(make_adapter()))] == ids
-    assert [c["page"] for c in list_calls(fake)][-1] == "3"
+    by_id = [c for c in list_calls(fake) if c["orderby"] == "id"]
+    assert [c["offset"] for c in by_id] == ["0", "3", "6"]
+    assert {(c["modified_after"], c["modified_before"]) for c in by_id} == {
+        ("2026-11-02T08:53:19", "2026-11-02T08:53:21")
+    }
+
+
+async def test_a_2000_order_backlog_sharing_seconds_loses_nothing_while_relay_writes(
+    make_adapter: Make,
+) -> None:
+    """Issue 11 item 0: 250 orders share each second; after every page relay completes some orders it
+    has read (as the shipper does during a first scan), which moves them to the end of a date-sorted
+    listing. Page-number paging inside a shared second skipped the orders shifted past the cursor;
+    paging the second by id with X-WP-Total-aware offsets cannot."""
+    fake = FakeWooCommerce(page_size=100)
+    await fake.start()
+    try:
+        ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0 + i // 250) for i in range(2000)]
+        seen: set[str] = set()
+        completed = 0
+        async for page in make_adapter(page_size=100, store_url=fake.url).fetch_orders(None):
+            fresh = [o.external_id for o in page if isinstance(o, Order) and o.external_id not in seen]
+            seen.update(fresh)
+            for order_id in fresh[:40]:  # relay's own writes during the scan: tracking added, completed
+                fake.set_status(order_id, "completed")
+                completed += 1
+        assert completed > 0
+        assert sorted(set(ids) - seen) == []
+    finally:
+        await fake.close()
 
 
 async def test_modified_after_is_gmt_and_inclusive_of_since(
@@ -103,6 +134,30 @@ async def test_modified_after_is_gmt_and_inclusive_of_since(
     first = list_calls(fake)[0]
     assert first["modified_after"] == "2026-11-02T08:53:19"
     assert first["dates_are_gmt"] == "true"
+
+
+async def test_a_page_over_the_response_cap_is_shrunk_and_everything_is_ingested(make_adapter: Make) -> None:
+    """Issue 11 item 10: 100 orders x 15 KB exceed the 1 MiB response cap. The answer used to stop the
+    listing for good (`ResponseTooLarge` on every poll); now the page is halved until it fits, and
+    doubled again an hour after the last shrink."""
+    fake = FakeWooCommerce(page_size=100, meta_padding=15_000)
+    await fake.start()
+    now = [T0]
+    base = make_context([])
+    context = AdapterContext(base.new_session, lambda: now[0], base.sleep, base.log)
+    try:
+        ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0 + i) for i in range(230)]
+        adapter = make_adapter(context, page_size=100, store_url=fake.url)
+        assert [o.external_id for o in flat(await collect(adapter))] == ids
+        assert adapter.per_page == 50
+        sizes = [c["per_page"] for c in list_calls(fake)]
+        assert sizes[:2] == ["100", "50"] and set(sizes[2:]) == {"50"}
+        now[0] += GROW_AFTER_S
+        assert len(flat(await collect(adapter))) == 230
+        assert list_calls(fake)[len(sizes)]["per_page"] == "100"  # tried again, and shrunk again
+        assert adapter.per_page == 50
+    finally:
+        await fake.close()
 
 
 async def test_order_modified_during_the_scan_is_not_skipped(
@@ -406,6 +461,22 @@ async def test_long_retry_after_is_left_to_the_core(
     with pytest.raises(RetriableAdapterError) as caught:
         await collect(make_adapter())
     assert caught.value.retry_after == 600 and sleeps == []
+
+
+async def test_a_long_retry_after_holds_back_the_other_loop_too(
+    fake: FakeWooCommerce, make_adapter: Make, sleeps: list[float]
+) -> None:
+    """Issue 11 item 10: the poller and the shipper share one adapter, so a Retry-After the store gave the
+    listing makes the push wait too (here: raise `Throttled` at once, without a request)."""
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    fake.fail_next(429, retry_after=600)
+    adapter = make_adapter()
+    with pytest.raises(Throttled):
+        await collect(adapter)
+    requests = len(fake.requests)
+    with pytest.raises(Throttled) as caught:
+        await adapter.push_shipment(push_for(fake, order_id))
+    assert len(fake.requests) == requests and 590 < (caught.value.retry_after or 0) <= 600
 
 
 async def test_5xx_burst_then_success(fake: FakeWooCommerce, make_adapter: Make, sleeps: list[float]) -> None:
