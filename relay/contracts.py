@@ -20,10 +20,44 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import aiohttp
 from pydantic import BaseModel
 
-from relay.domain.models import FactoryOrder, Malformed, Order, Placement, PushReceipt, Shipment, ShipmentPush
+from relay.domain.models import (
+    AttentionReason,
+    FactoryOrder,
+    Malformed,
+    Order,
+    Placement,
+    PushReceipt,
+    Shipment,
+    ShipmentPush,
+)
+from relay.exceptions import FatalAdapterError
 
 OrderPage = Sequence[Order | Malformed]
 """One page of a storefront listing: good orders, and records that failed to parse."""
+
+
+class NeedsAttention(FatalAdapterError):
+    """The factory cannot go on with this order without a person: `reason` says why.
+
+    Raised by `FactoryAdapter.submit` / `cancel` when retrying cannot help and the cause is specific
+    (an address the factory refuses, two factory orders under one key, an order the factory closed
+    unpaid, a paid order cancelled on the storefront that now needs a refund). `reference` names the
+    factory's own order, if there is one. It is a `FatalAdapterError`, so the outbox loops dead-letter
+    it with its message (which starts with the reason) quoted; they do not yet store `reason` itself.
+    """
+
+    def __init__(
+        self,
+        reason: AttentionReason,
+        detail: str,
+        *,
+        reference: str | None = None,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(f"needs_attention: {reason.value}: {detail}", status=status, body=body)
+        self.reason = reason
+        self.reference = reference
 
 
 @dataclass(frozen=True)

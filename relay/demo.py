@@ -1,7 +1,8 @@
 """`relay demo`: the whole loop on loopback, with an exactly-once check at the end.
 
 Starts a fake storefront (the built-in demo API, or the Shopify / WooCommerce emulators) and two fake
-factories, seeds N orders (some split across both factories, some shipped in two parcels), runs the
+factories (`bolt` may use another factory adapter's fake, e.g. `--factory alibaba1688`; fakes that are
+polled for parcels ship whatever they hold every few tenths of a second), seeds N orders (some split across both factories, some shipped in two parcels), runs the
 daemon on a fresh SQLite database until every order is completed, then checks what the fakes recorded:
 each expected factory order held exactly once by its idempotency key, and each parcel's tracking on the
 storefront exactly once. Exit status 0 only if all of that holds.
@@ -21,9 +22,9 @@ from typing import Any
 from relay.app import App
 from relay.config import parse_settings
 from relay.domain.models import factory_order_key
-from relay.registry import FAKES, STOREFRONTS, Registry
+from relay.registry import FACTORIES, FAKES, STOREFRONTS, Registry
 from relay.store import Stats
-from relay.testing.vendor import FakeFactoryServer, FakeStorefront, SeedLine
+from relay.testing.vendor import FakeFactoryServer, FakeShipmentListing, FakeStorefront, SeedLine
 
 SKU_MAP = {
     "TEE-RED-M": "acme",
@@ -52,10 +53,24 @@ def make_fake_storefront(adapter: str, registry: Registry | None = None) -> Fake
     return fake
 
 
-def make_fake_factory(name: str, registry: Registry, **options: Any) -> FakeFactoryServer:
-    """A fake factory for the `webhook` adapter (from the `relay.fakes` entry points)."""
-    fake: FakeFactoryServer = registry.fake("webhook")(name, **options)
+def make_fake_factory(
+    name: str, registry: Registry, adapter: str = "webhook", **options: Any
+) -> FakeFactoryServer:
+    """A fake factory for a factory adapter (`webhook` by default; from the `relay.fakes` entry points)."""
+    if adapter not in registry.names(FACTORIES) or adapter not in registry.names(FAKES):
+        choices = ", ".join(n for n in registry.names(FACTORIES) if n in registry.names(FAKES))
+        raise SystemExit(f"relay demo: no fake factory for {adapter!r}; choose {choices}")
+    fake: FakeFactoryServer = registry.fake(adapter)(name, **options)
     return fake
+
+
+async def _ship_polled(factories: dict[str, Any]) -> None:
+    """Fakes that are polled for parcels (`FakeShipmentListing`) do not ship by themselves: ship for them."""
+    while True:
+        for f in factories.values():
+            if isinstance(f, FakeShipmentListing):
+                await f.ship_all()
+        await asyncio.sleep(0.3)
 
 
 def seed_orders(fake: FakeStorefront, count: int, rng: random.Random) -> dict[str, list[str]]:
@@ -100,6 +115,7 @@ async def run_demo(
     count: int,
     *,
     storefront: str = "demo",
+    factory: str = "webhook",
     give_up_after_s: float = 120.0,
     database: str | None = None,
     registry: Registry | None = None,
@@ -112,7 +128,7 @@ async def run_demo(
     fake = make_fake_storefront(storefront, registry)
     factories: dict[str, Any] = {  # the webhook adapter's FakeFactory: split_parcels, orders, deliveries
         "acme": make_fake_factory("acme", registry, split_parcels=True),
-        "bolt": make_fake_factory("bolt", registry),
+        "bolt": make_fake_factory("bolt", registry, factory),
     }
     started = time.monotonic()
     try:
@@ -121,7 +137,7 @@ async def run_demo(
             await f.start()
         seeded = seed_orders(fake, count, random.Random(7))
         print(
-            f"relay demo: {count} orders on a fake {storefront} storefront, factories acme and bolt, "
+            f"relay demo: {count} orders on a fake {storefront} storefront, factories acme and bolt ({factory}), "
             f"database {db_path}",
             file=out,
         )
@@ -130,7 +146,12 @@ async def run_demo(
             for name, f in factories.items():
                 f.callback_url = app.callback_url(name)
             runner = asyncio.create_task(app.run())
-            stats = await _wait_until_done(app, count, started + give_up_after_s, out)
+            shipper = asyncio.create_task(_ship_polled(factories))
+            try:
+                stats = await _wait_until_done(app, count, started + give_up_after_s, out)
+            finally:
+                shipper.cancel()
+                await asyncio.gather(shipper, return_exceptions=True)
             app.stop()
             await runner
         elapsed = time.monotonic() - started
@@ -176,7 +197,10 @@ def _report(
             n_lines = sum(1 for s in skus if SKU_MAP[s] == factory)
             parcels_expected += 2 if factories[factory].split_parcels and n_lines > 1 else 1
     for name, f in factories.items():
-        held = set(f.orders)
+        keys = f.held_keys()
+        held = set(keys)
+        if len(keys) != len(held):
+            problems.append(f"factory {name}: {len(keys) - len(held)} duplicate orders under one key")
         if held != expected[name]:
             problems.append(
                 f"factory {name}: missing {len(expected[name] - held)}, unexpected {len(held - expected[name])}"
@@ -198,7 +222,7 @@ def _report(
     for name, f in factories.items():
         deliveries = sum(f.deliveries.values())
         print(
-            f"  factory {name:<12} held {len(f.orders)} orders (expected {len(expected[name])}), "
+            f"  factory {name:<12} held {len(f.held_keys())} orders (expected {len(expected[name])}), "
             f"{deliveries} deliveries",
             file=out,
         )
