@@ -42,8 +42,9 @@ class NeedsAttention(FatalAdapterError):
     Raised by `FactoryAdapter.submit` / `cancel` when retrying cannot help and the cause is specific
     (an address the factory refuses, two factory orders under one key, an order the factory closed
     unpaid, a paid order cancelled on the storefront that now needs a refund). `reference` names the
-    factory's own order, if there is one. It is a `FatalAdapterError`, so the outbox loops dead-letter
-    it with its message (which starts with the reason) quoted; they do not yet store `reason` itself.
+    factory's own order, if there is one. It is a `FatalAdapterError`: the forwarder dead-letters the
+    message and flags the order with `reason` (kept through later state changes, see
+    `relay.domain.models.STICKY_ATTENTION`) and records `reference`.
     """
 
     def __init__(

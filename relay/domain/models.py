@@ -246,6 +246,8 @@ STICKY_ATTENTION = frozenset(
         AttentionReason.CANCEL_REJECTED,
         AttentionReason.CHANGED_AFTER_PLACEMENT,
         AttentionReason.SHIPPED_AFTER_CANCEL,
+        AttentionReason.REFUND_REQUIRED,
+        AttentionReason.DUPLICATE_AT_FACTORY,
     }
 )
 """Flags on an order whose state moves on regardless: kept through later state changes until a person acts

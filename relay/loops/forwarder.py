@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from relay.contracts import FactoryAdapter
+from relay.contracts import FactoryAdapter, NeedsAttention
 from relay.domain.models import AttentionReason, CancelState, FactoryOrderState
 from relay.domain.retry import RetryPolicy
 from relay.exceptions import RetriableAdapterError, Verdict, as_retriable, classify, describe
@@ -168,7 +168,11 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
                 )
                 self._close(circuit)
                 return DeliveryOutcome(
-                    job, dead, error=describe(exc), reason=AttentionReason.FACTORY_REJECTED
+                    job,
+                    dead,
+                    error=describe(exc),
+                    reason=attention_reason(exc, cancel=cancel),
+                    reference=getattr(exc, "reference", None),
                 )
             if verdict is Verdict.RETRY:
                 return self._retry(job, circuit, as_retriable(exc), log, pending=pending, dead=dead)
@@ -239,3 +243,11 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
     async def after_commit(self, outcomes: list[DeliveryOutcome]) -> None:
         if any(o.state is FactoryOrderState.PLACED for o in outcomes):
             self.on_placed()
+
+
+def attention_reason(exc: BaseException, *, cancel: bool) -> AttentionReason:
+    """Why a rejected message needs a person: the adapter's own reason (`NeedsAttention`, e.g.
+    `refund_required`, `address_invalid`), else `cancel_rejected` or `factory_rejected`."""
+    if isinstance(exc, NeedsAttention):
+        return exc.reason
+    return AttentionReason.CANCEL_REJECTED if cancel else AttentionReason.FACTORY_REJECTED

@@ -33,3 +33,16 @@ def test_every_store_method_is_documented_and_implemented() -> None:
     assert [name for name in methods if not inspect.getdoc(getattr(Store, name))] == []
     for name in methods:
         assert inspect.signature(getattr(RelayStore, name)) == inspect.signature(getattr(Store, name)), name
+
+
+def test_the_sticky_flags_in_sql_are_the_models_sticky_flags() -> None:
+    """`set_order_state` keeps a sticky flag through state changes; its SQL must list exactly those."""
+    import re
+
+    from relay.domain.models import STICKY_ATTENTION
+    from relay.store.sqlite import QUERIES
+
+    lists = re.findall(r"attention_reason IN\s*\(([^)]*)\)", QUERIES["set_order_state"])
+    assert len(lists) == 2
+    for found in lists:
+        assert set(re.findall(r"'([a-z_]+)'", found)) == {r.value for r in STICKY_ATTENTION}

@@ -60,14 +60,16 @@ DELETE FROM order_lines WHERE order_id = :order_id AND factory_order_id IS NULL;
 INSERT OR IGNORE INTO order_lines (order_id, line_id, sku, quantity) VALUES (:order_id, :line_id, :sku, :quantity);
 
 -- name: set_order_state
--- A sticky flag (models.STICKY_ATTENTION: a rejected cancellation, an edit after placement, a parcel after a
--- cancellation) stays through later state changes until a person acts.
+-- A sticky flag (models.STICKY_ATTENTION, checked equal by tests/unit/test_store_contract.py) stays through
+-- later state changes until a person acts.
 UPDATE orders SET state = :state,
                   attention_reason = CASE WHEN :reason IS NULL AND attention_reason IN
-                                              ('cancel_rejected', 'changed_after_placement', 'shipped_after_cancel')
+                                              ('cancel_rejected', 'changed_after_placement', 'shipped_after_cancel',
+                                               'refund_required', 'duplicate_at_factory')
                                           THEN attention_reason ELSE :reason END,
                   attention_detail = CASE WHEN :reason IS NULL AND attention_reason IN
-                                              ('cancel_rejected', 'changed_after_placement', 'shipped_after_cancel')
+                                              ('cancel_rejected', 'changed_after_placement', 'shipped_after_cancel',
+                                               'refund_required', 'duplicate_at_factory')
                                           THEN attention_detail ELSE :detail END,
                   updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :order_id;

@@ -234,7 +234,8 @@ async def _record_cancels(
             refused = "refused, already shipped" if target is CancelState.REFUSED else out.error
             await tx.execute(
                 "flag_order",
-                reason=AttentionReason.CANCEL_REJECTED,
+                reason=(out.reason if target is CancelState.DEAD else None)
+                or AttentionReason.CANCEL_REJECTED,
                 detail=f"{factory}: {refused}",
                 now=now,
                 order_id=order_id,
@@ -243,7 +244,7 @@ async def _record_cancels(
             target is CancelState.DONE
             and FactoryOrderState(row["fo_state"]) is FactoryOrderState.PARTIALLY_SHIPPED
         ):
-            # Cancelled after a partial shipment: the factory stops the unshipped rest (engineer C, item 6).
+            # Cancelled after a partial shipment: the factory stops the unshipped rest.
             await cancel_unshipped_rest(tx, row["factory_order_id"], order_id, now, events, factory=factory)
             touched.append(order_id)
         if target is CancelState.DONE and FactoryOrderState(row["fo_state"]) is FactoryOrderState.PLACED:

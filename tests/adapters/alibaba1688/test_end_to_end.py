@@ -64,3 +64,28 @@ async def test_relay_demo_runs_the_whole_loop_through_the_1688_adapter() -> None
     status = await run_demo(8, factory="alibaba1688", give_up_after_s=60, out=out)
     assert status == 0, out.getvalue()
     assert "factories acme and bolt (alibaba1688)" in out.getvalue()
+
+
+async def test_a_cancellation_after_payment_flags_the_order_refund_required_with_the_1688_order(
+    tmp_path, ali: Fake1688Gateway
+) -> None:
+    harness = Harness(
+        tmp_path,
+        factories=(),
+        sku_map={"MUG-WHT": "ali"},
+        config={"factories": {"ali": ali.factory_config()}},
+    )
+    async with harness as h:
+        oid = h.storefront.add_order([SeedLine("MUG-WHT")])
+        key = factory_order_key("shop", oid, "ali")
+        async with h.app() as app:
+            await app.run_once()
+            ali.mark_paid(key)
+            h.storefront.cancel(oid)
+            await app.run_once()
+            await app.run_once()
+            view = await app.store.find_order(1)
+    assert not ali.is_cancelled(key), "a paid 1688 order cannot be cancelled, only refunded"
+    trade_id = ali.orders_of(key)[0].order_id
+    assert view.order.attention_reason == "refund_required"
+    assert trade_id in (view.order.attention_detail or "")
