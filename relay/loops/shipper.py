@@ -61,7 +61,7 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         return await self.store.next_push_due()
 
     async def confirm(self, jobs: list[PushJob]) -> list[PushJob]:
-        # The pre-send check (engineer B, ADR 11): still pending, still leased under the job's token.
+        # The pre-send check (ADR 11): still pending, still leased under the job's token.
         need = max((self._need_s.get(j.storefront, 0.0) for j in jobs), default=0.0)
         return await self.store.confirm_pushes(jobs, self.clock(), self.lease_s, need)
 

@@ -284,7 +284,7 @@ class RelayStore:
         async with self.connector.read() as tx:
             return await reports_tx.stats(tx)
 
-    # --- retention (engineer D, issue 11 item 12) ------------------------------------------------------
+    # --- retention -------------------------------------------------------------------------------------
 
     async def prune(
         self, *, inbound_before: float, history_before: float, batch_size: int, dry_run: bool = False

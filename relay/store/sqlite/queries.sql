@@ -363,7 +363,7 @@ SELECT shipment_cursor FROM factories WHERE name = :name;
 INSERT INTO factories (name, shipment_cursor, updated_at) VALUES (:name, :cursor, :now)
 ON CONFLICT (name) DO UPDATE SET shipment_cursor = excluded.shipment_cursor, updated_at = excluded.updated_at;
 
--- Engineer C (issue 11: order versions, edits, cancellations after a partial shipment, late parcels).
+-- Order versions, edits, cancellations after a partial shipment, late parcels.
 
 -- name: order_versions
 SELECT id, state, content_hash, payload FROM orders WHERE id IN (SELECT value FROM json_each(:order_ids));
@@ -390,7 +390,7 @@ WHERE factory_order_id = :factory_order_id ORDER BY line_id;
 UPDATE order_lines SET cancelled_quantity = MAX(0, quantity - shipped_quantity)
 WHERE factory_order_id = :factory_order_id;
 
--- Engineer D (issue 11, item 12: retention; relay/store/transitions/retention.py).
+-- Retention (relay/store/transitions/retention.py).
 
 -- name: prune_inbound_messages
 DELETE FROM inbound_messages WHERE (factory, message_id) IN (
@@ -431,7 +431,7 @@ DELETE FROM shipments WHERE order_id IN (SELECT value FROM json_each(:order_ids)
 -- name: prune_events_of_orders
 DELETE FROM order_events WHERE order_id IN (SELECT value FROM json_each(:order_ids));
 
--- Engineer B (issue 11: leases and fencing, ADR 11).
+-- Leases and fencing (ADR 11).
 
 -- name: release_all_order_leases
 -- Start-up of the daemon holding the database's daemon lock: no other daemon is alive to hold a lease.
