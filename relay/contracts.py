@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from relay.domain.models import (
     AttentionReason,
     FactoryOrder,
+    FactoryOrderNotice,
     Malformed,
     Order,
     Placement,
@@ -140,12 +141,15 @@ class FactoryAdapter(Protocol):
 class ShipmentPage:
     """One page of a polled factory's shipment listing, and the cursor that follows it.
 
-    The core records the page's shipments, then stores `cursor` (None: unchanged), and asks for
-    `since=cursor` next time.
+    The core records the page's shipments and `notices` (what the factory reports about its orders
+    besides parcels: awaiting or expired payment, paid, duplicates; `Store.apply_factory_notices`), then
+    stores `cursor` (None: unchanged), and asks for `since=cursor` next time. A notice may repeat on every
+    poll: one that changes nothing is skipped.
     """
 
     shipments: Sequence[Shipment]
     cursor: str | None
+    notices: Sequence[FactoryOrderNotice] = ()
 
 
 @runtime_checkable

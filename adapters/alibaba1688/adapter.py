@@ -51,7 +51,14 @@ from adapters.alibaba1688.client import (
 )
 from relay.config import Secret
 from relay.contracts import AdapterContext, NeedsAttention, ShipmentPage
-from relay.domain.models import AttentionReason, FactoryOrder, Placement, Shipment, ShipmentLine
+from relay.domain.models import (
+    AttentionReason,
+    FactoryOrder,
+    FactoryOrderNotice,
+    Placement,
+    Shipment,
+    ShipmentLine,
+)
 from relay.exceptions import (
     AdapterError,
     AlreadyShipped,
@@ -406,7 +413,14 @@ class Alibaba1688Factory:
             trade = await self._create(order, cargo, address, message)
         if self.options.protocol_pay and trade.status == "waitbuyerpay":
             trade = await self._pay(order, trade)
-        return Placement(reference=self._reference(trade))
+        unpaid = trade.status == "waitbuyerpay"
+        return Placement(
+            reference=self._reference(trade),
+            amount=trade.total,
+            currency="CNY" if trade.total is not None else None,
+            pay_deadline=trade.pay_deadline() if unpaid else None,
+            attention=AttentionReason.AWAITING_PAYMENT if unpaid else None,
+        )
 
     async def _cancel(self, order: FactoryOrder) -> None:
         trades = await self._lookup(order)
@@ -429,19 +443,28 @@ class Alibaba1688Factory:
         after = parse_cursor(since)
         trades = [t for t in await self._modified_since(after) if after is None or t.position > after]
         trades.sort(key=lambda t: t.position)
-        self._check_duplicates(trades)
+        notices: list[FactoryOrderNotice] = []
+        sent: set[tuple[str, str | None]] = set()  # one notice per factory order and reason per poll
         moved: str | None = None
         for trade in trades:
-            self._check_payment(trade)
+            notices += self._check_payment(trade)
             shipments = await self._shipments(trade) if self._ours(trade) and trade.shipped_any else []
             if shipments:
                 moved = None
-                yield ShipmentPage(shipments, cursor_of(trade))
+                sent.update((n.factory_order_key, n.reason) for n in notices)
+                yield ShipmentPage(shipments, cursor_of(trade), notices)
+                notices = []
             else:
                 moved = cursor_of(trade)
-        if moved is not None:
-            yield ShipmentPage([], moved)
-        await self._watch_unpaid()
+        sent.update((n.factory_order_key, n.reason) for n in notices)
+        unpaid = await self._watch_unpaid()
+        for trade in unpaid:
+            notices += [n for n in self._check_payment(trade) if (n.factory_order_key, n.reason) not in sent]
+        # Two orders under one key are made by creates, so both are unpaid or one moved since the cursor.
+        seen = {t.order_id: t for t in [*trades, *unpaid]}
+        notices += self._check_duplicates(list(seen.values()))
+        if moved is not None or notices:
+            yield ShipmentPage([], moved, notices)
 
     # --- placing ----------------------------------------------------------------------------------
 
@@ -700,15 +723,10 @@ class Alibaba1688Factory:
         )
 
     def _reference(self, trade: Trade) -> str:
+        """`1688:<orderId>; <status>; CNY <total>`: the money and the deadline are `Placement` fields."""
         parts = [f"1688:{trade.order_id}", trade.status]
         if trade.total is not None:
-            extra = f" (goods {trade.goods} + post {trade.shipping})" if trade.goods is not None else ""
-            parts.append(f"CNY {trade.total}{extra}")
-        deadline = trade.pay_deadline()
-        if trade.status == "waitbuyerpay" and deadline is not None:
-            parts.append(
-                f"{AttentionReason.AWAITING_PAYMENT.value} until {deadline.astimezone(UTC).isoformat(timespec='minutes')}"
-            )
+            parts.append(f"CNY {trade.total}")
         return "; ".join(parts)[:200]
 
     # --- cancelling -------------------------------------------------------------------------------
@@ -882,7 +900,7 @@ class Alibaba1688Factory:
             )
         return shipments
 
-    # --- flags the core cannot store yet (logged once per order and process) -----------------------
+    # --- flags: notices for the core (`ShipmentPage.notices`), logged once per order and process --------
 
     def _ours(self, trade: Trade) -> bool:
         return trade.relay_key != ""
@@ -895,33 +913,59 @@ class Alibaba1688Factory:
             event, needs_attention=reason.value, key=trade.relay_key, order_id=trade.order_id, **fields
         )
 
-    def _check_duplicates(self, trades: list[Trade]) -> None:
+    def _check_duplicates(self, trades: list[Trade]) -> list[FactoryOrderNotice]:
         by_key: dict[str, list[Trade]] = {}
         for trade in trades:
             if self._ours(trade) and trade.live:
                 by_key.setdefault(trade.relay_key, []).append(trade)
-        for dupes in by_key.values():
+        notices = []
+        for key, dupes in by_key.items():
             if len(dupes) > 1:
                 for trade in dupes:
                     self._flag(trade, AttentionReason.DUPLICATE_AT_FACTORY, "alibaba1688_duplicate_order")
+                ids = ", ".join(t.order_id for t in dupes)
+                notices.append(
+                    FactoryOrderNotice(
+                        factory_order_key=key,
+                        reason=AttentionReason.DUPLICATE_AT_FACTORY,
+                        detail=f"{len(dupes)} live 1688 orders carry outOrderId {key}: {ids}; "
+                        "cancel all but one at 1688",
+                    )
+                )
+        return notices
 
-    def _check_payment(self, trade: Trade) -> None:
+    def _check_payment(self, trade: Trade) -> list[FactoryOrderNotice]:
+        """The notice `trade`'s payment state calls for: closed unpaid, payment due soon, or paid."""
         if not self._ours(trade):
-            return
+            return []
+        key = trade.relay_key
         if trade.closed_unpaid:
             self._flag(trade, AttentionReason.PAYMENT_EXPIRED, "alibaba1688_order_closed_unpaid")
-        elif trade.status == "waitbuyerpay":
+            detail = f"1688 order {trade.order_id} was closed unpaid ({trade.close_reason}); not re-created"
+            return [
+                FactoryOrderNotice(
+                    factory_order_key=key, reason=AttentionReason.PAYMENT_EXPIRED, detail=detail
+                )
+            ]
+        if trade.status == "waitbuyerpay":
             deadline = trade.pay_deadline()
             now = datetime.fromtimestamp(self.context.clock(), UTC)
             if deadline is not None and deadline - now <= timedelta(seconds=self.options.payment_warning_s):
-                self._flag(
-                    trade,
-                    AttentionReason.AWAITING_PAYMENT,
-                    "alibaba1688_payment_due",
-                    pay_by=deadline.astimezone(UTC).isoformat(timespec="minutes"),
-                )
+                pay_by = deadline.astimezone(UTC).isoformat(timespec="minutes")
+                self._flag(trade, AttentionReason.AWAITING_PAYMENT, "alibaba1688_payment_due", pay_by=pay_by)
+                detail = f"pay 1688 order {trade.order_id} before {pay_by}: 1688 closes it unpaid then"
+                return [
+                    FactoryOrderNotice(
+                        factory_order_key=key, reason=AttentionReason.AWAITING_PAYMENT, detail=detail
+                    )
+                ]
+            return []
+        if trade.live:
+            detail = f"1688 order {trade.order_id} is paid ({trade.status})"
+            return [FactoryOrderNotice(factory_order_key=key, reason=None, detail=detail)]
+        return []
 
-    async def _watch_unpaid(self) -> None:
+    async def _watch_unpaid(self) -> list[Trade]:
         """Unpaid orders change no more until they close: look at them on every poll."""
         try:
             resp = await self._read(
@@ -929,9 +973,8 @@ class Alibaba1688Factory:
             )
         except AdapterError as exc:
             self.context.log.warning("alibaba1688_unpaid_check_failed", error=describe(exc))
-            return
-        for trade in filter(None, map(parse_trade, _list(resp.data.get("result")))):
-            self._check_payment(trade)
+            return []
+        return list(filter(None, map(parse_trade, _list(resp.data.get("result")))))
 
     # --- the gateway ------------------------------------------------------------------------------
 

@@ -157,9 +157,39 @@ class ShipmentPush(_Value):
 
 
 class Placement(_Value):
-    """A factory's acceptance of an order."""
+    """A factory's acceptance of an order.
+
+    `amount` and `currency` are what the factory order costs (exact: a factory's cents or fen as a
+    `Decimal`), `pay_deadline` when the factory closes it unpaid, and `attention` why it waits for a person
+    although it was placed (`AWAITING_PAYMENT`: the reseller must pay it by `pay_deadline`). All optional:
+    a factory paid by invoice leaves them None.
+    """
 
     reference: str | None = None
+    amount: Decimal | None = Field(default=None, ge=0)
+    currency: CurrencyCode | None = None
+    pay_deadline: datetime | None = None
+    attention: AttentionReason | None = None
+
+    @field_validator("pay_deadline")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("pay_deadline must carry a timezone")
+        return value
+
+
+class FactoryOrderNotice(_Value):
+    """Something a polled factory reports about one of its orders besides parcels (`ShipmentPage.notices`).
+
+    `reason` is the flag it raises: `AWAITING_PAYMENT` (the order waits to be paid, `detail` says by when),
+    `PAYMENT_EXPIRED` (the factory closed it unpaid: it is never re-created), `DUPLICATE_AT_FACTORY` (two
+    factory orders carry its key). None clears the factory order's payment flag: it was paid.
+    """
+
+    factory_order_key: NonEmpty
+    reason: AttentionReason | None = None
+    detail: str = Field(default="", max_length=1000)
 
 
 class PushReceipt(_Value):

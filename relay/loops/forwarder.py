@@ -191,7 +191,15 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         placement = await adapter.submit(job.order)
         crash_point("after_factory_post")
         log.info("order_placed", reference=placement.reference)
-        return DeliveryOutcome(job, FactoryOrderState.PLACED, reference=placement.reference)
+        return DeliveryOutcome(
+            job,
+            FactoryOrderState.PLACED,
+            reference=placement.reference,
+            amount=placement.amount,
+            currency=placement.currency,
+            pay_deadline=placement.pay_deadline,
+            attention=placement.attention,
+        )
 
     def _retry(
         self,

@@ -3,8 +3,9 @@
 Lists shipments reported since the stored cursor and records each parcel through the same store call as
 a signed callback, under the message id `poll:<factory order key>:<shipment id>`, so a re-poll (or a
 crash before the cursor was stored) has no second effect. The cursor is stored after each page's
-parcels are recorded. Parcels the store rejects (unknown order, lines not in the factory order) are
-logged and skipped: there is no one to answer 4xx to.
+parcels and notices (payment due or expired, paid, duplicates: `Store.apply_factory_notices`) are
+recorded. Parcels the store rejects (unknown order, lines not in the factory order) are logged and
+skipped: there is no one to answer 4xx to.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class ShipmentPoller(Loop):
                         key=shipment.factory_order_key,
                         shipment_id=shipment.shipment_id,
                     )
+            if page.notices:
+                applied = await self.store.apply_factory_notices(self.factory, page.notices, self.clock())
+                if applied:
+                    self.log.info("factory_notices_applied", applied=applied)
             if page.cursor is not None and page.cursor != cursor:
                 await self.store.set_factory_cursor(self.factory, page.cursor, self.clock())
                 cursor = page.cursor

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from relay.domain.models import Malformed, Order, Shipment
+from relay.domain.models import FactoryOrderNotice, Malformed, Order, Shipment
 from relay.exceptions import ConfigurationError
 from relay.store import sqlite
 from relay.store.connector import Connector, DaemonLock
@@ -250,6 +250,16 @@ class Store(Protocol):
 
     async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None:
         """Store `factory`'s shipment-listing cursor (after that page's shipments are recorded)."""
+        ...
+
+    async def apply_factory_notices(
+        self, factory: str, notices: Sequence[FactoryOrderNotice], now: float
+    ) -> int:
+        """Record what a polled factory reported about its orders besides parcels, in one transaction with
+        an order event per change: `awaiting_payment` / `payment_expired` are kept on the placed factory
+        order and flag its order (not sticky: cleared once it is paid, ships or is cancelled), a notice
+        without a reason (paid) clears them, any other reason (`duplicate_at_factory`) flags the order.
+        Notices for unknown factory orders, or that change nothing, are skipped. Returns how many applied."""
         ...
 
     # --- operators -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from relay.domain.models import Malformed, Order, Shipment
+from relay.domain.models import FactoryOrderNotice, Malformed, Order, Shipment
 from relay.exceptions import UnsupportedDatabaseVersion
 from relay.faults import crash_point
 from relay.store.connector import Connector, DaemonLock, Transaction
@@ -251,6 +251,15 @@ class RelayStore:
         """See `Store.set_factory_cursor`."""
         async with self._write() as tx:
             await factories_tx.set_factory_cursor(tx, factory, cursor, now)
+
+    async def apply_factory_notices(
+        self, factory: str, notices: Sequence[FactoryOrderNotice], now: float
+    ) -> int:
+        """See `Store.apply_factory_notices`."""
+        if not notices:
+            return 0
+        async with self._write() as tx:
+            return await factories_tx.apply_factory_notices(tx, factory, notices, now)
 
     # --- operators -----------------------------------------------------------------------------------
 

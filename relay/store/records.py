@@ -7,6 +7,8 @@ strings an operator or a test writes (`view.order.state == "placed"`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -106,6 +108,13 @@ class DeliveryOutcome:
     reason: AttentionReason | None = None
     reference: str | None = None
     attempted: bool = True
+    amount: Decimal | None = None
+    """PLACED: what the factory order costs (`Placement.amount`, exact), in `currency`."""
+    currency: str | None = None
+    pay_deadline: datetime | None = None
+    """PLACED: when the factory closes it unpaid (`Placement.pay_deadline`)."""
+    attention: AttentionReason | None = None
+    """PLACED: a flag the placed factory order carries (`Placement.attention`, e.g. AWAITING_PAYMENT)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +201,13 @@ class FactoryOrderRecord:
     dead_reason: AttentionReason | None
     reference: str | None
     cancel_state: CancelState | None
+    amount: Decimal | None = None
+    """What the factory order costs, exact, as the factory reported it on placement (None: not reported)."""
+    currency: str | None = None
+    pay_deadline: datetime | None = None
+    """When the factory closes it unpaid, if it said."""
+    attention: AttentionReason | None = None
+    """A flag the placed factory order carries: `awaiting_payment` until paid, `payment_expired`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +243,14 @@ def _fields(record: FactoryOrderRecord | ShipmentRecord) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
+def _factory_order_json(record: FactoryOrderRecord) -> dict[str, Any]:
+    """A factory order as JSON: the amount as an exact string, the deadline in ISO 8601."""
+    out = _fields(record)
+    out["amount"] = str(record.amount) if record.amount is not None else None
+    out["pay_deadline"] = record.pay_deadline.isoformat() if record.pay_deadline else None
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class OrderView:
     """Everything known about one order, for operators."""
@@ -257,7 +281,7 @@ class OrderView:
             shipments.append(shipment)
         return {
             "order": order,
-            "factory_orders": [_fields(f) for f in self.factory_orders],
+            "factory_orders": [_factory_order_json(f) for f in self.factory_orders],
             "shipments": shipments,
             "events": [
                 {"at": e.at, "kind": e.kind, "from": e.from_state, "to": e.to_state, **e.detail}

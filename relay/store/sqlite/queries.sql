@@ -123,6 +123,9 @@ SELECT id, order_id, state, attempts, factory, lease_token FROM factory_orders W
 UPDATE factory_orders
 SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :error,
     dead_reason = :dead_reason, reference = COALESCE(:reference, reference),
+    amount = COALESCE(:amount, amount), currency = COALESCE(:currency, currency),
+    pay_deadline_iso = COALESCE(:pay_deadline_iso, pay_deadline_iso),
+    attention = CASE WHEN :state = 'placed' THEN :attention ELSE attention END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id = :id;
 
@@ -258,7 +261,8 @@ FROM orders WHERE (:state IS NULL OR state = :state) ORDER BY id DESC LIMIT :lim
 -- name: factory_orders_of_order
 SELECT f.id AS id, f.factory AS factory, f.key AS key, f.state AS state, f.attempts AS attempts,
        f.next_attempt_at AS next_attempt_at, f.last_error AS last_error, f.dead_reason AS dead_reason,
-       f.reference AS reference, c.state AS cancel_state
+       f.reference AS reference, c.state AS cancel_state, f.amount AS amount, f.currency AS currency,
+       f.pay_deadline_iso AS pay_deadline_iso, f.attention AS attention
 FROM factory_orders f LEFT JOIN factory_cancellations c ON c.factory_order_id = f.id
 WHERE f.order_id = :order_id ORDER BY f.id;
 
@@ -481,3 +485,20 @@ WHERE id = :id AND state = 'pending';
 
 -- name: release_push_lease
 UPDATE storefront_pushes SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;
+
+-- name: factory_order_for_notice
+SELECT f.id AS id, f.order_id AS order_id, f.state AS state, f.attention AS attention, o.state AS order_state,
+       o.attention_reason AS attention_reason
+FROM factory_orders f JOIN orders o ON o.id = f.order_id WHERE f.key = :key AND f.factory = :factory;
+
+-- name: set_factory_order_attention
+UPDATE factory_orders SET attention = :attention, updated_at = :now WHERE id = :id;
+
+-- name: payment_flags_of_orders
+-- The payment flags of placed factory orders (issue 14): what `sync_payment_flags` shows on the order.
+SELECT o.id AS order_id, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail,
+       f.factory AS factory, f.attention AS attention, f.pay_deadline_iso AS pay_deadline_iso,
+       f.reference AS reference
+FROM orders o LEFT JOIN factory_orders f ON f.order_id = o.id AND f.state = 'placed' AND f.attention IS NOT NULL
+WHERE o.id IN (SELECT value FROM json_each(:order_ids))
+ORDER BY o.id, f.id;

@@ -1,11 +1,16 @@
-"""Factory state: paused deliveries (a 410, or an operator) and the shipment-listing cursor."""
+"""Factory state: paused deliveries (a 410, or an operator), the shipment-listing cursor, and what a polled
+factory reports about its orders besides parcels (notices)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
+from relay.domain.models import FactoryOrderNotice, FactoryOrderState
 from relay.store.connector import Transaction
 from relay.store.records import FactoryStatus
+from relay.store.transitions import EventRow, event
+from relay.store.transitions.orders import PAYMENT_FLAGS, refresh_orders
 
 
 async def disable_factory(tx: Transaction, name: str, reason: str, now: float) -> bool:
@@ -48,3 +53,59 @@ async def get_factory_cursor(tx: Transaction, factory: str) -> str | None:
 async def set_factory_cursor(tx: Transaction, factory: str, cursor: str, now: float) -> None:
     """Store the factory's shipment-listing cursor."""
     await tx.execute("set_factory_cursor", name=factory, cursor=cursor, now=now)
+
+
+async def apply_factory_notices(
+    tx: Transaction, factory: str, notices: Sequence[FactoryOrderNotice], now: float
+) -> int:
+    """Record what a polled factory reported about its orders besides parcels; each change with an event.
+
+    A payment flag (`awaiting_payment`, `payment_expired`) is kept on the placed factory order and shown on
+    its order (`orders.sync_payment_flags`, not sticky); a notice without a reason (paid) clears it. Any
+    other reason flags the order itself (`duplicate_at_factory` is sticky). A notice for an unknown factory
+    order, or one that changes nothing (a re-poll), is skipped. Returns how many changed something.
+    """
+    applied = 0
+    touched: list[int] = []
+    events: list[EventRow] = []
+    for notice in notices:
+        row = await tx.fetch_one("factory_order_for_notice", key=notice.factory_order_key, factory=factory)
+        if row is None:
+            continue
+        fo_id: int = row["id"]
+        order_id: int = row["order_id"]
+        reason = notice.reason
+        if reason is None or reason in PAYMENT_FLAGS:
+            if reason is not None and row["state"] != FactoryOrderState.PLACED:
+                continue  # shipped or cancelled meanwhile: nothing left to pay
+            if row["attention"] == (reason.value if reason else None):
+                continue
+            await tx.execute("set_factory_order_attention", attention=reason, now=now, id=fo_id)
+        else:
+            if row["attention_reason"] == reason.value:
+                continue
+            await tx.execute(
+                "flag_order",
+                reason=reason,
+                detail=f"{factory}: {notice.detail}"[:1000],
+                now=now,
+                order_id=order_id,
+            )
+        applied += 1
+        touched.append(order_id)
+        kind = "factory_order_paid" if reason is None else "factory_notice"
+        events.append(
+            event(
+                order_id,
+                now,
+                kind,
+                factory=factory,
+                key=notice.factory_order_key,
+                reason=reason.value if reason else None,
+                detail=notice.detail,
+            )
+        )
+    await refresh_orders(tx, touched, now, events, cause="factory_notice")
+    if events:
+        await tx.execute_many("insert_event", events)
+    return applied

@@ -543,6 +543,67 @@ async def refresh_orders(
         events.append(event(order_id, now, target.value, current, target, cause=cause, reason=reason))
     if updates:
         await tx.execute_many("set_order_state", updates)
+    await sync_payment_flags(tx, ids, now, events)
+
+
+PAYMENT_FLAGS = frozenset({AttentionReason.AWAITING_PAYMENT, AttentionReason.PAYMENT_EXPIRED})
+"""Flags an order shows while one of its placed factory orders carries them (`factory_orders.attention`)."""
+
+
+async def sync_payment_flags(
+    tx: Transaction, order_ids: Sequence[int], now: float, events: list[EventRow]
+) -> None:
+    """Show the payment flags of placed factory orders on their orders (not sticky).
+
+    An order with a placed factory order awaiting payment is flagged `awaiting_payment` (the detail names the
+    factory and the deadline); one the factory closed unpaid, `payment_expired`. The flag clears when no
+    placed factory order carries one any more (paid, shipped or cancelled). A flag of another kind (a held or
+    failed order's reason, a sticky flag) is never replaced.
+    """
+    ids = sorted(set(order_ids))
+    if not ids:
+        return
+    rows = await tx.fetch("payment_flags_of_orders", order_ids=ids)
+    current: dict[int, tuple[str | None, str | None]] = {}
+    flags: dict[int, list[Row]] = defaultdict(list)
+    for row in rows:
+        current[row["order_id"]] = (row["attention_reason"], row["attention_detail"])
+        if row["attention"] is not None:
+            flags[row["order_id"]].append(row)
+    states = {row["id"]: OrderState(row["state"]) for row in await tx.fetch("order_states", order_ids=ids)}
+    for order_id in ids:
+        reason, detail = current.get(order_id, (None, None))
+        if reason is not None and reason not in PAYMENT_FLAGS:
+            continue
+        state = states.get(order_id)
+        if state is None or state in TERMINAL_ORDER_STATES or state in (OrderState.HELD, OrderState.FAILED):
+            continue
+        target: AttentionReason | None = None
+        parts: list[str] = []
+        found = flags.get(order_id, [])
+        expired = [f for f in found if f["attention"] == AttentionReason.PAYMENT_EXPIRED]
+        if expired:
+            target = AttentionReason.PAYMENT_EXPIRED
+            parts = [
+                f"{f['factory']}: closed unpaid at the factory ({f['reference'] or 'no reference'}); "
+                "not re-created"
+                for f in expired
+            ]
+        elif found:
+            target = AttentionReason.AWAITING_PAYMENT
+            parts = [
+                f"{f['factory']}: pay {f['reference'] or 'the factory order'}"
+                + (f" by {f['pay_deadline_iso']}" if f["pay_deadline_iso"] else "")
+                for f in found
+            ]
+        text = "; ".join(parts)[:1000] if target else None
+        if (target.value if target else None) == reason and text == detail:
+            continue
+        await tx.execute("flag_order", reason=target, detail=text, now=now, order_id=order_id)
+        if target is not None:
+            events.append(event(order_id, now, "attention_flagged", reason=target.value, detail=text))
+        else:
+            events.append(event(order_id, now, "attention_cleared", reason=reason))
 
 
 async def set_order_state(

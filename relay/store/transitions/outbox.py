@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 from relay.domain.models import (
     CANCEL_TRANSITIONS,
@@ -139,12 +140,25 @@ async def _record_creates(
                 "error": out.error,
                 "dead_reason": reason,
                 "reference": out.reference,
+                "amount": str(out.amount) if out.amount is not None else None,
+                "currency": out.currency,
+                "pay_deadline_iso": out.pay_deadline.astimezone(UTC).isoformat()
+                if out.pay_deadline
+                else None,
+                "attention": out.attention.value if out.attention else None,
                 "now": now,
                 "id": fo_id,
             }
         )
         touched.append(order_id)
         if out.state is FactoryOrderState.PLACED:
+            money: dict[str, str | None] = {}
+            if out.amount is not None:
+                money = {"amount": str(out.amount), "currency": out.currency}
+            if out.attention is not None:
+                money["attention"] = out.attention.value
+            if out.pay_deadline is not None:
+                money["pay_deadline"] = out.pay_deadline.astimezone(UTC).isoformat()
             events.append(
                 event(
                     order_id,
@@ -153,6 +167,7 @@ async def _record_creates(
                     factory=factory,
                     attempt=attempt,
                     reference=out.reference,
+                    **money,
                 )
             )
         elif out.state is FactoryOrderState.DEAD:

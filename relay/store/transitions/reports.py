@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
 
 from relay.domain.models import (
     AttentionReason,
@@ -85,6 +87,10 @@ def _factory_order(f: Row) -> FactoryOrderRecord:
         dead_reason=_reason(f["dead_reason"]),
         reference=f["reference"],
         cancel_state=CancelState(f["cancel_state"]) if f["cancel_state"] else None,
+        amount=Decimal(f["amount"]) if f["amount"] is not None else None,
+        currency=f["currency"],
+        pay_deadline=datetime.fromisoformat(f["pay_deadline_iso"]) if f["pay_deadline_iso"] else None,
+        attention=_reason(f["attention"]),
     )
 
 

@@ -24,7 +24,14 @@ from adapters.alibaba1688.adapter import parse_trailer
 from adapters.alibaba1688.client import CANCEL, FAST_CREATE_ORDER, GET_BUYER_ORDER_LIST, PREPARE_PAY
 from adapters.alibaba1688.fake import Fake1688Gateway
 from relay.contracts import AdapterContext, NeedsAttention
-from relay.domain.models import Address, AttentionReason, FactoryOrder, OrderLine, Shipment
+from relay.domain.models import (
+    Address,
+    AttentionReason,
+    FactoryOrder,
+    FactoryOrderNotice,
+    OrderLine,
+    Shipment,
+)
 from relay.exceptions import AlreadyShipped, AuthError, FatalAdapterError, RetriableAdapterError
 from relay.signing import aop_signature
 from relay.testing.contract import SessionTracker, drain_shipments, loopback_egress
@@ -129,6 +136,11 @@ async def shipments_of(
     adapter: Alibaba1688Factory, since: str | None = None
 ) -> tuple[list[Shipment], str | None]:
     return await drain_shipments(adapter, since)
+
+
+async def notices_of(adapter: Alibaba1688Factory, since: str | None = None) -> list[FactoryOrderNotice]:
+    """The notices of one whole poll (every page's)."""
+    return [n async for page in adapter.fetch_shipments(since) for n in page.notices]
 
 
 # --- the signature ---------------------------------------------------------------------------------
@@ -250,10 +262,14 @@ async def test_two_live_orders_under_one_key_need_attention(
     assert caught.value.reason is AttentionReason.DUPLICATE_AT_FACTORY
     assert all(o.order_id in str(caught.value) for o in fake.orders_of(fo.key))
     with capture_logs() as logs:
-        await shipments_of(adapter)
+        notices = await notices_of(adapter)
     assert [e["needs_attention"] for e in logs if e["event"] == "alibaba1688_duplicate_order"] == [
         "duplicate_at_factory"
     ] * 2
+    assert [(n.factory_order_key, n.reason) for n in notices] == [
+        (fo.key, AttentionReason.DUPLICATE_AT_FACTORY)
+    ]
+    assert all(o.order_id in notices[0].detail for o in fake.orders_of(fo.key))
 
 
 @pytest.mark.parametrize(("filters", "echoes"), [(False, True), (True, False), (False, False)])
@@ -361,7 +377,11 @@ async def test_money_in_fen_is_recorded_exactly(adapter: Alibaba1688Factory, fak
     fake.prices[mug] = 1999  # fen
     fake.prices[tee] = 1
     placement = await adapter.submit(order())
-    assert "CNY 47.99 (goods 39.99 + post 8.00)" in (placement.reference or "")
+    assert (
+        placement.amount == Decimal("47.99") and str(placement.amount) == "47.99"
+    )  # goods 39.99 + post 8.00
+    assert placement.currency == "CNY"
+    assert placement.reference == f"1688:{next(iter(fake.orders))}; waitbuyerpay; CNY 47.99"  # short
 
 
 # --- parcels ------------------------------------------------------------------------------------------
@@ -465,27 +485,45 @@ async def test_unpaid_orders_wait_visibly_are_flagged_before_the_deadline_and_ne
     fo = order()
     placement = await adapter.submit(fo)
     assert "waitbuyerpay" in (placement.reference or "")
-    assert "awaiting_payment until 2026-09-22T02:13" in (
-        placement.reference or ""
-    )  # T0 + 12 h (payTimeout), UTC
+    assert placement.attention is AttentionReason.AWAITING_PAYMENT
+    assert placement.pay_deadline is not None  # T0 + 12 h (payTimeout)
+    assert placement.pay_deadline.astimezone(UTC).isoformat(timespec="minutes") == "2026-09-22T02:13+00:00"
     with capture_logs() as logs:
-        await shipments_of(adapter)
+        assert await notices_of(adapter) == []
     assert not [e for e in logs if e["event"] == "alibaba1688_payment_due"], "12 h left: not yet"
     clock.now += 43200 - 3600  # one hour before 1688 closes it
     with capture_logs() as logs:
-        await shipments_of(adapter)
+        due_notices = await notices_of(adapter)
         await shipments_of(adapter)
     due = [e for e in logs if e["event"] == "alibaba1688_payment_due"]
     assert [(e["needs_attention"], e["key"]) for e in due] == [("awaiting_payment", fo.key)], "flagged once"
+    assert [(n.factory_order_key, n.reason) for n in due_notices] == [
+        (fo.key, AttentionReason.AWAITING_PAYMENT)
+    ]
+    assert "2026-09-22T02:13" in due_notices[0].detail
     clock.now += 3600
     with capture_logs() as logs:
-        await shipments_of(adapter)
+        closed_notices = await notices_of(adapter)
     closed = [e for e in logs if e["event"] == "alibaba1688_order_closed_unpaid"]
     assert [e["needs_attention"] for e in closed] == ["payment_expired"]
+    assert [(n.factory_order_key, n.reason) for n in closed_notices] == [
+        (fo.key, AttentionReason.PAYMENT_EXPIRED)
+    ]
     with pytest.raises(NeedsAttention) as caught:
         await adapter.submit(fo)
     assert caught.value.reason is AttentionReason.PAYMENT_EXPIRED
     assert fake.creates[fo.key] == 1, "closed unpaid is flagged, never silently re-created"
+
+
+async def test_an_order_paid_at_1688_is_reported_paid_by_the_poll(
+    adapter: Alibaba1688Factory, fake: Fake1688Gateway
+) -> None:
+    fo = order()
+    await adapter.submit(fo)
+    fake.mark_paid(fo.key)
+    notices = await notices_of(adapter)
+    assert [(n.factory_order_key, n.reason) for n in notices] == [(fo.key, None)]
+    assert "paid" in notices[0].detail
 
 
 async def test_protocol_pay_is_confirmed_by_rereading_not_by_its_answer(

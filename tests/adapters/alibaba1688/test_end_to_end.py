@@ -5,7 +5,11 @@ lines. Runs the real adapter against its fake gateway, found through the `relay.
 from __future__ import annotations
 
 import io
+import json
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -89,3 +93,99 @@ async def test_a_cancellation_after_payment_flags_the_order_refund_required_with
     trade_id = ali.orders_of(key)[0].order_id
     assert view.order.attention_reason == "refund_required"
     assert trade_id in (view.order.attention_detail or "")
+
+
+async def test_an_unpaid_1688_order_shows_its_money_and_waits_visibly_until_paid(
+    tmp_path, ali: Fake1688Gateway
+) -> None:
+    """Issue 14, items 1 and 2: the money and deadline per factory order, exact, in `find_order` and
+    `relay orders show`; the order is flagged `awaiting_payment` until 1688 reports it paid."""
+    harness = Harness(
+        tmp_path,
+        factories=(),
+        sku_map={"MUG-WHT": "ali"},
+        config={"factories": {"ali": ali.factory_config()}},
+    )
+    async with harness as h:
+        oid = h.storefront.add_order([SeedLine("MUG-WHT", quantity=3)])
+        key = factory_order_key("shop", oid, "ali")
+        async with h.app() as app:
+            await app.run_once()
+            waiting = await app.store.find_order(1)
+            ali.mark_paid(key)
+            await app.run_once()
+            paid = await app.store.find_order(1)
+            ali.ship(key, parcels=[[0]])
+            await app.run_once()
+            await app.run_once()
+            shipped = await app.store.find_order(1)
+    [made] = ali.orders_of(key)
+    total = Decimal(made.goods_fen + made.post_fee_fen).scaleb(-2)
+    [fo] = waiting.factory_orders
+    assert (fo.amount, fo.currency, fo.attention) == (total, "CNY", "awaiting_payment")
+    assert isinstance(fo.amount, Decimal) and str(fo.amount) == str(total)  # exact, from fen
+    deadline = datetime.fromtimestamp(made.created_at + made.pay_timeout_s, UTC)
+    assert fo.pay_deadline is not None and abs((fo.pay_deadline - deadline).total_seconds()) < 60
+    assert fo.reference == f"1688:{made.order_id}; waitbuyerpay; CNY {total}"
+    assert waiting.order.state == "placed"
+    assert waiting.order.attention_reason == "awaiting_payment"
+    assert fo.pay_deadline.isoformat()[:16] in (waiting.order.attention_detail or "")
+    shown = json.loads(json.dumps(waiting.to_json(), default=str))["factory_orders"][0]
+    assert (shown["amount"], shown["currency"], shown["attention"]) == (str(total), "CNY", "awaiting_payment")
+    assert shown["pay_deadline"] == fo.pay_deadline.isoformat()
+    assert paid.order.attention_reason is None, "not sticky: cleared once 1688 reports it paid"
+    assert paid.factory_orders[0].attention is None
+    assert paid.factory_orders[0].amount == total, "the money stays recorded"
+    assert "factory_order_paid" in [e.kind for e in paid.events]
+    assert "attention_cleared" in [e.kind for e in paid.events]
+    assert shipped.order.state == "completed" and shipped.order.attention_reason is None
+
+
+async def test_a_1688_order_closed_unpaid_is_flagged_payment_expired_and_never_recreated(
+    tmp_path, ali: Fake1688Gateway
+) -> None:
+    """Issue 14, item 3: the poll's `payment_expired` notice flags the order; nothing is created again."""
+    harness = Harness(
+        tmp_path,
+        factories=(),
+        sku_map={"MUG-WHT": "ali"},
+        config={"factories": {"ali": ali.factory_config()}},
+    )
+    async with harness as h:
+        oid = h.storefront.add_order([SeedLine("MUG-WHT")])
+        key = factory_order_key("shop", oid, "ali")
+        async with h.app() as app:
+            await app.run_once()
+            ali.clock = lambda: time.time() + ali.pay_timeout_s + 60  # 1688 closes it unpaid
+            await app.run_once()
+            await app.run_once()  # a re-poll changes nothing
+            view = await app.store.find_order(1)
+    [made] = ali.orders_of(key)
+    assert made.status == "cancel"
+    assert view.order.attention_reason == "payment_expired"
+    assert made.order_id in (view.order.attention_detail or "")
+    assert view.factory_orders[0].attention == "payment_expired"
+    assert [e.kind for e in view.events].count("factory_notice") == 1
+    assert ali.creates[key] == 1, "closed unpaid is flagged, never silently re-created"
+
+
+async def test_two_1688_orders_under_one_key_found_by_the_poll_flag_the_order(
+    tmp_path, ali: Fake1688Gateway
+) -> None:
+    """Issue 14, item 3: a duplicate seen by the poll is a sticky flag on the order, never silence."""
+    harness = Harness(
+        tmp_path,
+        factories=(),
+        sku_map={"MUG-WHT": "ali"},
+        config={"factories": {"ali": ali.factory_config()}},
+    )
+    async with harness as h:
+        oid = h.storefront.add_order([SeedLine("MUG-WHT")])
+        key = factory_order_key("shop", oid, "ali")
+        async with h.app() as app:
+            await app.run_once()
+            ali.duplicate(key)
+            await app.run_once()
+            view = await app.store.find_order(1)
+    assert view.order.attention_reason == "duplicate_at_factory"
+    assert all(o.order_id in (view.order.attention_detail or "") for o in ali.orders_of(key))
