@@ -269,6 +269,18 @@ class FakeWooCommerce:
     def cancel(self, order_id: str) -> None:
         self._set_status(self._order(order_id), "cancelled")
 
+    def edit_line(self, order_id: str, index: int, quantity: int) -> None:
+        """Edit the order in the admin as a shop manager does: the line's `quantity` and its totals change,
+        the order total follows, and saving stamps `date_modified` (whole seconds in the API, so an edit can
+        share its second with the previous change)."""
+        order = self._order(order_id)
+        item = order.doc["line_items"][index]
+        unit = Decimal(item["subtotal"]) / item["quantity"]
+        item["quantity"] = quantity
+        item["subtotal"] = item["total"] = f"{unit * quantity:.2f}"
+        order.doc["total"] = f"{sum(Decimal(i['total']) for i in order.doc['line_items']):.2f}"
+        order.modified = time.time()
+
     def set_status(self, order_id: str, status: str) -> None:
         """Move the order to any WooCommerce status, as the shop admin would."""
         self._set_status(self._order(order_id), status)

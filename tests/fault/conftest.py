@@ -28,20 +28,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr = terminalreporter
     tr.section("fault suite summary")
     width = max(len(r.fault_class) for r in SUMMARY.values())
-    tr.write_line(f"{'fault class':<{width}}  {'runs':>6}  {'orders':>7}  {'lost':>5}  {'dup':>5}  note")
+    # dup = held twice at a factory; dup-trk = a parcel's fulfilment / tracking note on the storefront more
+    # than once; stuck = left in a non-final state without an attention reason. All must be 0.
+    tr.write_line(
+        f"{'fault class':<{width}}  {'runs':>6}  {'orders':>7}  {'lost':>5}  {'dup':>5}  {'dup-trk':>7}  "
+        f"{'stuck':>5}  note"
+    )
     totals = Row("TOTAL")
-    for row in SUMMARY.values():
+    for row in [*SUMMARY.values(), totals]:
         tr.write_line(
             f"{row.fault_class:<{width}}  {row.runs:>6}  {row.orders:>7}  {row.lost:>5}  "
-            f"{row.duplicated:>5}  {row.note}"
+            f"{row.duplicated:>5}  {row.dup_tracking:>7}  {row.stuck:>5}  {row.note}"
         )
-        totals.runs += row.runs
-        totals.orders += row.orders
-        totals.lost += row.lost
-        totals.duplicated += row.duplicated
-    tr.write_line(
-        f"{'TOTAL':<{width}}  {totals.runs:>6}  {totals.orders:>7}  {totals.lost:>5}  {totals.duplicated:>5}"
-    )
+        if row is not totals:
+            totals.runs += row.runs
+            totals.orders += row.orders
+            totals.lost += row.lost
+            totals.duplicated += row.duplicated
+            totals.dup_tracking += row.dup_tracking
+            totals.stuck += row.stuck
 
 
 @pytest.fixture

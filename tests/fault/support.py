@@ -8,6 +8,11 @@ The oracle reads the fakes' records and the daemon's database (read-only sqlite3
   by the storefront order id in the payload, so a regenerated key is caught too);
 * every order's tracking is on the storefront exactly once per parcel;
 * every callback the daemon answered with 2xx is in the `shipments` table.
+
+With cancellations and edits in the workload (`World.cancel_order`, `World.edit_order`) it also checks,
+from the fakes' truth: a cancelled order's factory either cancelled it, or had shipped it all, or the order
+is flagged; a factory holds the order's current quantities, or the order is flagged; and no order is left
+in a non-final state (not completed, not cancelled) without an attention reason.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.demo.fake import FakeDemoStorefront
 from adapters.webhook.fake import FakeFactory
 from relay.domain.models import factory_order_key
+from relay.registry import Registry
 from relay.testing.faultproxy import FaultProxy
 from relay.testing.harness import merge, to_toml
 from relay.testing.vendor import SeedLine
@@ -92,7 +97,9 @@ class Daemon:
 class Verdict:
     orders: int = 0
     lost: int = 0
-    duplicated: int = 0
+    duplicated: int = 0  # at a factory: an order held twice, or lines it does not make
+    dup_tracking: int = 0  # on the storefront: a parcel's fulfilment or tracking note more than once
+    stuck: int = 0  # orders left in a non-final state without an attention reason
     problems: list[str] = field(default_factory=list)
 
     def lose(self, text: str) -> None:
@@ -103,18 +110,29 @@ class Verdict:
         self.duplicated += 1
         self.problems.append("DUPLICATED " + text)
 
+    def dup_push(self, text: str) -> None:
+        self.dup_tracking += 1
+        self.problems.append("DUPLICATED " + text)
+
+    def stall(self, text: str) -> None:
+        self.stuck += 1
+        self.problems.append("STUCK " + text)
+
     def other(self, text: str) -> None:
         self.problems.append(text)
 
     def report(self, limit: int = 12) -> str:
         """The counts, then up to `limit` problems of each kind (duplicates first: they are rarer)."""
-        head = f"{self.orders} orders checked, {self.lost} lost, {self.duplicated} duplicated"
+        head = (
+            f"{self.orders} orders checked, {self.lost} lost, {self.duplicated} duplicated at a factory, "
+            f"{self.dup_tracking} duplicate fulfilments, {self.stuck} stuck without a reason"
+        )
         lines = [head]
-        for prefix in ("DUPLICATED", "LOST", ""):
+        for prefix in ("DUPLICATED", "LOST", "STUCK", ""):
             group = [
                 p
                 for p in self.problems
-                if p.startswith(prefix) and (prefix or not p.startswith(("DUPLICATED", "LOST")))
+                if p.startswith(prefix) and (prefix or not p.startswith(("DUPLICATED", "LOST", "STUCK")))
             ]
             lines += group[:limit] + (
                 [f"... {len(group) - limit} more {prefix or 'other'}"] if len(group) > limit else []
@@ -123,15 +141,19 @@ class Verdict:
 
 
 class World:
-    """Fakes + config + database for one fault scenario."""
+    """Fakes + config + database for one fault scenario.
+
+    `storefront` names the storefront adapter whose fake serves the shop (`Registry().fake(name)`: demo,
+    woocommerce, shopify); `ship_after_s` may give each factory its own delay."""
 
     def __init__(
         self,
         tmp_path: Path,
         *,
+        storefront: str = "demo",
         proxy_factories: bool = False,
         proxy_storefront: bool = False,
-        ship_after_s: float | None = 0.0,
+        ship_after_s: float | dict[str, float | None] | None = 0.0,
         split_parcels: bool = True,
         db_dir: Path | None = None,
         config: dict[str, Any] | None = None,
@@ -140,9 +162,13 @@ class World:
         self.db_path = (db_dir or tmp_path) / "relay.db"
         self.config_path = tmp_path / "relay.toml"
         self.log_path = tmp_path / "daemon.log"
-        self.storefront = FakeDemoStorefront(page_size=20)
+        self.storefront_kind = storefront
+        self.storefront: Any = Registry().fake(storefront)(page_size=20)
+        delays = (
+            ship_after_s if isinstance(ship_after_s, dict) else dict.fromkeys(("acme", "bolt"), ship_after_s)
+        )
         self.factories = {
-            name: FakeFactory(name, ship_after_s=ship_after_s, split_parcels=split_parcels)
+            name: FakeFactory(name, ship_after_s=delays[name], split_parcels=split_parcels)
             for name in ("acme", "bolt")
         }
         for f in self.factories.values():
@@ -153,6 +179,8 @@ class World:
         self.port = free_port()
         self.extra = config or {}
         self.seeded: dict[str, list[SeedLine]] = {}
+        self.cancelled: set[str] = set()  # orders the workload cancelled on the storefront
+        self.edited: dict[str, list[int]] = {}  # order -> its lines' quantities after the workload's edits
         self.daemons: list[Daemon] = []
 
     async def __aenter__(self) -> World:
@@ -165,7 +193,7 @@ class World:
                 self.proxies[name] = FaultProxy(host, int(port))
                 await self.proxies[name].start()
         if self.proxy_storefront:
-            host, port = self.storefront.url.split("//")[1].split(":")
+            host, port = self.storefront.url.split("//")[1].split("/")[0].split(":")
             self.proxies["storefront"] = FaultProxy(host, int(port))
             await self.proxies["storefront"].start()
         self.write_config()
@@ -183,8 +211,27 @@ class World:
 
     # --- config and daemon -----------------------------------------------------------------------
 
+    def storefront_config(self) -> dict[str, Any]:
+        core = {
+            "poll_interval_s": 0.2,
+            "cursor_overlap_s": 5.0,
+            "start_from": "2000-01-01",  # the workload seeds orders before the first start
+            "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
+        }
+        if self.storefront_kind == "demo":
+            sf_url = self.proxies["storefront"].url() if "storefront" in self.proxies else self.storefront.url
+            return {"adapter": "demo", "url": sf_url, "token": self.storefront.token, "page_size": 20, **core}
+        # A real shop is polled every few seconds at most: Shopify's cost bucket (the fake's: 2,000 points,
+        # 100/s) is shared by the poller and the tracking pushes, and polling five times a second starves
+        # the pushes.
+        return {
+            "adapter": self.storefront_kind,
+            **self.storefront.adapter_options(),
+            **core,
+            "poll_interval_s": 1.0,
+        }
+
     def config(self) -> dict[str, Any]:
-        sf_url = self.proxies["storefront"].url() if "storefront" in self.proxies else self.storefront.url
         base: dict[str, Any] = {
             "daemon": {
                 "database": f"sqlite:///{self.db_path}",
@@ -202,17 +249,7 @@ class World:
                 "total_timeout_s": 5.0,
                 "connect_timeout_s": 2.0,
             },
-            "storefronts": {
-                "shop": {
-                    "adapter": "demo",
-                    "url": sf_url,
-                    "token": self.storefront.token,
-                    "page_size": 20,
-                    "poll_interval_s": 0.2,
-                    "cursor_overlap_s": 5.0,
-                    "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
-                }
-            },
+            "storefronts": {"shop": self.storefront_config()},
             "factories": {
                 name: {
                     **f.factory_config(self.proxies[name].url("/orders") if name in self.proxies else None),
@@ -270,6 +307,9 @@ class World:
             return True
         return False
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""
@@ -286,6 +326,21 @@ class World:
 
     def expected_factories(self, oid: str) -> set[str]:
         return {SKUS[line.sku] for line in self.seeded[oid] if line.sku}
+
+    def fulfilled_on_storefront(self, oid: str) -> bool:
+        return bool(self.storefront.fulfilments(oid))
+
+    def cancel_order(self, oid: str) -> None:
+        """The customer cancels, at any time (the storefront refuses once it shows the order fulfilled)."""
+        self.storefront.cancel(oid)
+        self.cancelled.add(oid)
+
+    def edit_order(self, rng: random.Random, oid: str) -> None:
+        """The shop changes one line's quantity, as its admin's order editing does (woocommerce, shopify)."""
+        quantities = self.edited.setdefault(oid, [line.quantity for line in self.seeded[oid]])
+        index = rng.randrange(len(quantities))
+        quantities[index] = rng.choice([q for q in (1, 2, 3, 4) if q != quantities[index]])
+        self.storefront.edit_line(oid, index, quantities[index])
 
     # --- database --------------------------------------------------------------------------------------
 
@@ -306,15 +361,31 @@ class World:
     def order_states(self) -> dict[str, str]:
         return dict(self.query("SELECT external_id, state FROM orders WHERE storefront = 'shop'"))
 
+    def order_rows(self) -> dict[str, tuple[str, str | None, int]]:
+        """external id -> (state, attention reason, messages still owed for it: factory orders, cancellations,
+        tracking pushes)."""
+        rows = self.query(
+            "SELECT o.external_id, o.state, o.attention_reason,"
+            " (SELECT COUNT(*) FROM factory_orders f WHERE f.order_id = o.id AND f.next_attempt_at IS NOT NULL)"
+            " + (SELECT COUNT(*) FROM factory_cancellations c WHERE c.order_id = o.id"
+            "    AND c.next_attempt_at IS NOT NULL)"
+            " + (SELECT COUNT(*) FROM storefront_pushes p WHERE p.order_id = o.id AND p.next_attempt_at IS NOT NULL)"
+            " FROM orders o WHERE o.storefront = 'shop'"
+        )
+        return {ext: (state, reason, owed) for ext, state, reason, owed in rows}
+
     # --- convergence and the oracle -----------------------------------------------------------------
 
     def settled(self) -> bool:
-        states = self.order_states()
-        if any(states.get(oid) != "completed" for oid in self.seeded):
-            return False
+        """Every order final (completed, cancelled) or flagged, nothing owed, the factories done."""
+        rows = self.order_rows()
+        for oid in self.seeded:
+            state, reason, owed = rows.get(oid, ("missing", None, 0))
+            if owed or (state not in ("completed", "cancelled") and reason is None):
+                return False
         if any(f._tasks for f in self.factories.values()):  # callbacks still being delivered
             return False
-        return all(h.shipped for f in self.factories.values() for h in f.orders.values())
+        return all(h.shipped or h.cancelled for f in self.factories.values() for h in f.orders.values())
 
     async def wait_settled(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -324,32 +395,60 @@ class World:
             await asyncio.sleep(0.2)
         return self.settled()
 
+    def _check_factories(
+        self, v: Verdict, oid: str, held_by: dict[tuple[str, str], list[Any]], reason: str | None
+    ) -> None:
+        """Each factory that makes part of `oid` holds it once under its key; a cancellation reached it
+        (or it had shipped everything, or the order is flagged); it makes the current quantities (or the
+        order is flagged)."""
+        cancelled, edited = oid in self.cancelled, oid in self.edited
+        for factory in sorted(self.expected_factories(oid)):
+            held = held_by.get((oid, factory), [])
+            if len(held) > 1:
+                keys = [h.key for h in held]
+                v.dup(f"order {oid}: factory {factory} holds it {len(held)} times (keys {keys})")
+            elif held and held[0].key != factory_order_key("shop", oid, factory):
+                v.other(f"order {oid}: factory {factory} holds it under an unexpected key {held[0].key}")
+            elif not held and not cancelled:
+                v.lose(f"order {oid}: factory {factory} never received it")
+            if not held:
+                continue
+            if cancelled and not (held[0].cancelled or held[0].shipped) and reason is None:
+                v.other(f"order {oid}: cancelled, factory {factory} still makes it, the order is not flagged")
+            if held[0].cancelled and not cancelled:
+                v.other(f"order {oid}: factory {factory} cancelled an order nobody cancelled")
+            if edited and not cancelled and reason is None:
+                ids = self.storefront.line_ids(oid)
+                want = dict(zip(ids, self.edited[oid], strict=True))
+                got = {ln["line_id"]: ln["quantity"] for ln in held[0].payload["lines"]}
+                if any(want.get(line_id) != qty for line_id, qty in got.items()):
+                    v.other(
+                        f"order {oid}: factory {factory} makes {got}, the shop now says {want}; unflagged"
+                    )
+
     def oracle(self) -> Verdict:
         v = Verdict(orders=len(self.seeded))
-        states = self.order_states()
-        held_by: dict[tuple[str, str], list[str]] = defaultdict(list)
+        rows = self.order_rows()
+        held_by: dict[tuple[str, str], list[Any]] = defaultdict(list)
         parcels: dict[str, list[str]] = defaultdict(list)  # storefront order id -> tracking numbers shipped
         for name, f in self.factories.items():
             for held in f.orders.values():
-                held_by[(held.payload["order_id"], name)].append(held.key)
+                held_by[(held.payload["order_id"], name)].append(held)
                 if held.shipped:
                     for n, _ in enumerate(f.parcels(held), 1):
                         parcels[held.payload["order_id"]].append(
                             f"SF{abs(hash((held.key, n))) % 10**12:012d}"
                         )
         for oid in self.seeded:
-            if oid not in states:
+            state, reason, _ = rows.get(oid, (None, None, 0))
+            cancelled, edited = oid in self.cancelled, oid in self.edited
+            if state is None:
                 v.lose(f"order {oid}: not in the database")
-            elif states[oid] != "completed":
-                v.lose(f"order {oid}: state {states[oid]!r}, not completed")
-            for factory in sorted(self.expected_factories(oid)):
-                keys = held_by.get((oid, factory), [])
-                if not keys:
-                    v.lose(f"order {oid}: factory {factory} never received it")
-                elif len(keys) > 1:
-                    v.dup(f"order {oid}: factory {factory} holds it {len(keys)} times (keys {keys})")
-                elif keys[0] != factory_order_key("shop", oid, factory):
-                    v.other(f"order {oid}: factory {factory} holds it under an unexpected key {keys[0]}")
+            elif state not in ("completed", "cancelled") and reason is None:
+                v.stall(f"order {oid}: state {state!r} without an attention reason")
+            elif not (cancelled or edited) and state != "completed":
+                v.lose(f"order {oid}: state {state!r} ({reason}), not completed")
+            self._check_factories(v, oid, held_by, reason)
             for (held_oid, factory), _ in held_by.items():
                 if held_oid == oid and factory not in self.expected_factories(oid):
                     v.dup(f"order {oid}: factory {factory} received lines it does not make")
@@ -357,9 +456,9 @@ class World:
             on_storefront = Counter(f.tracking_number for f in self.storefront.fulfilments(oid))
             for tracking, n in on_storefront.items():
                 if n > 1 or n > shipped.get(tracking, 0):
-                    v.dup(f"order {oid}: tracking {tracking} is on the storefront {n} times")
+                    v.dup_push(f"order {oid}: tracking {tracking} is on the storefront {n} times")
             for tracking in shipped:
-                if tracking not in on_storefront:
+                if tracking not in on_storefront and reason is None:
                     v.lose(f"order {oid}: parcel {tracking} shipped but not on the storefront")
         recorded = {
             (factory, shipment_id)

@@ -7,16 +7,25 @@ ship as soon as they hold an order and retry their callbacks until answered, so 
 between a callback's commit and its 2xx, and during tracking pushes. After the last run a clean daemon
 settles everything; the oracle then checks the whole history.
 
-Knobs: RELAY_FAULT_RUNS (default 300), RELAY_FAULT_SEED.
+The second loop (`test_two_daemons_random_kills_cancellations_and_edits`) runs two daemons on one database
+against the WooCommerce and Shopify fakes, with cancellations and edits in the workload (see its docstring).
+
+Knobs: RELAY_FAULT_RUNS (default 300; the two-daemon loop runs a quarter of it per storefront),
+RELAY_FAULT_SEED.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
+from typing import Any
+
+import pytest
 
 from relay.faults import POINTS
 from relay.store.sqlite import MIGRATIONS
+from relay.testing.faultproxy import Toxic
 from tests.fault.summary import env_int, record
 from tests.fault.support import World
 
@@ -101,6 +110,8 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
         orders=verdict.orders,
         lost=verdict.lost,
         duplicated=verdict.duplicated,
+        dup_tracking=verdict.dup_tracking,
+        stuck=verdict.stuck,
         note=f"{runs} runs + migration crashes, seed {fault_seed}",
     )
     assert verdict.lost == 0 and verdict.duplicated == 0 and not verdict.problems, (
@@ -110,3 +121,133 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
     assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
     reached_total = sum(reached for kind, (_, reached) in per_class.items() if kind != EXTERNAL)
     assert reached_total >= runs // 4, "crash points were hardly ever reached: the loop tests little"
+
+
+# --- two daemons on one database, WooCommerce and Shopify, cancellations and edits ------------------------
+
+# Crash points drawn for the two-daemon loop (the migration ones are exercised above).
+PAIR_POINTS = list(HIT_RANGES)
+PAIR_RUN_S = (0.3, 2.0)  # how long both daemons run before the next kill
+
+
+def shop_step(world: World, rng: random.Random) -> None:
+    """The shop between two kills: new orders, a cancellation, an edit (the second edit of a pair lands in
+    the same second as the first)."""
+    for _ in range(rng.randint(0, 3)):
+        world.add_order(rng)
+    live = [o for o in world.seeded if o not in world.cancelled and not world.fulfilled_on_storefront(o)]
+    if live and rng.random() < 0.35:
+        world.cancel_order(rng.choice(live))
+    editable = [o for o in live if o not in world.cancelled]
+    if editable and rng.random() < 0.35:
+        oid = rng.choice(editable)
+        for _ in range(rng.choice([1, 1, 2])):
+            world.edit_order(rng, oid)
+
+
+# Open at the time of writing (issue 11 item 10, Shopify throttling): with two daemons killed at random, a
+# few dozen Shopify tracking pushes stay `pending` with `last_error = "throttled: Throttled"` and a due time
+# minutes in the past, not pushed again by the final clean daemon within the settle timeout, so their
+# orders stay `shipped` (the oracle counts each parcel LOST and each order STUCK). It also found an order
+# edited on Shopify after its factory had shipped everything (the storefront did not show the parcels yet)
+# that was not flagged (item 5). The check stays and runs; non-strict xfail keeps CI green until fixed.
+SHOPIFY_OPEN = pytest.mark.xfail(
+    reason="needs issue 11 item 10: throttled Shopify pushes not retried after their due time (and item 5: "
+    "an edit after the factory shipped everything is not flagged)",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize("storefront", ["woocommerce", pytest.param("shopify", marks=SHOPIFY_OPEN)])
+async def test_two_daemons_random_kills_cancellations_and_edits(tmp_path, fault_seed, storefront):
+    """`relay run` twice on one database (as an operator would start it twice, or a supervisor restarts it
+    while the old one still runs), against the WooCommerce / Shopify fakes. Each run the shop takes new
+    orders, cancels some (at any time: before routing, while in flight, after a partial shipment) and edits
+    the quantities of others (sometimes twice within one second); then one daemon, or both, is SIGKILLed
+    (at an armed crash point, or from outside) and restarted. Factory `bolt` ships only after a second and
+    sits behind a proxy that makes some of its answers slow, with a short lease, so claimed sends wait out
+    their lease. After the last run one clean daemon settles everything and the oracle checks: nothing
+    lost, nothing held twice at a factory, no parcel on the storefront twice, every cancellation reached
+    its factory (or the order is flagged), every factory makes the current quantities (or the order is
+    flagged), and no order is left in a non-final state without a reason.
+
+    Knobs: RELAY_FAULT_RUNS (this loop runs a quarter of it per storefront), RELAY_FAULT_SEED.
+    """
+    rng = random.Random(fault_seed)
+    runs = max(4, env_int("RELAY_FAULT_RUNS", 300) // 4)
+    kills = {"external": 0, "crash point": 0}
+    config = {
+        "daemon": {"lease_s": 4.0},
+        "factories": {"bolt": {"concurrency": 2}},
+    }
+    async with World(
+        tmp_path,
+        storefront=storefront,
+        ship_after_s={"acme": 0.0, "bolt": 1.0},
+        proxy_factories=True,
+        config=config,
+    ) as world:
+        slots: list[Any] = [None, None]
+        for run in range(runs):
+            shop_step(world, rng)
+            # A slow factory now and then: its answers take longer than the rest of the run.
+            world.proxies["bolt"].default = (
+                Toxic.latency(rng.uniform(0.2, 0.8), direction="upstream") if rng.random() < 0.3 else None
+            )
+            # Both daemons run (the second waits as a standby while the first holds the database).
+            for i, daemon in enumerate(slots):
+                if daemon is None or not daemon.alive():
+                    if rng.random() < 0.5:
+                        kind = rng.choice(PAIR_POINTS)
+                        slots[i] = await world.start(crash_at=f"{kind}@{rng.randint(1, HIT_RANGES[kind])}")
+                    else:
+                        slots[i] = await world.start()
+            await asyncio.sleep(rng.uniform(*PAIR_RUN_S))
+            for i in rng.sample([0, 1], rng.choice([1, 1, 2])):
+                daemon = slots[i]
+                if daemon.alive():
+                    kills["external"] += 1
+                    rc = await daemon.kill()
+                else:
+                    kills["crash point"] += 1
+                    rc = await daemon.wait()
+                assert rc in (-9, 0), f"run {run}: relay exited {rc}\n{world.log_tail()}"
+        for daemon in slots:
+            if daemon is not None:
+                rc = await daemon.kill()
+                assert rc in (-9, 0), f"relay exited {rc}\n{world.log_tail()}"
+        world.proxies["bolt"].default = None
+
+        # One clean daemon and a standby next to it settle everything, then both stop on SIGTERM.
+        daemon = await world.start()
+        assert await world.wait_ready(daemon), world.log_tail()
+        waiting = world.log_text().count("database_locked_by_another_daemon")
+        standby = await world.start()
+        settled = await world.wait_settled(timeout=90 + len(world.seeded) * 0.1)
+        for _ in range(100):  # SIGTERM only once it waits as a standby (not while Python still starts)
+            if world.log_text().count("database_locked_by_another_daemon") > waiting or not standby.alive():
+                break
+            await asyncio.sleep(0.1)
+        standby.term()
+        daemon.term()
+        rcs = (await daemon.wait(30), await standby.wait(30))
+        verdict = world.oracle()
+
+    record(
+        f"two daemons: {storefront}",
+        runs=runs,
+        orders=verdict.orders,
+        lost=verdict.lost,
+        duplicated=verdict.duplicated,
+        dup_tracking=verdict.dup_tracking,
+        stuck=verdict.stuck,
+        note=(
+            f"{len(world.cancelled)} cancelled, {len(world.edited)} edited; kills: {kills['external']} "
+            f"external, {kills['crash point']} at crash points; seed {fault_seed}"
+        ),
+    )
+    assert not verdict.problems, (
+        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
+    )
+    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
+    assert rcs == (0, 0), f"clean daemons exited {rcs} on SIGTERM\n{world.log_tail()}"

@@ -1,7 +1,16 @@
 """Stateful property test: random interleavings of polls (late and reordered), routing, deliveries
 (placed, retried, dead-lettered, lost in a crash), shipment callbacks (duplicated, replayed under a new
-message id, for unknown orders, over-shipping), tracking pushes, cancellations, clock jumps and
-restarts, against the real SQLite store. Invariants are checked after every step.
+message id, for unknown orders, over-shipping), tracking pushes, clock jumps and restarts, against the
+real SQLite store. Invariants are checked after every step.
+
+Issue 11 widened it: two store users (two `RelayStore`s, two owners, on one database file) interleave;
+the storefront pays, cancels and edits (quantities, address) at any time, in the same second as the
+previous version too; slow factories take sends claimed long before, after their lease ran out and the
+order changed (the pre-send check, `confirm_deliveries`, decides whether they go); a factory that
+confirmed a cancellation may ship anyway. Beyond the state-machine invariants: a cancelled order's
+factory was told (or the order is flagged); no order is ever both held and placed; a parcel on a cancelled
+factory order flags its order; and after every healthy daemon pass, the newest storefront version is in
+and what each factory makes matches it (or the order is flagged).
 
 This module runs a few examples in the default suite; tests/fault/test_order_machine_heavy.py runs
 many more (RELAY_FAULT_EXAMPLES).
