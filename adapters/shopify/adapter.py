@@ -338,6 +338,11 @@ def _wait_hint(exc: BaseException) -> float | None:
     return None
 
 
+LISTING_LEAVES = 0.5
+"""Share of the shop's cost bucket a listing query leaves untouched for tracking pushes (the poller and
+the shipper share one bucket; pushes must never wait behind polls)."""
+
+
 class OverBudget(ShopifyError):
     """The query requests more points than the shop's bucket can ever hold: it would be throttled
     forever. The caller shrinks it."""
@@ -425,6 +430,7 @@ class ShopifyStorefront:
         self._client: ShopifyClient | None = None
         self.page_size, self.lines_per_order = listing_shape(options.page_size)
         self.budget = CostBudget(context.clock)
+        self._pushing = 0  # tracking pushes under way: listings leave them part of the bucket
         """The shop's cost bucket, shared by the poller and the shipper (both use this instance)."""
 
     @property
@@ -444,9 +450,19 @@ class ShopifyStorefront:
         return self._client
 
     async def _execute(
-        self, query: str, variables: Mapping[str, Any], *, cost: int, retry_transient: bool = True
+        self,
+        query: str,
+        variables: Mapping[str, Any],
+        *,
+        cost: int,
+        retry_transient: bool = True,
+        leave: float = 0.0,
     ) -> dict[str, Any]:
         """Run one document within the shop's cost budget (`cost`: its requested points).
+
+        `leave` is a share of the bucket (0..1) the call must leave for others while tracking pushes are
+        under way: the poller's listing queries leave `LISTING_LEAVES` of it to them, so however often it
+        polls it cannot starve the shipper (tracking reaches the shop first; a poll comes a little later).
 
         Waits for the bucket before sending, and after a throttled answer for the capacity it announces,
         up to `THROTTLE_ATTEMPTS` answers and `MAX_IN_CALL_WAIT_S` per wait; beyond that the error goes to
@@ -456,7 +472,12 @@ class ShopifyStorefront:
         while True:
             if self.budget.maximum is not None and cost > self.budget.maximum:
                 raise OverBudget(f"query requests {cost} points, the bucket holds {self.budget.maximum:g}")
-            wait = self.budget.wait_for(cost)
+            kept = 0.0
+            if (
+                leave and self._pushing and self.budget.maximum is not None
+            ):  # pushes waiting: let them go first
+                kept = max(0.0, min(leave * self.budget.maximum, self.budget.maximum - cost))
+            wait = self.budget.wait_for(cost + kept)
             if wait > MAX_IN_CALL_WAIT_S:
                 raise Throttled(f"throttled: the shop's cost bucket needs {wait:g} s", retry_after=wait)
             self.budget.reserve(cost, wait)
@@ -514,7 +535,9 @@ class ShopifyStorefront:
             }
             cost = orders_query_cost(self.page_size, self.lines_per_order)
             try:
-                connection = (await self._execute(ORDERS_QUERY, variables, cost=cost))["orders"]
+                connection = (await self._execute(ORDERS_QUERY, variables, cost=cost, leave=LISTING_LEAVES))[
+                    "orders"
+                ]
             except OverBudget as exc:
                 if self._shrink_page():
                     continue
@@ -564,7 +587,9 @@ class ShopifyStorefront:
             variables = {"id": order_id, "first": ORDER_LINES_FIRST, "after": page_info["endCursor"]}
             try:
                 cost = order_lines_query_cost(ORDER_LINES_FIRST)
-                order = (await self._execute(ORDER_LINES_QUERY, variables, cost=cost))["order"]
+                order = (await self._execute(ORDER_LINES_QUERY, variables, cost=cost, leave=LISTING_LEAVES))[
+                    "order"
+                ]
             except ShopifyError as exc:
                 raise relay_error(exc) from exc
             if order is None:
@@ -579,10 +604,13 @@ class ShopifyStorefront:
         Transient failures retry the whole check-then-create, so a lost answer to `fulfillmentCreate`
         is found by the check instead of fulfilling twice.
         """
+        self._pushing += 1
         try:
             receipt: PushReceipt = await self._retrying(_is_transient)(self._push_once, push)
         except ShopifyError as exc:
             raise relay_error(exc) from exc
+        finally:
+            self._pushing -= 1
         return receipt
 
     async def _read_order(

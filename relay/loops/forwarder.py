@@ -121,6 +121,11 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         need = max((self._need_s.get(j.factory, 0.0) for j in jobs), default=0.0)
         return await self.store.confirm_deliveries(jobs, self.clock(), self.lease_s, need)
 
+    async def renew(self, jobs: list[DeliveryJob]) -> None:
+        await self.store.confirm_deliveries(
+            jobs, self.clock(), self.lease_s, self.lease_s
+        )  # need a full lease: renew
+
     def unsent(self, job: DeliveryJob) -> DeliveryOutcome:
         # Only frees the lease (a stale one changes nothing): a cancellation queued meanwhile need not wait.
         pending = CancelState.PENDING if job.kind == ORDER_CANCELLED else FactoryOrderState.PENDING
@@ -245,7 +250,7 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
                 factory=out.job.factory,
                 key=out.job.key,
                 message=out.job.kind,
-                lease_token=out.job.lease_token,
+                fence=out.job.lease_token,  # the fencing token (a counter, not a credential)
             )
 
     async def after_commit(self, outcomes: list[DeliveryOutcome]) -> None:

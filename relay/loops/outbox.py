@@ -72,6 +72,8 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         self.capped = False  # the last pass skipped a destination at its cap
         self._to_confirm: list[tuple[Job, asyncio.Future[bool]]] = []
         self._confirmer: asyncio.Task[None] | None = None
+        self._sending: dict[int, Job] = {}  # sends under way, whose leases `_keep_leases` renews
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # subclass hooks ---------------------------------------------------------------------------------
     def destinations(self) -> Sequence[str]:
@@ -101,6 +103,10 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
     async def confirm(self, jobs: list[Job]) -> list[Job]:
         """The pre-send check (module docstring): the `jobs` still ours to send. By default all of them."""
         return jobs
+
+    async def renew(self, jobs: list[Job]) -> None:
+        """Extend the leases of `jobs`, sends under way, by a full lease (only while the rows are still
+        ours under the jobs' fencing tokens). By default nothing: the engine without leases."""
 
     def unsent(self, job: Job) -> Outcome | None:
         """The outcome for a job the pre-send check refused: an unattempted one that only frees the
@@ -202,6 +208,24 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
                 if not waiter.done():
                     waiter.set_result(self.job_id(job) in ok)
 
+    async def _keep_leases(self) -> None:
+        """While sends are under way, renew their leases every third of a lease: a send that waits on a
+        slow or rate-limited peer (a storefront's cost bucket, a factory's slow answer) keeps its claim,
+        so its outcome is not stale and the work is not done again (ADR 11)."""
+        period = (self._lease_s or 0.0) / 3
+        while self._sending and period > 0:
+            await asyncio.sleep(period)
+            jobs = list(self._sending.values())
+            if not jobs:
+                return
+            try:
+                await self.renew(jobs)
+            except StoreUnavailable as exc:  # the leases may lapse: the outcomes are then stale, not lost
+                self.health.failed(self.clock(), exc, "store_unavailable")
+            except Exception as exc:
+                self.log.exception("renew_failed", loop=self.name)
+                self.health.failed(self.clock(), exc)
+
     async def _run_job(self, job: Job) -> None:
         try:
             await self._run_job_in_slot(job)
@@ -219,7 +243,17 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
                     return
                 if await self._confirmed(job):
                     started = time.monotonic()
-                    outcome = await self.send(job)
+                    self._sending[self.job_id(job)] = job
+                    if self._lease_s and (self._heartbeat is None or self._heartbeat.done()):
+                        self._heartbeat = asyncio.create_task(
+                            self._keep_leases(), name=f"relay:{self.label}:heartbeat"
+                        )
+                    try:
+                        outcome = await self.send(job)
+                    finally:
+                        self._sending.pop(self.job_id(job), None)
+                        if not self._sending and self._heartbeat is not None:
+                            self._heartbeat.cancel()  # nothing left to keep alive: no task outlives the sends
                     self._observe(self.destination_of(job), time.monotonic() - started)
                 else:
                     self.log.info(
@@ -293,6 +327,10 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         if self._confirmer:
             with contextlib.suppress(Exception):
                 await self._confirmer
+        if self._heartbeat:
+            self._heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await self._heartbeat
         if self._committer:
             with contextlib.suppress(Exception):
                 await self._committer

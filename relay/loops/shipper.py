@@ -65,6 +65,11 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         need = max((self._need_s.get(j.storefront, 0.0) for j in jobs), default=0.0)
         return await self.store.confirm_pushes(jobs, self.clock(), self.lease_s, need)
 
+    async def renew(self, jobs: list[PushJob]) -> None:
+        await self.store.confirm_pushes(
+            jobs, self.clock(), self.lease_s, self.lease_s
+        )  # need a full lease: renew
+
     def unsent(self, job: PushJob) -> PushOutcome:
         return PushOutcome(job, PushState.PENDING, attempted=False)  # only frees the lease, or is stale
 
@@ -111,5 +116,5 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
                 order_id=out.job.order_id,
                 storefront=out.job.storefront,
                 key=out.job.key,
-                lease_token=out.job.lease_token,
+                fence=out.job.lease_token,  # the fencing token (a counter, not a credential)
             )

@@ -52,6 +52,47 @@ async def _poll_and_route(app: App) -> None:
 # --- item 1: a queued send outlives its lease ---------------------------------------------------------
 
 
+async def test_a_send_slower_than_its_lease_keeps_its_claim_and_its_outcome_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A factory (or a rate-limited shop) answers after longer than a lease. The sender renews the lease
+    while the send is under way, so the row is not claimed again meanwhile and the outcome is recorded.
+    Before the heartbeat, the next pass re-claimed the row (a new fencing token), the answer was ignored
+    as stale, and the order was sent again: under a shop's cost bucket every push outlived its lease and
+    none was ever recorded."""
+    clock = ManualClock()
+    config = {**SHOP, "daemon": {"lease_s": 0.3}, "factories": {"acme": {"concurrency": 4}}}
+    async with Harness(tmp_path, config=config) as h:
+        h.storefront.add_order([SeedLine("TEE-RED-M")])
+        factory = h.factories["acme"]
+        async with h.app(clock=clock) as app:
+            adapter = app.forwarder.factories["acme"]
+            submit, gate, started = adapter.submit, asyncio.Event(), asyncio.Event()
+
+            async def slow_submit(order: Any) -> Any:
+                started.set()
+                await gate.wait()
+                return await submit(order)
+
+            monkeypatch.setattr(adapter, "submit", slow_submit)
+            await _poll_and_route(app)
+            await app.forwarder.safe_pass()
+            await started.wait()
+            for _ in range(4):  # four lease-thirds of relay time, each with a heartbeat's worth of real time
+                clock.advance(0.15)
+                await asyncio.sleep(0.15)
+            with capture_logs() as logs:
+                await app.forwarder.safe_pass()  # the lease was renewed: nothing to claim again
+                gate.set()
+                await app.forwarder.flush()
+            view = await app.store.find_order(1)
+    assert view is not None
+    [fo] = view.factory_orders
+    assert (fo.state, fo.attempts) == ("placed", 1)
+    assert not [e for e in logs if e["event"] == "stale_outcome_ignored"]
+    assert factory.deliveries[fo.key] == 1
+
+
 async def test_a_send_queued_past_its_lease_is_not_sent_after_a_cancellation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
