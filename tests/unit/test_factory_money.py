@@ -24,6 +24,7 @@ from relay.domain.routing import plan_route
 from relay.loops.shipment_poller import ShipmentPoller
 from relay.store import DeliveryOutcome, RouteJob, Store, open_store
 from relay.store.sqlite.connector import MIGRATIONS
+from tests.unit.schema_at import database_at
 from tests.unit.test_order_versions import SKUS, order, parcel, route, view
 
 DEADLINE = datetime(2026, 9, 22, 2, 13, tzinfo=UTC)
@@ -182,14 +183,8 @@ async def test_schema_version_6_upgrades_a_database_with_orders_in_flight(tmp_pa
     """Migration 0006 on a database written by schema 5: a placed factory order keeps its reference, has no
     money recorded (NULL, not zero), and takes a notice."""
     path = tmp_path / "relay.db"
-    con = sqlite3.connect(path)
+    con = database_at(path, 5)
     with con:
-        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
-        for migration in MIGRATIONS:
-            if migration.version < 6:
-                for statement in migration.statements:
-                    con.execute(statement)
-                con.execute("INSERT INTO schema_version VALUES (?, 0)", (migration.version,))
         stored = order()
         con.execute(
             "INSERT INTO orders (storefront, external_id, number, state, source_updated_iso, payload, "

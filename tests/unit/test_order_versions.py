@@ -4,7 +4,6 @@ after routing, cancellations after a partial shipment, late parcels, and `order.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,6 +33,7 @@ from relay.store import (
     open_store,
 )
 from relay.store.sqlite.connector import MIGRATIONS
+from tests.unit.schema_at import database_at
 
 SKUS = {"A": "acme", "B": "bolt", "C": "acme"}
 T0 = 1_700_000_000
@@ -365,14 +365,8 @@ async def test_schema_version_4_upgrades_a_database_with_orders_in_flight(tmp_pa
     counts as claimed (it may have reached its factory: a crash after the send, leases released at start),
     and stored orders keep their versions."""
     path = tmp_path / "relay.db"
-    con = sqlite3.connect(path)
+    con = database_at(path, 3)
     with con:
-        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
-        for migration in MIGRATIONS:
-            if migration.version < 4:
-                for statement in migration.statements:
-                    con.execute(statement)
-                con.execute("INSERT INTO schema_version VALUES (?, 0)", (migration.version,))
         stored = order()
         con.execute(
             "INSERT INTO orders (storefront, external_id, number, state, source_updated_iso, payload, "
