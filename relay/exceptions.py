@@ -10,7 +10,10 @@ Bad records inside an otherwise good page are not exceptions: adapters yield `mo
     ├── SignatureError              an inbound message's signature is missing, stale or wrong
     ├── StoreError
     │   ├── StoreUnavailable
-    │   └── UnsupportedDatabaseVersion
+    │   ├── UnsupportedDatabaseVersion
+    │   ├── DatabaseMissing         a read-only open of a database file that does not exist
+    │   ├── DatabaseNeedsMigration  the database is older than the code: run `relay migrate`
+    │   └── ReadOnlyStore           a write on a store opened read-only
     └── AdapterError                a call to a storefront or factory failed
         ├── RetriableAdapterError
         │   ├── ResponseTooLarge    the answer exceeded egress.max_response_bytes
@@ -64,6 +67,18 @@ class StoreUnavailable(StoreError):
 
 class UnsupportedDatabaseVersion(StoreError):
     """The database was written by a newer relay; refusing to touch it."""
+
+
+class DatabaseMissing(StoreError):
+    """The database file does not exist (a read-only open never creates one)."""
+
+
+class DatabaseNeedsMigration(StoreError):
+    """The database's schema is older than this relay: run `relay migrate`."""
+
+
+class ReadOnlyStore(StoreError):
+    """The store was opened read-only: it takes no writes."""
 
 
 class AdapterError(RelayError):

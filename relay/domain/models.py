@@ -123,6 +123,9 @@ class FactoryOrder(_Value):
     email: str = ""
     shipping_address: Address
     lines: tuple[OrderLine, ...]
+    factory_skus: dict[str, str] = Field(default_factory=dict)
+    """Line id -> the factory's own SKU for that line, from the SKU catalogue (1688: `offerId:specId`);
+    lines the catalogue names no factory SKU for are absent."""
 
 
 class ShipmentLine(_Value):
@@ -269,6 +272,17 @@ class AttentionReason(StrEnum):
     PAYMENT_EXPIRED = "payment_expired"  # the factory closed the order unpaid: never re-created silently
     REFUND_REQUIRED = "refund_required"  # cancelled on the storefront after the factory order was paid
     DUPLICATE_AT_FACTORY = "duplicate_at_factory"  # two live factory orders carry one idempotency key
+    OPERATOR_HOLD = "operator_hold"  # held by a person (`relay hold`): stays held until `relay release`
+    # Routing (issue 13):
+    OUT_OF_STOCK = "out_of_stock"  # the factory is out of stock and no other factory makes those lines
+    MARGIN_TOO_LOW = "margin_too_low"  # factory cost + shipping leaves less than the storefront's margin
+    CURRENCY_MISMATCH = "currency_mismatch"  # a cost in a currency with no configured rate to the order's
+    AWAITING_APPROVAL = "awaiting_approval"  # auto_place is off: a person releases each order
+    ORDER_VALUE_CAP = "order_value_cap"  # worth more than the storefront's max_order_value
+    ORDER_RATE_CAP = "order_rate_cap"  # beyond the storefront's max_orders_per_hour
+    # The tracking watchdog (not sticky: cleared once the parcels come, or by the watchdog's next pass):
+    NO_TRACKING = "no_tracking"  # placed `no_tracking_after_days` ago and no parcel yet
+    TRACKING_STALLED = "tracking_stalled"  # part shipped, no further parcel for `tracking_stalled_after_days`
 
 
 STICKY_ATTENTION = frozenset(

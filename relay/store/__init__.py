@@ -12,7 +12,7 @@ its SQL (`sqlite/`). `open_store(url)` picks the backend from the URL scheme.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -24,12 +24,16 @@ from relay.store.manager import RelayStore
 from relay.store.records import (
     ORDER_CANCELLED,
     ORDER_CREATED,
+    AttentionItem,
+    BackupResult,
+    DeadLetter,
     DeliveryJob,
     DeliveryOutcome,
     FactoryOrderRecord,
     FactoryStatus,
     IngestResult,
     OrderEvent,
+    OrderQuery,
     OrderRecord,
     OrderSummary,
     OrderView,
@@ -37,10 +41,16 @@ from relay.store.records import (
     PushOutcome,
     RouteJob,
     RoutePlan,
+    RoutingSnapshot,
     ShipmentRecord,
     ShipmentResult,
     ShipmentVerdict,
+    SkuDiff,
+    SkuRecord,
+    StateChange,
     Stats,
+    StatusReport,
+    StorefrontStatus,
 )
 from relay.store.transitions.retention import PruneReport
 
@@ -48,13 +58,17 @@ __all__ = [
     "BACKENDS",
     "ORDER_CANCELLED",
     "ORDER_CREATED",
+    "AttentionItem",
+    "BackupResult",
     "DaemonLock",
+    "DeadLetter",
     "DeliveryJob",
     "DeliveryOutcome",
     "FactoryOrderRecord",
     "FactoryStatus",
     "IngestResult",
     "OrderEvent",
+    "OrderQuery",
     "OrderRecord",
     "OrderSummary",
     "OrderView",
@@ -63,11 +77,17 @@ __all__ = [
     "PushOutcome",
     "RouteJob",
     "RoutePlan",
+    "RoutingSnapshot",
     "ShipmentRecord",
     "ShipmentResult",
     "ShipmentVerdict",
+    "SkuDiff",
+    "SkuRecord",
+    "StateChange",
     "Stats",
+    "StatusReport",
     "Store",
+    "StorefrontStatus",
     "open_store",
 ]
 
@@ -102,8 +122,20 @@ class Store(Protocol):
         """The database's schema version (0 when it was never migrated). Read only."""
         ...
 
+    async def check_schema(self) -> int:
+        """The schema version, if it is exactly this code's. Read only (for read-only commands, which never
+        migrate): raises `DatabaseNeedsMigration` ("run `relay migrate`") for an older database and
+        `UnsupportedDatabaseVersion` for a newer one."""
+        ...
+
     async def ping(self) -> None:
         """Run a trivial query; raises `StoreUnavailable` when the database cannot answer."""
+        ...
+
+    def observe(self, listener: Callable[[list[StateChange]], None] | None) -> None:
+        """Call `listener` after every COMMIT that changed order states, with those changes (from their
+        history events; one batched lookup per transaction, never a read per order). Not a transaction;
+        None stops it. The listener runs in the committing task: it must be quick and must not raise."""
         ...
 
     # --- poll: cursors and ingest --------------------------------------------------------------------
@@ -215,6 +247,18 @@ class Store(Protocol):
         """The backend's lock that keeps a second daemon off this database (not taken yet)."""
         ...
 
+    async def backup(
+        self, path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> BackupResult:
+        """Copy the database to the file `path`, consistent while the daemon runs and without blocking
+        its writes (SQLite: the online backup API on a connection of its own, one read snapshot, copied in
+        steps). The copy goes to `path.tmp`, is fsynced and renamed into place, then opened again and
+        checked (`integrity_check`). An existing `path` raises `FileExistsError` unless `force`; a missing
+        database raises `DatabaseMissing`. `progress(done, total)` (pages) is called after each step, from
+        another thread. Changes nothing in the database; works on a store opened read-only. Restore: stop
+        the daemon, copy the file back over the database."""
+        ...
+
     async def next_due(self) -> float | None:
         """When the earliest outbox message (to an enabled factory, or to a storefront) is due; None when
         nothing is owed. Read only."""
@@ -244,6 +288,24 @@ class Store(Protocol):
         counts per state. Read only."""
         ...
 
+    async def record_factory_health(
+        self,
+        name: str,
+        failing_since: float | None,
+        next_probe_at: float | None,
+        last_error: str | None,
+        now: float,
+    ) -> None:
+        """Store the forwarder's circuit for factory `name` as `status()` shows it: failing since when, no
+        probe before when, the last error (scrubbed, truncated). All None: healthy. Called on the circuit's
+        transitions only (opened, a probe failed, recovered), never per order."""
+        ...
+
+    async def record_poll(self, storefront: str, ok: bool, error: str | None, now: float) -> None:
+        """Store the outcome of one poll pass of `storefront`: `ok` sets the last successful poll's time;
+        otherwise the last failure's time and `error` (scrubbed, truncated). Once per pass at most."""
+        ...
+
     async def get_factory_cursor(self, factory: str) -> str | None:
         """The opaque cursor of `factory`'s shipment listing, or None before its first page. Read only."""
         ...
@@ -262,12 +324,79 @@ class Store(Protocol):
         Notices for unknown factory orders, or that change nothing, are skipped. Returns how many applied."""
         ...
 
+    # --- the SKU catalogue (relay.store.transitions.catalogue) ---------------------------------------
+
+    async def list_skus(self) -> list[SkuRecord]:
+        """Every catalogue row, by storefront, SKU, priority and factory. Read only."""
+        ...
+
+    async def routing_snapshot(self) -> RoutingSnapshot:
+        """The catalogue's version number and the disabled factories: one tiny read, every routing pass."""
+        ...
+
+    async def orders_routed_since(self, since: float) -> dict[str, int]:
+        """How many orders of each storefront were routed to a factory at or after `since` (a storefront's
+        `max_orders_per_hour`). Read only."""
+        ...
+
+    async def watch_tracking(
+        self, rules: Mapping[str, tuple[float | None, float | None]], now: float
+    ) -> tuple[int, int]:
+        """The tracking watchdog's pass (`transitions.watchdog`): flag orders whose factory order of a factory
+        in `rules` (name -> (seconds placed without a parcel, seconds since the last parcel with lines still
+        to ship)) is overdue `no_tracking` / `tracking_stalled`, clear those flags whose cause is gone; an
+        event per change. Returns (flagged, cleared)."""
+        ...
+
+    async def import_skus(self, rows: Sequence[SkuRecord], now: float, dry_run: bool = False) -> SkuDiff:
+        """Make the catalogue equal to `rows` (added, changed, removed), all in one transaction; every row
+        becomes `import`-owned. `dry_run` only computes the diff. Raises ValueError (changing nothing) for two
+        rows with one (storefront, sku, factory)."""
+        ...
+
+    async def seed_skus_from_config(self, mapping: Mapping[str, str], now: float) -> SkuDiff:
+        """Apply the config's `routing.skus` as a seed: adds SKUs the catalogue lacks, keeps config-seeded
+        rows equal to the config, never touches imported rows (see `transitions.catalogue`)."""
+        ...
+
+    async def reroute_unavailable(self, unavailable: Mapping[str, str], now: float) -> int:
+        """Move never-sent factory orders of `unavailable` factories (name -> why) and of disabled ones to
+        their next factory by catalogue priority (a `fallback` event each); how many moved."""
+        ...
+
     # --- operators -----------------------------------------------------------------------------------
 
     async def retry_order(self, order_id: int, now: float) -> list[str]:
         """Put a held order back to routing and its dead letters back in the outbox (attempts reset).
         Returns what changed; raises `IllegalTransition` (changing nothing) when the order does not
         exist or there is nothing to retry."""
+        ...
+
+    async def hold_order(self, order_id: int, reason: str, now: float) -> list[str]:
+        """Hold an order no factory has yet, with a person's `reason` (`operator_hold`): `received`, `routed`
+        with every factory order still unsent (those are dropped; release plans it again) or already `held`.
+        Nothing is sent for it until `release_order`; storefront edits keep it held. Returns what changed;
+        raises `IllegalTransition` (changing nothing) for any other state, an unknown order or an empty
+        reason."""
+        ...
+
+    async def release_order(self, order_id: int, now: float) -> list[str]:
+        """Send a held order (held by a person or by routing) back to `received`: the router plans it again
+        on its next pass, with the routing it reads then; the guards that wait for a person's approval let
+        this version through once. Returns what changed; raises `IllegalTransition` unless the order is
+        held."""
+        ...
+
+    async def cancel_order(self, order_id: int, now: float) -> list[str]:
+        """Cancel an order on a person's word, exactly as a storefront cancellation: not sent anywhere yet, it
+        is cancelled; a factory that has (or may have) it gets an `order.cancelled` for the unshipped lines
+        and the order follows the answers. The storefront is not told. Returns what changed; raises
+        `IllegalTransition` for a finished order or when nothing is left to cancel."""
+        ...
+
+    async def retry_all_dead(self, now: float) -> list[int]:
+        """`retry_order` for every order with a dead-lettered delivery or tracking push (held orders
+        aside), in one transaction. Returns the orders retried, ascending."""
         ...
 
     async def replay_order(self, order_id: int, now: float) -> list[str]:
@@ -284,8 +413,23 @@ class Store(Protocol):
         """Relay's id for a storefront's order, or None. Read only."""
         ...
 
-    async def list_orders(self, state: str | None, limit: int) -> list[OrderSummary]:
-        """The newest `limit` orders, only those in `state` when given. Read only."""
+    async def list_orders(self, query: OrderQuery, limit: int) -> list[OrderSummary]:
+        """The newest `limit` orders matching every filter of `query` (state, storefront, factory, attention
+        reason, changed since), through an index. An unknown state or reason raises `ValueError` naming the
+        valid ones. Read only."""
+        ...
+
+    async def resolve_order(self, ref: str) -> list[int]:
+        """Relay's ids for an operator's reference, ascending: `storefront:external_id`; `#1042` (the shop's
+        order number, with or without `#`: several storefronts may share one); digits (relay's id, plus any
+        order numbered so). Empty when nothing matches; several when ambiguous. Read only."""
+        ...
+
+    async def status(self, now: float, *, hours: float = 6.0, limit: int = 50) -> StatusReport:
+        """Everything `relay status` and the status page show (see `StatusReport`): storefront polls,
+        factory circuits, counts per state (every state, zeros included), the newest `limit` orders needing
+        a person and dead letters, the oldest owed work's age, and orders placed / tracking pushed per minute
+        over the last `hours`. Every query is indexed and bounded. Read only."""
         ...
 
     async def stats(self) -> Stats:
@@ -303,15 +447,24 @@ class Store(Protocol):
         ...
 
 
-BACKENDS: dict[str, Callable[[str], Connector]] = {"sqlite": sqlite.connector_from_url}
+class ConnectorFactory(Protocol):
+    """Makes a backend's connector from a database URL (read-only: see `open_store`)."""
+
+    def __call__(self, url: str, *, read_only: bool = False) -> Connector: ...
+
+
+BACKENDS: dict[str, ConnectorFactory] = {"sqlite": sqlite.connector_from_url}
 """URL scheme -> the function that makes that backend's connector from the URL. A backend whose driver is
 an optional dependency registers a function that imports it on use."""
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, read_only: bool = False) -> Store:
     """Create (not yet open) the store for a database URL; the scheme picks the backend from `BACKENDS`.
 
     Raises `ConfigurationError` naming `daemon.database` for an unknown scheme or a malformed URL.
+    `read_only`: for commands that only look (`relay status`, `orders`, `show`): `open()` never creates the
+    database (a missing file raises `DatabaseMissing`), nothing migrates it, and every write method raises
+    `ReadOnlyStore`, changing nothing. Check the schema with `check_schema()`.
     """
     scheme, sep, _ = url.partition("://")
     backend = BACKENDS.get(scheme) if sep else None
@@ -319,4 +472,4 @@ def open_store(url: str) -> Store:
         raise ConfigurationError(
             [("daemon.database", f"unsupported database URL {url!r}; use sqlite:///PATH")]
         )
-    return RelayStore(backend(url))
+    return RelayStore(backend(url, read_only=read_only))

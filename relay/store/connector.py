@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
+from relay.store.records import BackupResult
+
 Scalar = str | int | float | None
 Param = Scalar | list[str] | list[int] | tuple[str, ...] | tuple[int, ...]
 """A query parameter: a scalar (`StrEnum` members are `str`) or a sequence the connector adapts."""
@@ -120,6 +122,12 @@ class Connector(Protocol):
 
     def daemon_lock(self) -> DaemonLock:
         """The lock `relay run` holds so that one daemon at a time works on this database."""
+        ...
+
+    async def backup(
+        self, path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> BackupResult:
+        """Copy the database to the file `path` online (see `relay.store.Store.backup`)."""
         ...
 
 

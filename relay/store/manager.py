@@ -4,34 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
 from relay.domain.models import FactoryOrderNotice, Malformed, Order, Shipment
-from relay.exceptions import UnsupportedDatabaseVersion
+from relay.exceptions import DatabaseNeedsMigration, UnsupportedDatabaseVersion
 from relay.faults import crash_point
+from relay.store.changes import EventTap
 from relay.store.connector import Connector, DaemonLock, Transaction
 from relay.store.records import (
+    BackupResult,
     DeliveryJob,
     DeliveryOutcome,
     FactoryStatus,
     IngestResult,
+    OrderQuery,
     OrderSummary,
     OrderView,
     PushJob,
     PushOutcome,
     RouteJob,
     RoutePlan,
+    RoutingSnapshot,
     ShipmentResult,
+    SkuDiff,
+    SkuRecord,
+    StateChange,
     Stats,
+    StatusReport,
 )
+from relay.store.transitions import catalogue as catalogue_tx
 from relay.store.transitions import factories as factories_tx
+from relay.store.transitions import operators as operators_tx
 from relay.store.transitions import orders as orders_tx
 from relay.store.transitions import outbox as outbox_tx
 from relay.store.transitions import repairs as repairs_tx
 from relay.store.transitions import reports as reports_tx
 from relay.store.transitions import retention as retention_tx
+from relay.store.transitions import watchdog as watchdog_tx
 from relay.store.transitions.retention import PruneReport
 from relay.store.transitions.shipments import ShipmentGroupCommit
 
@@ -43,13 +54,28 @@ class RelayStore:
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
         self._shipments = ShipmentGroupCommit(self._write)
+        self._observer: Callable[[list[StateChange]], None] | None = None
+
+    def observe(self, listener: Callable[[list[StateChange]], None] | None) -> None:
+        """See `Store.observe`."""
+        self._observer = listener
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Transaction]:
-        """One write transaction. The `mid_transaction` crash point sits after its work, before COMMIT."""
+        """One write transaction. The `mid_transaction` crash point sits after its work, before COMMIT.
+        With an observer, the state changes it made are handed over after the COMMIT (`changes`)."""
+        observer = self._observer
+        changes: list[StateChange] = []
         async with self.connector.write() as tx:
-            yield tx
+            if observer is None:
+                yield tx
+            else:
+                tap = EventTap(tx)
+                yield tap
+                changes = await tap.resolve()
             crash_point("mid_transaction")
+        if changes and observer is not None:
+            observer(changes)
 
     # --- lifecycle and schema ------------------------------------------------------------------------
 
@@ -77,6 +103,21 @@ class RelayStore:
             return 0
         row = await tx.fetch_one("schema_version")
         return int(row["version"] or 0) if row else 0
+
+    async def check_schema(self) -> int:
+        """See `Store.check_schema`."""
+        async with self.connector.read() as tx:
+            current = await self._version(tx)
+        latest = self.connector.migrations[-1].version
+        if current > latest:
+            raise UnsupportedDatabaseVersion(
+                f"database schema version {current} is newer than this relay ({latest}); upgrade relay"
+            )
+        if current < latest:
+            raise DatabaseNeedsMigration(
+                f"database schema version {current} is older than this relay ({latest}); run `relay migrate`"
+            )
+        return current
 
     async def migrate(self) -> int:
         """Apply pending migrations, each in its own transaction. Refuse a database newer than the code."""
@@ -210,6 +251,12 @@ class RelayStore:
         """See `Store.daemon_lock`."""
         return self.connector.daemon_lock()
 
+    async def backup(
+        self, path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> BackupResult:
+        """See `Store.backup`."""
+        return await self.connector.backup(path, force=force, progress=progress)
+
     async def next_due(self) -> float | None:
         """See `Store.next_due`."""
         async with self.connector.read() as tx:
@@ -242,6 +289,25 @@ class RelayStore:
         async with self.connector.read() as tx:
             return await factories_tx.list_factories(tx)
 
+    async def record_factory_health(
+        self,
+        name: str,
+        failing_since: float | None,
+        next_probe_at: float | None,
+        last_error: str | None,
+        now: float,
+    ) -> None:
+        """See `Store.record_factory_health`."""
+        async with self._write() as tx:
+            await factories_tx.record_factory_health(
+                tx, name, failing_since, next_probe_at, last_error, now=now
+            )
+
+    async def record_poll(self, storefront: str, ok: bool, error: str | None, now: float) -> None:
+        """See `Store.record_poll`."""
+        async with self._write() as tx:
+            await factories_tx.record_poll(tx, storefront, ok, error, now)
+
     async def get_factory_cursor(self, factory: str) -> str | None:
         """See `Store.get_factory_cursor`."""
         async with self.connector.read() as tx:
@@ -261,12 +327,77 @@ class RelayStore:
         async with self._write() as tx:
             return await factories_tx.apply_factory_notices(tx, factory, notices, now)
 
+    # --- the SKU catalogue ----------------------------------------------------------------------------
+
+    async def list_skus(self) -> list[SkuRecord]:
+        """See `Store.list_skus`."""
+        async with self.connector.read() as tx:
+            return await catalogue_tx.list_skus(tx)
+
+    async def routing_snapshot(self) -> RoutingSnapshot:
+        """See `Store.routing_snapshot`."""
+        async with self.connector.read() as tx:
+            return await catalogue_tx.snapshot(tx)
+
+    async def orders_routed_since(self, since: float) -> dict[str, int]:
+        """See `Store.orders_routed_since`."""
+        async with self.connector.read() as tx:
+            return await catalogue_tx.orders_routed_since(tx, since)
+
+    async def watch_tracking(
+        self, rules: Mapping[str, tuple[float | None, float | None]], now: float
+    ) -> tuple[int, int]:
+        """See `Store.watch_tracking`."""
+        async with self._write() as tx:
+            return await watchdog_tx.watch_tracking(tx, rules, now)
+
+    async def import_skus(self, rows: Sequence[SkuRecord], now: float, dry_run: bool = False) -> SkuDiff:
+        """See `Store.import_skus`."""
+        if dry_run:
+            async with self.connector.read() as tx:
+                return await catalogue_tx.import_skus(tx, rows, now, dry_run=True)
+        async with self._write() as tx:
+            return await catalogue_tx.import_skus(tx, rows, now, dry_run=False)
+
+    async def seed_skus_from_config(self, mapping: Mapping[str, str], now: float) -> SkuDiff:
+        """See `Store.seed_skus_from_config`."""
+        async with self._write() as tx:
+            return await catalogue_tx.seed_from_config(tx, mapping, now)
+
+    async def reroute_unavailable(self, unavailable: Mapping[str, str], now: float) -> int:
+        """See `Store.reroute_unavailable`. A read first: most passes find nothing to move."""
+        async with self.connector.read() as tx:
+            if not await catalogue_tx.any_to_reroute(tx, unavailable):
+                return 0
+        async with self._write() as tx:
+            return await catalogue_tx.reroute_unavailable(tx, unavailable, now)
+
     # --- operators -----------------------------------------------------------------------------------
 
     async def retry_order(self, order_id: int, now: float) -> list[str]:
         """See `Store.retry_order`."""
         async with self._write() as tx:
             return await repairs_tx.retry_order(tx, order_id, now)
+
+    async def hold_order(self, order_id: int, reason: str, now: float) -> list[str]:
+        """See `Store.hold_order`."""
+        async with self._write() as tx:
+            return await operators_tx.hold_order(tx, order_id, reason, now)
+
+    async def release_order(self, order_id: int, now: float) -> list[str]:
+        """See `Store.release_order`."""
+        async with self._write() as tx:
+            return await operators_tx.release_order(tx, order_id, now)
+
+    async def cancel_order(self, order_id: int, now: float) -> list[str]:
+        """See `Store.cancel_order`."""
+        async with self._write() as tx:
+            return await operators_tx.cancel_order(tx, order_id, now)
+
+    async def retry_all_dead(self, now: float) -> list[int]:
+        """See `Store.retry_all_dead`."""
+        async with self._write() as tx:
+            return await operators_tx.retry_all_dead(tx, now)
 
     async def replay_order(self, order_id: int, now: float) -> list[str]:
         """See `Store.replay_order`."""
@@ -283,10 +414,20 @@ class RelayStore:
         async with self.connector.read() as tx:
             return await reports_tx.find_order_id(tx, storefront, external_id)
 
-    async def list_orders(self, state: str | None, limit: int) -> list[OrderSummary]:
+    async def list_orders(self, query: OrderQuery, limit: int) -> list[OrderSummary]:
         """See `Store.list_orders`."""
         async with self.connector.read() as tx:
-            return await reports_tx.list_orders(tx, state, limit)
+            return await reports_tx.list_orders(tx, query, limit)
+
+    async def resolve_order(self, ref: str) -> list[int]:
+        """See `Store.resolve_order`."""
+        async with self.connector.read() as tx:
+            return await reports_tx.resolve_order(tx, ref)
+
+    async def status(self, now: float, *, hours: float = 6.0, limit: int = 50) -> StatusReport:
+        """See `Store.status`."""
+        async with self.connector.read() as tx:
+            return await reports_tx.status(tx, now, hours=hours, limit=limit)
 
     async def stats(self) -> Stats:
         """See `Store.stats`."""

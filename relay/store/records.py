@@ -23,6 +23,7 @@ from relay.domain.models import (
     ShipmentLine,
     ShipmentPush,
 )
+from relay.exceptions import scrub
 
 # --- poll and route ------------------------------------------------------------------------------------
 
@@ -47,6 +48,9 @@ class RouteJob:
     order: Order
     content_hash: str | None = None
     """The version claimed (`Order.content_hash()`); the plan carries it back to `apply_routing`."""
+    guards_waived: bool = False
+    """An operator released this version of the order: the routing guards (margin, approval, caps) let it
+    through (`orders.guards_waived_hash`); the other checks still apply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,9 @@ class RoutePlan:
     detail: str | None = None
     cancel: bool = False
     content_hash: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    """Why lines went to a factory other than their first choice (e.g. "MUG-WHT: acme disabled -> bolt");
+    written into the `routed` event."""
 
 
 # --- the outbox: deliveries to factories, pushes to storefronts ------------------------------------------
@@ -115,6 +122,10 @@ class DeliveryOutcome:
     """PLACED: when the factory closes it unpaid (`Placement.pay_deadline`)."""
     attention: AttentionReason | None = None
     """PLACED: a flag the placed factory order carries (`Placement.attention`, e.g. AWAITING_PAYMENT)."""
+    status: int | None = None
+    """The factory's HTTP status for a failed attempt, when it answered (history: `relay show`)."""
+    response: str | None = None
+    """The factory's answer to a failed attempt, scrubbed and truncated (`answer()`), for the history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +156,23 @@ class PushOutcome:
     error: str | None = None
     reference: str | None = None
     attempted: bool = True
+    status: int | None = None
+    """The storefront's HTTP status for a failed or throttled attempt, when it answered."""
+    response: str | None = None
+    """The storefront's answer to a failed attempt, scrubbed and truncated (`answer()`)."""
+
+
+ANSWER_CHARS = 500
+"""How much of a remote end's answer the history keeps per attempt."""
+
+
+def answer(exc: BaseException) -> tuple[int | None, str | None]:
+    """An adapter error's HTTP status and answer body for the history: the body scrubbed of credentials
+    (`relay.exceptions.scrub`) and cut to `ANSWER_CHARS`. (None, None) when the remote end did not answer."""
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None)
+    text = scrub(str(body))[:ANSWER_CHARS] if body else None
+    return (status if isinstance(status, int) else None), text
 
 
 # --- inbound shipments -----------------------------------------------------------------------------------
@@ -166,6 +194,29 @@ class ShipmentResult:
     verdict: ShipmentVerdict
     order_id: int | None = None
     detail: str | None = None
+
+
+# --- committed state changes (`Store.observe`) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One committed order state change, from the history event that recorded it (`Store.observe`).
+
+    `from_state` is None for a new order; `kind` is the event's kind (`received`, `routed`, `requeued`,
+    `shipped`, ...); `detail` its JSON object (`reason`, `cause`, ...). `received_at` is when relay first
+    recorded the order (its age at this change is `at - received_at`).
+    """
+
+    order_id: int
+    storefront: str
+    number: str
+    from_state: str | None
+    to_state: str
+    kind: str
+    at: float
+    received_at: float
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 # --- operator views --------------------------------------------------------------------------------------
@@ -261,7 +312,7 @@ class OrderView:
     events: tuple[OrderEvent, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (what `relay orders show` prints): events flattened to `{at, kind, from, to, ...}`."""
+        """A JSON-ready dict (what `relay show --json` prints): events flattened to `{at, kind, from, to, ...}`."""
         order = {
             "id": self.order.id,
             "storefront": self.order.storefront,
@@ -290,6 +341,11 @@ class OrderView:
         }
 
 
+def _plain(record: Any) -> dict[str, Any]:
+    """A flat record as a JSON-ready dict (enums are `StrEnum`s: they serialise as their value)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
 @dataclass(frozen=True, slots=True)
 class OrderSummary:
     """One line of `Store.list_orders`."""
@@ -302,22 +358,154 @@ class OrderSummary:
     attention_reason: AttentionReason | None
     attention_detail: str | None
     updated_at: float
+    created_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderQuery:
+    """The filters of `Store.list_orders`; each is optional and they combine (AND).
+
+    `state`: an `OrderState` value (anything else is a `ValueError` naming the valid ones); `storefront`;
+    `factory`: orders with a factory order at that factory; `reason`: the attention reason; `since`: orders
+    changed (`updated_at`) at or after this epoch time.
+    """
+
+    state: str | None = None
+    storefront: str | None = None
+    factory: str | None = None
+    reason: str | None = None
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FactoryStatus:
-    """A factory the database knows: paused or not (and why), its shipment cursor, its orders per state."""
+    """A factory the database knows: paused or not (and why), its shipment cursor, its orders per state,
+    and its circuit as the forwarder last recorded it (`failing_since` None: healthy)."""
 
     name: str
     disabled_at: float | None = None
     disabled_reason: str | None = None
     shipment_cursor: str | None = None
     orders: dict[str, int] = field(default_factory=dict)
+    failing_since: float | None = None
+    next_probe_at: float | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out = _plain(self)
+        out["orders"] = dict(self.orders)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class StorefrontStatus:
+    """A storefront's polling: its cursor, its last successful poll, its last failed one and why.
+    It is failing while `last_poll_error_at` is later than `last_poll_ok_at`."""
+
+    name: str
+    cursor: str | None = None
+    last_poll_ok_at: float | None = None
+    last_poll_error_at: float | None = None
+    last_error: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last poll failed."""
+        return self.last_poll_error_at is not None and (
+            self.last_poll_ok_at is None or self.last_poll_error_at > self.last_poll_ok_at
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (with `failing`)."""
+        return {**_plain(self), "failing": self.failing}
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionItem:
+    """An order that needs a person: held, failed, or flagged. `since` is the order's last change."""
+
+    order_id: int
+    storefront: str
+    number: str
+    state: OrderState
+    reason: AttentionReason
+    detail: str | None
+    since: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message relay gave up on: `kind` is `delivery` (an order to a factory), `cancel` (an
+    `order.cancelled` to a factory) or `push` (tracking to a storefront); `destination` is the factory or
+    storefront. `since` is when it died (its row's last change)."""
+
+    kind: str
+    order_id: int
+    number: str
+    destination: str
+    attempts: int
+    last_error: str | None
+    since: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """What `relay status` and the status page show (`Store.status`).
+
+    `orders_by_state` has every `OrderState`, zeros included. `attention` and `dead_letters` are the newest
+    (at most `Store.status`'s `limit` each). `oldest_pending_age_s`: age of the oldest work relay owes (a
+    received order not routed yet, a message to a factory or a tracking push not sent yet), None when nothing
+    is owed. `placed_per_minute` / `pushed_per_minute`: (minute start, epoch seconds; count) for each minute
+    of the window with at least one factory order placed / tracking push done, oldest first.
+    """
+
+    now: float
+    storefronts: list[StorefrontStatus] = field(default_factory=list)
+    factories: list[FactoryStatus] = field(default_factory=list)
+    orders_by_state: dict[str, int] = field(default_factory=dict)
+    factory_orders_by_state: dict[str, int] = field(default_factory=dict)
+    pushes_by_state: dict[str, int] = field(default_factory=dict)
+    attention: list[AttentionItem] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    oldest_pending_age_s: float | None = None
+    placed_per_minute: list[tuple[int, int]] = field(default_factory=list)
+    pushed_per_minute: list[tuple[int, int]] = field(default_factory=list)
+    quarantined: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (what `relay status --json` prints)."""
+        return {
+            "now": self.now,
+            "storefronts": [s.to_json() for s in self.storefronts],
+            "factories": [f.to_json() for f in self.factories],
+            "orders_by_state": dict(self.orders_by_state),
+            "factory_orders_by_state": dict(self.factory_orders_by_state),
+            "pushes_by_state": dict(self.pushes_by_state),
+            "attention": [a.to_json() for a in self.attention],
+            "dead_letters": [d.to_json() for d in self.dead_letters],
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+            "placed_per_minute": [list(p) for p in self.placed_per_minute],
+            "pushed_per_minute": [list(p) for p in self.pushed_per_minute],
+            "quarantined": self.quarantined,
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """Counts for metrics and `relay stats`: orders per state, orders needing a person per reason,
+    """Counts for metrics and `relay demo`: orders per state, orders needing a person per reason,
     outbox rows per state, quarantined storefront records."""
 
     orders: dict[str, int] = field(default_factory=dict)
@@ -327,7 +515,7 @@ class Stats:
     quarantined: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (what `relay stats` prints)."""
+        """A JSON-ready dict."""
         return {
             "orders": dict(self.orders),
             "attention": dict(self.attention),
@@ -335,3 +523,101 @@ class Stats:
             "storefront_pushes": dict(self.storefront_pushes),
             "quarantined": self.quarantined,
         }
+
+
+# --- the SKU catalogue -----------------------------------------------------------------------------------
+
+SKU_FROM_CONFIG = "config"
+SKU_FROM_IMPORT = "import"
+
+
+@dataclass(frozen=True, slots=True)
+class SkuRecord:
+    """One catalogue row: a storefront SKU (or variant id) made by `factory`.
+
+    `storefront` '' applies to every storefront; rows for one storefront replace those for the same SKU
+    there. `priority`: lower is tried first, the next one is the fallback. `factory_sku` is the factory's
+    own SKU (1688: `offerId:specId`); `unit_cost` in `currency` is what one unit costs at the factory (the
+    margin guard). `source` is `config` (seeded from `routing.skus`) or `import` (`relay skus import`).
+    """
+
+    sku: str
+    factory: str
+    storefront: str = ""
+    factory_sku: str | None = None
+    unit_cost: Decimal | None = None
+    currency: str | None = None
+    priority: int = 0
+    active: bool = True
+    source: str = SKU_FROM_IMPORT
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What identifies a row: (storefront, sku, factory)."""
+        return (self.storefront, self.sku, self.factory)
+
+    def same_content(self, other: SkuRecord) -> bool:
+        """Whether both rows route alike (`source` aside)."""
+        return (self.factory_sku, self.unit_cost, self.currency, self.priority, self.active) == (
+            other.factory_sku,
+            other.unit_cost,
+            other.currency,
+            other.priority,
+            other.active,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (`relay skus list --json`): the cost as an exact string."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["unit_cost"] = str(self.unit_cost) if self.unit_cost is not None else None
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SkuDiff:
+    """What an import (or the config seed) changes in the catalogue: rows added, changed (before, after)
+    and removed. `applied` is False for a dry run."""
+
+    added: tuple[SkuRecord, ...] = ()
+    changed: tuple[tuple[SkuRecord, SkuRecord], ...] = ()
+    removed: tuple[SkuRecord, ...] = ()
+    applied: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to change."""
+        return not (self.added or self.changed or self.removed)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "added": [r.to_json() for r in self.added],
+            "changed": [{"before": a.to_json(), "after": b.to_json()} for a, b in self.changed],
+            "removed": [r.to_json() for r in self.removed],
+            "applied": self.applied,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    """What the router reads every pass: the catalogue's version number (its copy is reloaded only when it
+    moved) and the factories paused in the store (skipped for a lower-priority one when there is one)."""
+
+    catalogue_version: int
+    disabled_factories: frozenset[str] = frozenset()
+
+
+# --- backup --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    """A finished `Store.backup`: where the copy is, its size, and its schema version (checked: ok)."""
+
+    path: str
+    size_bytes: int
+    schema_version: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"path": self.path, "size_bytes": self.size_bytes, "schema_version": self.schema_version}

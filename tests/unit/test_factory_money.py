@@ -204,7 +204,7 @@ async def test_schema_version_6_upgrades_a_database_with_orders_in_flight(tmp_pa
     store = open_store(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.migrate() == MIGRATIONS[-1].version == 6
+        assert await store.migrate() == MIGRATIONS[-1].version >= 6
         before = await view(store)
         notice = FactoryOrderNotice(
             factory_order_key=fo.key, reason=AttentionReason.AWAITING_PAYMENT, detail="due"

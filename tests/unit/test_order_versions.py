@@ -395,3 +395,17 @@ async def test_schema_version_4_upgrades_a_database_with_orders_in_flight(tmp_pa
         assert len(upgraded.factory_orders) == 1
     finally:
         await store.close()
+
+
+async def test_a_cancellation_after_a_claim_whose_attempt_was_never_recorded_is_sent_to_the_factory(
+    store: Store,
+) -> None:
+    """A daemon killed mid-send records no attempt and its lease is freed at restart, yet the factory may
+    hold the order (the 1688 crash loop found it): the cancellation must still be sent."""
+    await store.ingest("shop", [order()], [], None, 1.0)
+    await route(store, 2.0)
+    [job] = await store.claim_deliveries("f", ["acme"], 3.0, 30, 50)  # sent, then the process is killed
+    await store.release_all_leases()  # the next daemon frees the orphaned lease
+    await store.ingest("shop", [order(at=5, cancelled=True)], [], None, 6.0)
+    [cancel] = await store.claim_deliveries("f", ["acme"], 7.0, 30, 50)
+    assert cancel.kind == ORDER_CANCELLED and cancel.key == f"{job.key}.cancel"

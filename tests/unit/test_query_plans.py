@@ -55,6 +55,9 @@ HOT_QUERIES = [
     "update_push",
     # lookups by external id
     "find_order_by_external",
+    # committed state changes for logs and metrics (`Store.observe`), once per write transaction
+    "order_refs",
+    "order_refs_by_external_ids",
 ]
 OPTIONAL = {"shipment_exists"}  # checked when present
 

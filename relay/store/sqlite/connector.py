@@ -30,15 +30,19 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TypeVar
 
 import aiosqlite
 
-from relay.exceptions import StoreError, StoreUnavailable
+from relay.exceptions import DatabaseMissing, ReadOnlyStore, StoreError, StoreUnavailable
 from relay.store.connector import Migration, Param, Row, Scalar, load_migrations, load_queries
+from relay.store.records import BackupResult
+from relay.store.sqlite.backup import backup_database
 
 # SQLite result codes that mean "not now" rather than "bug": the caller answers 503 / retries later.
 _UNAVAILABLE = (
@@ -220,8 +224,9 @@ class SQLiteConnector:
 
     migrations: Sequence[Migration] = MIGRATIONS
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -233,7 +238,13 @@ class SQLiteConnector:
 
     async def open(self) -> None:
         """Connect in autocommit mode (transactions are explicit) with WAL, synchronous=FULL, foreign keys;
-        then the read connection (query-only)."""
+        then the read connection (query-only). Read-only (`read_only=True`): only the read connection,
+        opened `file:PATH?mode=ro` with no pragma that writes; a missing file raises `DatabaseMissing`
+        (nothing is created). SQLite itself may create the empty `-wal`/`-shm` files beside an existing
+        WAL database that no daemon has open: run read-only commands as the daemon's user."""
+        if self.read_only:
+            await self._open_read_only()
+            return
         try:
             db = await aiosqlite.connect(self.path, isolation_level=None)
             self._db = db
@@ -248,6 +259,24 @@ class SQLiteConnector:
                 reader.row_factory = sqlite3.Row
                 await reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
                 await reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            await self.close()
+            raise translate(exc) from exc
+
+    def _read_only_uri(self) -> str:
+        """`file:PATH?mode=ro` for an existing file; `DatabaseMissing` otherwise."""
+        if self._in_memory or not os.path.isfile(self.path):
+            raise DatabaseMissing(f"database file {self.path} does not exist (nothing was created)")
+        return "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+
+    async def _open_read_only(self) -> None:
+        uri = self._read_only_uri()
+        try:
+            reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            self._reader = reader
+            reader.row_factory = sqlite3.Row
+            await reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            await reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
             await self.close()
             raise translate(exc) from exc
@@ -272,6 +301,31 @@ class SQLiteConnector:
         """The lock that keeps a second daemon off this file (`<database>.lock`)."""
         return NoDaemonLock() if self._in_memory else FlockDaemonLock(f"{self.path}.lock")
 
+    async def backup(
+        self, path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> BackupResult:
+        """See `Connector.backup`: SQLite's online backup API on a connection of its own, in a thread
+        (`relay.store.sqlite.backup`). Cancelling stops the copy at its next step; its temporary file
+        is removed before the cancellation goes on."""
+        if self._in_memory:
+            raise StoreError("an in-memory database cannot be backed up")
+        cancelled = threading.Event()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                backup_database, self.path, path, force=force, cancelled=cancelled, progress=progress
+            )
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancelled.set()
+            await asyncio.wait([work])
+            if not work.cancelled():
+                work.exception()  # retrieved: the cancellation is what goes on
+            raise
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer, for at most busy_timeout of waiting: when another process holds the database
@@ -290,7 +344,10 @@ class SQLiteConnector:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SQLiteTransaction]:
         """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation
-        (see the module docstring: the lock is released only once the connection is out of it)."""
+        (see the module docstring: the lock is released only once the connection is out of it).
+        Raises `ReadOnlyStore` on a store opened read-only."""
+        if self.read_only:
+            raise ReadOnlyStore(f"database {self.path} was opened read-only: no change was made")
         async with self._locked() as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")

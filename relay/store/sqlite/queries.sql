@@ -90,10 +90,18 @@ WHERE id IN (
     WHERE state = 'received' AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
     ORDER BY id LIMIT :limit
 )
-RETURNING id, storefront, payload, content_hash;
+RETURNING id, storefront, payload, content_hash, guards_waived_hash;
 
 -- name: order_states
 SELECT id, state FROM orders WHERE id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: order_refs
+SELECT id, storefront, external_id, number, created_at FROM orders
+WHERE id IN (SELECT value FROM json_each(:order_ids));
+
+-- name: order_refs_by_external_ids
+SELECT id, storefront, external_id, number, created_at FROM orders
+WHERE storefront = :storefront AND external_id IN (SELECT value FROM json_each(:external_ids));
 
 -- name: insert_factory_order
 INSERT INTO factory_orders (order_id, factory, key, state, payload, next_attempt_at, created_at, updated_at)
@@ -126,6 +134,7 @@ SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, la
     amount = COALESCE(:amount, amount), currency = COALESCE(:currency, currency),
     pay_deadline_iso = COALESCE(:pay_deadline_iso, pay_deadline_iso),
     attention = CASE WHEN :state = 'placed' THEN :attention ELSE attention END,
+    placed_at = CASE WHEN :state = 'placed' THEN COALESCE(placed_at, :now) ELSE placed_at END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id = :id;
 
@@ -254,9 +263,6 @@ FROM orders WHERE id = :order_id;
 -- name: find_order_by_external
 SELECT id FROM orders WHERE storefront = :storefront AND external_id = :external_id;
 
--- name: list_orders
-SELECT id, storefront, external_id, number, state, attention_reason, attention_detail, updated_at
-FROM orders WHERE (:state IS NULL OR state = :state) ORDER BY id DESC LIMIT :limit;
 
 -- name: factory_orders_of_order
 SELECT f.id AS id, f.factory AS factory, f.key AS key, f.state AS state, f.attempts AS attempts,
@@ -300,7 +306,7 @@ UPDATE factory_orders SET state = 'pending', next_attempt_at = :now, updated_at 
 UPDATE factory_orders SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;
 
 -- name: factory_orders_to_cancel
-SELECT id, factory, key, state, attempts, lease_expires_at, payload FROM factory_orders WHERE order_id = :order_id
+SELECT id, factory, key, state, attempts, claimed, lease_expires_at, payload FROM factory_orders WHERE order_id = :order_id
 ORDER BY id;
 
 -- name: cancel_factory_order_locally
@@ -355,7 +361,8 @@ UPDATE factories SET disabled_at = NULL, disabled_reason = NULL, updated_at = :n
 WHERE name = :name AND disabled_at IS NOT NULL;
 
 -- name: list_factories
-SELECT name, disabled_at, disabled_reason, shipment_cursor FROM factories ORDER BY name;
+SELECT name, disabled_at, disabled_reason, shipment_cursor, failing_since, next_probe_at, last_error
+FROM factories ORDER BY name;
 
 -- name: factory_order_counts
 SELECT factory, state, COUNT(*) AS count FROM factory_orders GROUP BY factory, state;
@@ -502,3 +509,204 @@ SELECT o.id AS order_id, o.attention_reason AS attention_reason, o.attention_det
 FROM orders o LEFT JOIN factory_orders f ON f.order_id = o.id AND f.state = 'placed' AND f.attention IS NOT NULL
 WHERE o.id IN (SELECT value FROM json_each(:order_ids))
 ORDER BY o.id, f.id;
+
+-- --- the SKU catalogue (issue 13) ---------------------------------------------------------------------
+
+-- name: list_skus
+SELECT storefront, sku, factory, factory_sku, unit_cost, currency, priority, active, source
+FROM sku_catalogue ORDER BY storefront, sku, priority, factory;
+
+-- name: upsert_sku
+INSERT INTO sku_catalogue (storefront, sku, factory, factory_sku, unit_cost, currency, priority, active, source, updated_at)
+VALUES (:storefront, :sku, :factory, :factory_sku, :unit_cost, :currency, :priority, :active, :source, :now)
+ON CONFLICT (storefront, sku, factory) DO UPDATE
+SET factory_sku = excluded.factory_sku, unit_cost = excluded.unit_cost, currency = excluded.currency,
+    priority = excluded.priority, active = excluded.active, source = excluded.source,
+    updated_at = excluded.updated_at;
+
+-- name: delete_sku
+DELETE FROM sku_catalogue WHERE storefront = :storefront AND sku = :sku AND factory = :factory;
+
+-- name: bump_catalogue_version
+UPDATE catalogue_version SET version = version + 1 WHERE id = 1;
+
+-- name: routing_snapshot
+SELECT (SELECT version FROM catalogue_version WHERE id = 1) AS version,
+       (SELECT json_group_array(name) FROM factories WHERE disabled_at IS NOT NULL) AS disabled;
+
+-- name: waive_guards
+UPDATE orders SET guards_waived_hash = :content_hash WHERE id = :order_id;
+
+-- Operators (issue 12): status, filtered listings, order references, poll and circuit health.
+-- list_orders_*: one query per driving filter, each walking its index newest first; the other filters
+-- (NULL: not given) are checked on the rows the index yields. Only the LIMIT newest matches are read.
+
+-- name: list_orders_by_state
+SELECT o.id AS id, o.storefront AS storefront, o.external_id AS external_id, o.number AS number,
+       o.state AS state, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail,
+       o.updated_at AS updated_at, o.created_at AS created_at
+FROM orders o
+WHERE o.state = :state
+  AND (:storefront IS NULL OR o.storefront = :storefront) AND (:reason IS NULL OR o.attention_reason = :reason)
+  AND (:since IS NULL OR o.updated_at >= :since)
+  AND (:factory IS NULL OR EXISTS (SELECT 1 FROM factory_orders f WHERE f.order_id = o.id AND f.factory = :factory))
+ORDER BY o.id DESC LIMIT :limit;
+
+-- name: list_orders_by_reason
+SELECT o.id AS id, o.storefront AS storefront, o.external_id AS external_id, o.number AS number,
+       o.state AS state, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail,
+       o.updated_at AS updated_at, o.created_at AS created_at
+FROM orders o
+WHERE o.attention_reason = :reason
+  AND (:storefront IS NULL OR o.storefront = :storefront) AND (:state IS NULL OR o.state = :state)
+  AND (:since IS NULL OR o.updated_at >= :since)
+  AND (:factory IS NULL OR EXISTS (SELECT 1 FROM factory_orders f WHERE f.order_id = o.id AND f.factory = :factory))
+ORDER BY o.id DESC LIMIT :limit;
+
+-- name: list_orders_by_factory
+SELECT o.id AS id, o.storefront AS storefront, o.external_id AS external_id, o.number AS number,
+       o.state AS state, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail,
+       o.updated_at AS updated_at, o.created_at AS created_at
+FROM factory_orders f JOIN orders o ON o.id = f.order_id
+WHERE f.factory = :factory
+  AND (:storefront IS NULL OR o.storefront = :storefront) AND (:state IS NULL OR o.state = :state)
+  AND (:reason IS NULL OR o.attention_reason = :reason) AND (:since IS NULL OR o.updated_at >= :since)
+ORDER BY f.order_id DESC LIMIT :limit;
+
+-- name: list_orders_by_storefront
+SELECT o.id AS id, o.storefront AS storefront, o.external_id AS external_id, o.number AS number,
+       o.state AS state, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail,
+       o.updated_at AS updated_at, o.created_at AS created_at
+FROM orders o
+WHERE o.storefront = :storefront
+  AND (:since IS NULL OR o.updated_at >= :since)
+ORDER BY o.id DESC LIMIT :limit;
+
+-- name: list_orders_all
+SELECT o.id AS id, o.storefront AS storefront, o.external_id AS external_id, o.number AS number,
+       o.state AS state, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail,
+       o.updated_at AS updated_at, o.created_at AS created_at
+FROM orders o
+WHERE (:since IS NULL OR o.updated_at >= :since)
+ORDER BY o.id DESC LIMIT :limit;
+
+-- name: order_exists
+SELECT id FROM orders WHERE id = :order_id;
+
+-- name: orders_by_number
+SELECT id FROM orders WHERE number IN (SELECT value FROM json_each(:numbers)) ORDER BY id;
+
+-- name: record_poll_ok
+INSERT INTO storefronts (name, last_poll_ok_at, updated_at) VALUES (:name, :now, :now)
+ON CONFLICT (name) DO UPDATE SET last_poll_ok_at = excluded.last_poll_ok_at, updated_at = excluded.updated_at;
+
+-- name: record_poll_error
+INSERT INTO storefronts (name, last_poll_error_at, last_error, updated_at) VALUES (:name, :now, :error, :now)
+ON CONFLICT (name) DO UPDATE SET last_poll_error_at = excluded.last_poll_error_at,
+                                 last_error = excluded.last_error, updated_at = excluded.updated_at;
+
+-- name: storefront_statuses
+SELECT s.name AS name, c.cursor_iso AS cursor_iso, s.last_poll_ok_at AS last_poll_ok_at,
+       s.last_poll_error_at AS last_poll_error_at, s.last_error AS last_error
+FROM storefronts s LEFT JOIN storefront_cursors c ON c.storefront = s.name
+UNION ALL
+SELECT c.storefront, c.cursor_iso, NULL, NULL, NULL FROM storefront_cursors c
+WHERE c.storefront NOT IN (SELECT name FROM storefronts)
+ORDER BY name;
+
+-- name: record_factory_health
+INSERT INTO factories (name, failing_since, next_probe_at, last_error, updated_at)
+VALUES (:name, :failing_since, :next_probe_at, :error, :now)
+ON CONFLICT (name) DO UPDATE SET failing_since = excluded.failing_since, next_probe_at = excluded.next_probe_at,
+                                 last_error = excluded.last_error, updated_at = excluded.updated_at;
+
+-- name: order_state_counts
+-- Reads only the orders_by_state index (covering).
+SELECT state, COUNT(*) AS count FROM orders GROUP BY state;
+
+-- name: attention_orders
+-- Only the flagged orders (the partial index), never the whole table.
+SELECT id, storefront, number, state, attention_reason, attention_detail, updated_at
+FROM orders INDEXED BY orders_by_attention
+WHERE attention_reason IS NOT NULL ORDER BY id DESC LIMIT :limit;
+
+-- name: dead_letters
+-- Each outbox's dead rows through its partial index (only dead rows), newest first.
+SELECT kind, order_id, number, destination, attempts, last_error, since FROM (
+    SELECT 'delivery' AS kind, f.order_id AS order_id, o.number AS number, f.factory AS destination,
+           f.attempts AS attempts, f.last_error AS last_error, f.updated_at AS since
+    FROM factory_orders f JOIN orders o ON o.id = f.order_id WHERE f.state = 'dead'
+    UNION ALL
+    SELECT 'cancel', c.order_id, o.number, c.factory, c.attempts, c.last_error, c.updated_at
+    FROM factory_cancellations c JOIN orders o ON o.id = c.order_id WHERE c.state = 'dead'
+    UNION ALL
+    SELECT 'push', p.order_id, o.number, p.storefront, p.attempts, p.last_error, p.updated_at
+    FROM storefront_pushes p JOIN orders o ON o.id = p.order_id WHERE p.state = 'dead'
+) ORDER BY since DESC LIMIT :limit;
+
+-- name: oldest_pending
+-- The oldest work owed: received orders (orders_by_state), messages to factories and tracking pushes (the
+-- outbox's partial indexes: only rows owed).
+SELECT MIN(t) AS oldest FROM (
+    SELECT MIN(updated_at) AS t FROM orders WHERE state = 'received'
+    UNION ALL
+    SELECT MIN(created_at) FROM factory_orders WHERE next_attempt_at IS NOT NULL
+    UNION ALL
+    SELECT MIN(requested_at) FROM factory_cancellations WHERE next_attempt_at IS NOT NULL
+    UNION ALL
+    SELECT MIN(created_at) FROM storefront_pushes WHERE next_attempt_at IS NOT NULL
+);
+
+-- name: events_per_minute
+-- Bounded by the window: order_events_by_kind (kind, at) yields only the window's events of that kind.
+SELECT CAST(at / 60 AS INTEGER) * 60 AS minute, COUNT(*) AS count FROM order_events
+WHERE kind = :kind AND at >= :since AND at <= :now
+GROUP BY minute ORDER BY minute;
+
+-- name: find_order_version
+SELECT content_hash, payload FROM orders WHERE id = :order_id;
+
+-- name: factory_order_payload
+SELECT payload FROM factory_orders WHERE id = :id;
+
+-- name: factories_of_order
+SELECT factory FROM factory_orders WHERE order_id = :order_id;
+
+-- name: never_sent_factory_orders
+-- Pending factory orders of these factories (or of disabled ones) that were never claimed: none of them can
+-- have reached its factory, so their lines may go to a fallback factory.
+SELECT id, order_id, factory FROM factory_orders
+WHERE state = 'pending' AND claimed = 0 AND lease_owner IS NULL AND attempts = 0
+  AND (factory IN (SELECT value FROM json_each(:factories))
+       OR factory IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL))
+ORDER BY id;
+
+-- name: orders_with_dead_letters
+-- Through the outboxes' partial indexes on dead rows; held orders wait for `relay release`.
+SELECT order_id FROM factory_orders WHERE state = 'dead'
+UNION
+SELECT order_id FROM storefront_pushes WHERE state = 'dead'
+EXCEPT
+SELECT id FROM orders WHERE state = 'held'
+ORDER BY 1;
+
+-- name: orders_routed_since
+SELECT o.storefront AS storefront, COUNT(DISTINCT f.order_id) AS count
+FROM factory_orders f JOIN orders o ON o.id = f.order_id
+WHERE f.created_at >= :since GROUP BY o.storefront;
+
+-- --- the tracking watchdog (issue 13) -----------------------------------------------------------------
+
+-- name: tracking_watch
+-- Placed and partially shipped factory orders of these factories: when placed, their last parcel, their order.
+SELECT f.id AS id, f.order_id AS order_id, f.factory AS factory, f.state AS state, f.reference AS reference,
+       COALESCE(f.placed_at, f.updated_at) AS placed_at,
+       (SELECT MAX(s.received_at) FROM shipments s WHERE s.factory_order_id = f.id) AS last_parcel_at,
+       o.state AS order_state, o.attention_reason AS attention_reason, o.attention_detail AS attention_detail
+FROM factory_orders f JOIN orders o ON o.id = f.order_id
+WHERE f.state IN ('placed', 'partially_shipped') AND f.factory IN (SELECT value FROM json_each(:factories))
+ORDER BY f.order_id, f.id;
+
+-- name: tracking_flagged_orders
+SELECT id, state, attention_reason FROM orders
+WHERE attention_reason IS NOT NULL AND attention_reason IN ('no_tracking', 'tracking_stalled');

@@ -1,5 +1,6 @@
-"""Factory state: paused deliveries (a 410, or an operator), the shipment-listing cursor, and what a polled
-factory reports about its orders besides parcels (notices)."""
+"""Factory state: paused deliveries (a 410, or an operator), the circuit as the forwarder records it, the
+shipment-listing cursor, and what a polled factory reports about its orders besides parcels (notices).
+Storefront poll health (`record_poll`) lives here too: the same kind of per-peer health row."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from relay.domain.models import FactoryOrderNotice, FactoryOrderState
+from relay.exceptions import scrub
 from relay.store.connector import Transaction
-from relay.store.records import FactoryStatus
+from relay.store.records import ANSWER_CHARS, FactoryStatus
 from relay.store.transitions import EventRow, event
 from relay.store.transitions.orders import PAYMENT_FLAGS, refresh_orders
 
@@ -39,9 +41,42 @@ async def list_factories(tx: Transaction) -> list[FactoryStatus]:
                 row["disabled_reason"] if row else None,
                 row["shipment_cursor"] if row else None,
                 counts.get(name, {}),
+                row["failing_since"] if row else None,
+                row["next_probe_at"] if row else None,
+                row["last_error"] if row else None,
             )
         )
     return statuses
+
+
+async def record_factory_health(
+    tx: Transaction,
+    name: str,
+    failing_since: float | None,
+    next_probe_at: float | None,
+    last_error: str | None,
+    *,
+    now: float,
+) -> None:
+    """Store the forwarder's circuit for `name` (all None: healthy); the error scrubbed and cut."""
+    error = scrub(last_error)[:ANSWER_CHARS] if last_error else None
+    await tx.execute(
+        "record_factory_health",
+        name=name,
+        failing_since=failing_since,
+        next_probe_at=next_probe_at,
+        error=error,
+        now=now,
+    )
+
+
+async def record_poll(tx: Transaction, storefront: str, ok: bool, error: str | None, now: float) -> None:
+    """Store the outcome of one poll pass of `storefront`: success time, or failure time and error."""
+    if ok:
+        await tx.execute("record_poll_ok", name=storefront, now=now)
+    else:
+        message = scrub(error or "poll failed")[:ANSWER_CHARS]
+        await tx.execute("record_poll_error", name=storefront, error=message, now=now)
 
 
 async def get_factory_cursor(tx: Transaction, factory: str) -> str | None:

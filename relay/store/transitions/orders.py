@@ -176,7 +176,8 @@ async def _apply_version(  # noqa: PLR0911 - one early return per kind of versio
     if state in (OrderState.RECEIVED, OrderState.HELD):
         # Not routed yet: take the new lines and let the router decide again.
         await replace_lines(tx, order_id, order)
-        if state is OrderState.HELD:
+        operator_hold = row["attention_reason"] == AttentionReason.OPERATOR_HOLD and not order.cancelled
+        if state is OrderState.HELD and not operator_hold:  # a person's hold lasts until they release it
             await set_order_state(tx, order_id, state, OrderState.RECEIVED, now)
             events.append(
                 event(order_id, now, "requeued", state, OrderState.RECEIVED, cause="storefront_updated")
@@ -311,12 +312,20 @@ async def replace_lines(tx: Transaction, order_id: int, order: Order) -> None:
     )
 
 
-async def cancel_factory_orders(tx: Transaction, order_id: int, now: float, events: list[EventRow]) -> None:
-    """Cancel `order_id` at its factories.
+async def cancel_factory_orders(
+    tx: Transaction,
+    order_id: int,
+    now: float,
+    events: list[EventRow],
+    *,
+    why: str = "cancelled on the storefront",
+) -> None:
+    """Cancel `order_id` at its factories (`why` is kept as the cancelled factory orders' last error).
 
     A factory order not yet placed is cancelled here and never sent. The factory is told
     (an `order.cancelled` row in the outbox) when it holds the order, or may: placed, or an
-    earlier attempt's answer was lost, or an attempt is in flight right now (the message then
+    earlier attempt's answer was lost, or a delivery was ever claimed (a process killed mid-send
+    records no attempt), or an attempt is in flight right now (the message then
     waits for that attempt to finish), or partially shipped (the message then names the unshipped
     rest). Shipped factory orders are left alone. The message's factory order lists exactly the lines
     it cancels, with the quantities not yet shipped.
@@ -332,12 +341,12 @@ async def cancel_factory_orders(tx: Transaction, order_id: int, now: float, even
                 FactoryOrderState.CANCELLED,
                 subject=f"factory order {fo_id}",
             )
-            await tx.execute(
-                "cancel_factory_order_locally", error="cancelled on the storefront", now=now, id=fo_id
-            )
+            await tx.execute("cancel_factory_order_locally", error=why, now=now, id=fo_id)
             lease_expires_at = row["lease_expires_at"]
             in_flight = lease_expires_at is not None and lease_expires_at > now
-            if not (row["attempts"] or in_flight):
+            # Claimed once, it may have reached the factory even with no attempt recorded: a process
+            # killed mid-send records nothing, and its lease is freed when the daemon restarts.
+            if not (row["attempts"] or row["claimed"] or in_flight):
                 continue
         elif state not in (FactoryOrderState.PLACED, FactoryOrderState.PARTIALLY_SHIPPED):
             continue
@@ -412,8 +421,15 @@ async def claim_orders_to_route(
     jobs = []
     for row in rows:
         order = Order.model_validate_json(row["payload"])
+        version = row["content_hash"] or order.content_hash()
         jobs.append(
-            RouteJob(row["id"], row["storefront"], order, row["content_hash"] or order.content_hash())
+            RouteJob(
+                row["id"],
+                row["storefront"],
+                order,
+                version,
+                guards_waived=row["guards_waived_hash"] == version,
+            )
         )
     return jobs
 
@@ -483,7 +499,8 @@ async def apply_routing(tx: Transaction, plans: Sequence[RoutePlan], now: float)
                 {"key": fo.key, "order_id": plan.order_id, "line_id": line.line_id} for line in fo.lines
             )
         if plan.factory_orders:
-            detail = {"factories": {fo.factory: fo.key for fo in plan.factory_orders}}
+            fallbacks = {"fallbacks": list(plan.fallbacks)} if plan.fallbacks else {}
+            detail = {"factories": {fo.factory: fo.key for fo in plan.factory_orders}, **fallbacks}
         events.append(event(plan.order_id, now, target.value, current, target, **detail))
     if fo_rows:
         await tx.execute_many("insert_factory_order", fo_rows)

@@ -28,6 +28,7 @@ from relay.store.records import (
     PushOutcome,
 )
 from relay.store.transitions import EventRow, event
+from relay.store.transitions import catalogue as catalogue_tx
 from relay.store.transitions.orders import cancel_unshipped_rest, refresh_orders
 
 # --- forward: messages to factories --------------------------------------------------------------------
@@ -128,13 +129,18 @@ async def _record_creates(
         attempt: int = row["attempts"] + 1
         if current is not FactoryOrderState.PENDING or not out.attempted:
             releases.append({"id": fo_id})
+            if current is FactoryOrderState.PENDING and out.status is not None:  # answered, not counted (410)
+                events.append(_answer(order_id, now, "factory_gone", out, factory=factory, attempt=attempt))
             continue
-        check_transition(FACTORY_ORDER_TRANSITIONS, current, out.state, subject=f"factory order {fo_id}")
-        due = out.next_attempt_at if out.state is FactoryOrderState.PENDING else None
+        state = out.state
         reason = out.reason.value if out.reason else None
+        if await _moved_to_fallback(tx, out, fo_id, now=now, events=events):
+            state, reason = FactoryOrderState.CANCELLED, None  # closed, never placed
+        check_transition(FACTORY_ORDER_TRANSITIONS, current, state, subject=f"factory order {fo_id}")
+        due = out.next_attempt_at if state is FactoryOrderState.PENDING else None
         updates.append(
             {
-                "state": out.state,
+                "state": state,
                 "attempts": attempt,
                 "next_attempt_at": due,
                 "error": out.error,
@@ -151,7 +157,7 @@ async def _record_creates(
             }
         )
         touched.append(order_id)
-        if out.state is FactoryOrderState.PLACED:
+        if state is FactoryOrderState.PLACED:
             money: dict[str, str | None] = {}
             if out.amount is not None:
                 money = {"amount": str(out.amount), "currency": out.currency}
@@ -170,7 +176,7 @@ async def _record_creates(
                     **money,
                 )
             )
-        elif out.state is FactoryOrderState.DEAD:
+        elif state is FactoryOrderState.DEAD:
             events.append(
                 event(
                     order_id,
@@ -180,9 +186,11 @@ async def _record_creates(
                     attempt=attempt,
                     reason=reason,
                     error=out.error,
+                    status=out.status,
+                    response=out.response,
                 )
             )
-        else:
+        elif state is FactoryOrderState.PENDING:  # (CANCELLED: the `fallback` event says where and why)
             events.append(
                 event(
                     order_id,
@@ -192,10 +200,25 @@ async def _record_creates(
                     attempt=attempt,
                     error=out.error,
                     next_attempt_at=due,
+                    status=out.status,
+                    response=out.response,
                 )
             )
     await tx.execute_many("update_factory_order", updates)
     await tx.execute_many("release_factory_order_lease", releases)
+
+
+async def _moved_to_fallback(
+    tx: Transaction, out: DeliveryOutcome, fo_id: int, *, now: float, events: list[EventRow]
+) -> bool:
+    """An out-of-stock answer: the factory made nothing and holds nothing, so the lines go to the next
+    factory by catalogue priority, if every line has one (`transitions.catalogue.fall_back`)."""
+    if out.state is not FactoryOrderState.DEAD or out.reason is not AttentionReason.OUT_OF_STOCK:
+        return False
+    moved = await catalogue_tx.fall_back(
+        tx, out.job.order_id, fo_id, why="out_of_stock", detail=out.error, now=now, events=events
+    )
+    return bool(moved)
 
 
 async def _record_cancels(
@@ -221,6 +244,10 @@ async def _record_cancels(
         current = CancelState(row["state"])
         if current is not CancelState.PENDING or not out.attempted:
             await tx.execute("release_cancellation_lease", id=c_id)
+            if current is CancelState.PENDING and out.status is not None:  # answered, not counted (410)
+                events.append(
+                    _answer(order_id, now, "factory_gone", out, factory=factory, message=ORDER_CANCELLED)
+                )
             continue
         target = CancelState(out.state)
         check_transition(CANCEL_TRANSITIONS, current, target, subject=f"cancellation {c_id}")
@@ -241,7 +268,17 @@ async def _record_cancels(
             CancelState.DEAD: "cancel_dead_lettered",
         }.get(target, "cancel_failed")
         events.append(
-            event(order_id, now, kind, factory=factory, attempt=attempt, error=out.error, next_attempt_at=due)
+            event(
+                order_id,
+                now,
+                kind,
+                factory=factory,
+                attempt=attempt,
+                error=out.error,
+                next_attempt_at=due,
+                status=out.status,
+                response=out.response,
+            )
         )
         if target in (CancelState.DEAD, CancelState.REFUSED):
             # Never silent: the customer cancelled, the factory may still ship (or refused: it already
@@ -274,6 +311,14 @@ async def _record_cancels(
                 "cancel_factory_order_locally", error="cancelled at the factory", now=now, id=fo_id
             )
             touched.append(order_id)
+
+
+def _answer(
+    order_id: int, now: float, kind: str, out: DeliveryOutcome | PushOutcome, **detail: str | float | None
+) -> EventRow:
+    """The history event of an attempt the remote end answered but that does not count (a 410, a 429)."""
+    answered: dict[str, object] = {"status": out.status, "response": out.response, "error": out.error}
+    return event(order_id, now, kind, None, None, **answered, **detail)
 
 
 # --- ship: tracking pushes to storefronts --------------------------------------------------------------
@@ -339,6 +384,17 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
             )
             continue
         if not out.attempted:  # not sent, or throttled (the platform's schedule): the attempt does not count
+            if out.status is not None:  # the storefront answered (429): in the history, not counted
+                events.append(
+                    _answer(
+                        order_id,
+                        now,
+                        "push_throttled",
+                        out,
+                        tracking_number=out.job.push.tracking_number,
+                        next_attempt_at=out.next_attempt_at,
+                    )
+                )
             if out.next_attempt_at is None:
                 unattempted.append(("release_push_lease", {"id": push_id}))
             else:
@@ -375,6 +431,8 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
                 error=out.error,
                 reference=out.reference,
                 next_attempt_at=due,
+                status=out.status,
+                response=out.response,
             )
         )
     await tx.execute_many("update_push", updates)

@@ -12,6 +12,7 @@ from relay.domain.models import (
 from relay.exceptions import IllegalTransition
 from relay.store.connector import Transaction
 from relay.store.transitions import EventRow, event
+from relay.store.transitions.catalogue import waive_guards
 from relay.store.transitions.orders import refresh_orders, replace_lines, set_order_state
 
 
@@ -29,17 +30,18 @@ async def retry_order(tx: Transaction, order_id: int, now: float) -> list[str]:
             raise IllegalTransition(f"order {order_id} does not exist")
         await replace_lines(tx, order_id, Order.model_validate_json(stored["payload"]))
         await set_order_state(tx, order_id, state, OrderState.RECEIVED, now)
-        events.append(event(order_id, now, "operator_retry", state, OrderState.RECEIVED))
+        await waive_guards(tx, order_id)  # the operator looked at it: margin, approval and caps let it by
+        events.append(event(order_id, now, "operator_retry", state, OrderState.RECEIVED, actor="operator"))
         changed.append("order requeued for routing")
     for fo in await tx.fetch("factory_orders_of_order", order_id=order_id):
         if fo["state"] == FactoryOrderState.DEAD:
             await tx.execute("requeue_dead_factory_order", now=now, id=fo["id"])
-            events.append(event(order_id, now, "operator_retry", factory=fo["factory"]))
+            events.append(event(order_id, now, "operator_retry", factory=fo["factory"], actor="operator"))
             changed.append(f"factory order for {fo['factory']} requeued")
     pushes = await tx.execute("requeue_dead_pushes", now=now, order_id=order_id)
     if pushes:
         changed.append(f"{pushes} tracking push(es) requeued")
-        events.append(event(order_id, now, "operator_retry", pushes=pushes))
+        events.append(event(order_id, now, "operator_retry", pushes=pushes, actor="operator"))
     if state is not OrderState.HELD:
         await refresh_orders(tx, [order_id], now, events, cause="operator_retry")
     if not changed:
@@ -61,7 +63,7 @@ async def replay_order(tx: Transaction, order_id: int, now: float) -> list[str]:
                 subject=f"factory order {fo['id']}",
             )
             await tx.execute("replay_factory_order", now=now, id=fo["id"])
-            events.append(event(order_id, now, "operator_replay", factory=fo["factory"]))
+            events.append(event(order_id, now, "operator_replay", factory=fo["factory"], actor="operator"))
             changed.append(f"factory order for {fo['factory']} will be re-sent with the same key")
     if not changed:
         raise IllegalTransition(f"order {order_id} has no placed, unshipped factory order to replay")

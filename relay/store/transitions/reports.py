@@ -1,4 +1,5 @@
-"""Read-only views for operators and metrics: one order in full, order listings, counts."""
+"""Read-only views for operators and metrics: one order in full, order listings and references, counts,
+the status report."""
 
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ from relay.domain.models import (
 )
 from relay.store.connector import Row, Transaction
 from relay.store.records import (
+    AttentionItem,
+    DeadLetter,
     FactoryOrderRecord,
     OrderEvent,
+    OrderQuery,
     OrderRecord,
     OrderSummary,
     OrderView,
     ShipmentRecord,
     Stats,
+    StatusReport,
+    StorefrontStatus,
 )
+from relay.store.transitions.factories import list_factories
 
 
 def _reason(value: str | None) -> AttentionReason | None:
@@ -111,8 +118,44 @@ def _shipment(s: Row) -> ShipmentRecord:
     )
 
 
-async def list_orders(tx: Transaction, state: str | None, limit: int) -> list[OrderSummary]:
-    """The newest `limit` orders, in `state` when given."""
+_LIST_QUERIES = (
+    ("state", "list_orders_by_state"),
+    ("reason", "list_orders_by_reason"),
+    ("factory", "list_orders_by_factory"),
+    ("storefront", "list_orders_by_storefront"),
+)
+
+
+def check_state(state: str) -> OrderState:
+    """`state` as an `OrderState`; a `ValueError` naming the valid states otherwise."""
+    try:
+        return OrderState(state)
+    except ValueError:
+        valid = ", ".join(s.value for s in OrderState)
+        raise ValueError(f"unknown order state {state!r}; valid states: {valid}") from None
+
+
+async def list_orders(tx: Transaction, query: OrderQuery, limit: int) -> list[OrderSummary]:
+    """The newest `limit` orders matching every filter of `query` (see `OrderQuery`). The first filter
+    given of state, reason, factory, storefront drives the query through its index."""
+    if query.state is not None:
+        check_state(query.state)
+    if query.reason is not None:
+        try:
+            AttentionReason(query.reason)
+        except ValueError:
+            valid = ", ".join(r.value for r in AttentionReason)
+            raise ValueError(f"unknown attention reason {query.reason!r}; valid reasons: {valid}") from None
+    name = next((q for f, q in _LIST_QUERIES if getattr(query, f) is not None), "list_orders_all")
+    rows = await tx.fetch(
+        name,
+        state=query.state,
+        storefront=query.storefront,
+        factory=query.factory,
+        reason=query.reason,
+        since=query.since,
+        limit=max(0, limit),
+    )
     return [
         OrderSummary(
             id=r["id"],
@@ -123,9 +166,94 @@ async def list_orders(tx: Transaction, state: str | None, limit: int) -> list[Or
             attention_reason=_reason(r["attention_reason"]),
             attention_detail=r["attention_detail"],
             updated_at=r["updated_at"],
+            created_at=r["created_at"],
         )
-        for r in await tx.fetch("list_orders", state=state, limit=limit)
+        for r in rows
     ]
+
+
+async def resolve_order(tx: Transaction, ref: str) -> list[int]:
+    """Relay's ids for an operator's reference: `storefront:external_id`, `#1042` (the shop's order number,
+    with or without the `#`), or digits (relay's id, and any order whose number is those digits)."""
+    ref = ref.strip()
+    if not ref:
+        return []
+    if ":" in ref:
+        storefront, _, external_id = ref.partition(":")
+        found = await find_order_id(tx, storefront, external_id)
+        return [found] if found is not None else []
+    bare = ref.removeprefix("#")
+    ids: set[int] = set()
+    if ref.isdigit() and (row := await tx.fetch_one("order_exists", order_id=int(ref))):
+        ids.add(row["id"])
+    if bare:
+        ids.update(r["id"] for r in await tx.fetch("orders_by_number", numbers=[bare, f"#{bare}"]))
+    return sorted(ids)
+
+
+async def status(tx: Transaction, now: float, *, hours: float, limit: int) -> StatusReport:
+    """See `Store.status`: every query is indexed and bounded (the chart by its window, lists by `limit`)."""
+    storefronts = [
+        StorefrontStatus(
+            r["name"], r["cursor_iso"], r["last_poll_ok_at"], r["last_poll_error_at"], r["last_error"]
+        )
+        for r in await tx.fetch("storefront_statuses")
+    ]
+    factories = await list_factories(tx)
+    orders = {state.value: 0 for state in OrderState}
+    for r in await tx.fetch("order_state_counts"):
+        orders[r["state"]] = r["count"]
+    boxes: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in await tx.fetch("outbox_counts"):
+        boxes[r["outbox"]][r["state"]] = r["count"]
+    attention = [
+        AttentionItem(
+            r["id"],
+            r["storefront"],
+            r["number"],
+            OrderState(r["state"]),
+            AttentionReason(r["attention_reason"]),
+            r["attention_detail"],
+            r["updated_at"],
+        )
+        for r in await tx.fetch("attention_orders", limit=limit)
+    ]
+    dead = [
+        DeadLetter(
+            r["kind"],
+            r["order_id"],
+            r["number"],
+            r["destination"],
+            r["attempts"],
+            r["last_error"],
+            r["since"],
+        )
+        for r in await tx.fetch("dead_letters", limit=limit)
+    ]
+    oldest = await tx.fetch_one("oldest_pending")
+    since = now - hours * 3600
+
+    async def per_minute(kind: str) -> list[tuple[int, int]]:
+        rows = await tx.fetch("events_per_minute", kind=kind, since=since, now=now)
+        return [(int(r["minute"]), int(r["count"])) for r in rows]
+
+    quarantined = await tx.fetch_one("quarantine_count")
+    return StatusReport(
+        now=now,
+        storefronts=storefronts,
+        factories=factories,
+        orders_by_state=orders,
+        factory_orders_by_state={s.value: 0 for s in FactoryOrderState} | boxes.get("factory_orders", {}),
+        pushes_by_state={s.value: 0 for s in PushState} | boxes.get("storefront_pushes", {}),
+        attention=attention,
+        dead_letters=dead,
+        oldest_pending_age_s=max(0.0, now - oldest["oldest"])
+        if oldest and oldest["oldest"] is not None
+        else None,
+        placed_per_minute=await per_minute("factory_accepted"),
+        pushed_per_minute=await per_minute("tracking_pushed"),
+        quarantined=quarantined["count"] if quarantined else 0,
+    )
 
 
 async def stats(tx: Transaction) -> Stats:

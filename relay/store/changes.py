@@ -1,0 +1,105 @@
+"""The committed order state changes of a write transaction, for the store's observer (logs, metrics).
+
+Every state change writes its history event in the transaction that makes it (`insert_event`, or
+`insert_event_by_external_id` for a new order). `EventTap` wraps that transaction, keeps the events
+whose `to_state` differs from their `from_state`, and, after the transaction's work and before its
+COMMIT, resolves their orders' storefront, number and first-seen time in one query per kind of event
+(never one per order). `RelayStore` hands the result to its observer only once the COMMIT succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from relay.store.connector import Param, Row, Scalar, Transaction
+from relay.store.records import StateChange
+
+EVENT_BY_ID = "insert_event"
+EVENT_BY_EXTERNAL_ID = "insert_event_by_external_id"
+
+
+def _changes_state(row: Mapping[str, Any]) -> bool:
+    return row.get("to_state") is not None and row.get("to_state") != row.get("from_state")
+
+
+class EventTap:
+    """A `Transaction` that passes every call through and keeps the state-changing history events."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+        self._by_id: list[Mapping[str, Any]] = []
+        self._by_external_id: list[Mapping[str, Any]] = []
+
+    async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
+        """See `Transaction.fetch`."""
+        return await self.tx.fetch(query, **params)
+
+    async def fetch_one(self, query: str, /, **params: Param) -> Row | None:
+        """See `Transaction.fetch_one`."""
+        return await self.tx.fetch_one(query, **params)
+
+    async def execute(self, query: str, /, **params: Param) -> int:
+        """See `Transaction.execute`."""
+        changed = await self.tx.execute(query, **params)
+        self._keep(query, [params])
+        return changed
+
+    async def execute_many(self, query: str, rows: Sequence[Mapping[str, Scalar]], /) -> None:
+        """See `Transaction.execute_many`."""
+        await self.tx.execute_many(query, rows)
+        self._keep(query, rows)
+
+    async def insert(self, query: str, /, **params: Param) -> int:
+        """See `Transaction.insert`."""
+        return await self.tx.insert(query, **params)
+
+    async def execute_statement(self, statement: str, /) -> None:
+        """See `Transaction.execute_statement`."""
+        await self.tx.execute_statement(statement)
+
+    def _keep(self, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if query == EVENT_BY_ID:
+            self._by_id.extend(r for r in rows if _changes_state(r))
+        elif query == EVENT_BY_EXTERNAL_ID:
+            self._by_external_id.extend(r for r in rows if _changes_state(r))
+
+    async def resolve(self) -> list[StateChange]:
+        """The kept events as `StateChange`s, in the order they were written (inside the transaction)."""
+        changes: list[StateChange] = []
+        if self._by_external_id:
+            wanted: dict[str, set[str]] = defaultdict(set)
+            for r in self._by_external_id:
+                wanted[str(r["storefront"])].add(str(r["external_id"]))
+            refs: dict[tuple[str, str], Row] = {}
+            for storefront, external_ids in wanted.items():
+                for row in await self.tx.fetch(
+                    "order_refs_by_external_ids", storefront=storefront, external_ids=sorted(external_ids)
+                ):
+                    refs[(storefront, row["external_id"])] = row
+            for r in self._by_external_id:
+                ref = refs.get((str(r["storefront"]), str(r["external_id"])))
+                if ref is not None:
+                    changes.append(_change(r, ref))
+        if self._by_id:
+            ids = sorted({int(r["order_id"]) for r in self._by_id})
+            by_id = {row["id"]: row for row in await self.tx.fetch("order_refs", order_ids=ids)}
+            changes.extend(_change(r, by_id[r["order_id"]]) for r in self._by_id if r["order_id"] in by_id)
+        return changes
+
+
+def _change(event: Mapping[str, Any], ref: Row) -> StateChange:
+    detail = event.get("detail")
+    return StateChange(
+        order_id=int(ref["id"]),
+        storefront=str(ref["storefront"]),
+        number=str(ref["number"] or ""),
+        from_state=event.get("from_state"),
+        to_state=str(event["to_state"]),
+        kind=str(event["kind"]),
+        at=float(event["at"]),
+        received_at=float(ref["created_at"]),
+        detail=json.loads(detail) if isinstance(detail, str) else {},
+    )
