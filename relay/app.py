@@ -20,19 +20,28 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from relay.config import Settings
-from relay.contracts import AdapterContext, FactoryAdapter, ShipmentSource, StorefrontAdapter
+from relay.config import Settings, parse_money, split_listen
+from relay.contracts import (
+    AdapterContext,
+    FactoryAdapter,
+    PushReceiver,
+    ShipmentSource,
+    StorefrontAdapter,
+)
 from relay.domain.retry import RetryPolicy
+from relay.domain.routing import Guards, StorefrontGuards
+from relay.exceptions import ConfigurationError, StoreError
 from relay.inbound import InboundServer
 from relay.inbound.limits import ConnectionGuard, GuardedSite
-from relay.inbound.ops import CounterSample
+from relay.inbound.ops import OpsEndpoints
+from relay.inbound.server import AdminServer
 from relay.loops.base import Loop
 from relay.loops.forwarder import Forwarder
 from relay.loops.order_poller import OrderPoller
@@ -41,10 +50,15 @@ from relay.loops.pruner import Pruner
 from relay.loops.router import Router
 from relay.loops.shipment_poller import ShipmentPoller
 from relay.loops.shipper import Shipper
+from relay.loops.watchdog import TrackingWatchdog
+from relay.observability.logs import log_state_changes
+from relay.observability.metrics import CounterSample, Metrics
+from relay.observability.status_page import StatusPage
 from relay.outbound.session import new_session
 from relay.registry import FACTORIES, STOREFRONTS, Registry
-from relay.store import Store, open_store
+from relay.store import SkuDiff, StateChange, Store, open_store
 from relay.supervisor import LoopCrashed, Supervisor
+from relay.systemd import Notifier
 
 __all__ = ["App", "LoopCrashed"]
 
@@ -61,8 +75,14 @@ class App:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         install_signal_handlers: bool = True,
         exclusive: bool = False,
+        notifier: Notifier | None = None,
+        reload_sku_map: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.settings = settings
+        # SIGHUP re-reads the config's `routing.skus` with this (`relay run` passes one) and re-seeds the
+        # catalogue; without it SIGHUP re-applies the seed the daemon started with.
+        self.reload_sku_map = reload_sku_map or (lambda: settings.sku_map)
+        self._reseeding: set[asyncio.Task[Any]] = set()
         self.registry = registry or Registry()
         self.clock = clock
         self.sleep = sleep
@@ -72,6 +92,8 @@ class App:
         # another one's leases for its own. `exclusive`: this process holds the database's daemon lock.
         self.owner = f"{settings.daemon.instance_id}/{os.getpid()}-{secrets.token_hex(4)}"
         self.exclusive = exclusive
+        # systemd's READY/WATCHDOG/STOPPING (`relay run` passes one from the environment; else a no-op).
+        self.notifier = notifier or Notifier()
         self._closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._stopping = asyncio.Event()
         self._running = False
@@ -81,8 +103,13 @@ class App:
         self.pollers: list[OrderPoller] = []
         self.factory_pollers: list[ShipmentPoller] = []
         self.pruners: list[Pruner] = []
+        self.watchdogs: list[TrackingWatchdog] = []
         self.inbound_url: str | None = None
         self.inbound_guard: ConnectionGuard | None = None
+        self.admin_url: str | None = None
+        # Prometheus metrics of this App (its own registry: several Apps in one process do not clash).
+        self.metrics = Metrics(process=True)
+        self._supervisor_now: Supervisor | None = None
 
     # --- open / close --------------------------------------------------------------------------------
 
@@ -106,6 +133,7 @@ class App:
         self.store = open_store(s.daemon.database)
         await self.store.open()
         self.on_close("store", self.store.close)
+        self.store.observe(self._state_changed)
         version = await self.store.migrate()
         if self.exclusive:
             # The daemon lock is ours: no other daemon is alive, every lease left is orphaned (a crash).
@@ -113,6 +141,14 @@ class App:
             if freed:
                 self.log.info("orphaned_leases_released", count=freed)
         self.on_close("leases", functools.partial(self.store.release_leases, self.owner))
+        seeded = await self.store.seed_skus_from_config(s.sku_map, self.clock())
+        if not seeded.empty:
+            self.log.info(
+                "catalogue_seeded",
+                added=len(seeded.added),
+                changed=len(seeded.changed),
+                removed=len(seeded.removed),
+            )
         self.log.info("store_opened", database=s.daemon.database, schema_version=version, instance=self.owner)
 
         context = AdapterContext(
@@ -123,12 +159,12 @@ class App:
         )
         for name, sf in s.storefronts.items():
             cls = self.registry.load(STOREFRONTS, sf.adapter)
-            adapter = cls(name, sf.options, replace(context, log=self.log.bind(storefront=name)))
+            adapter = cls(name, sf.options, self._context(context, "storefront", name))
             self.storefronts[name] = adapter
             self.on_close(f"storefront {name}", adapter.aclose)
         for name, fs in s.factories.items():
             cls = self.registry.load(FACTORIES, fs.adapter)
-            adapter = cls(name, fs.options, replace(context, log=self.log.bind(factory=name)))
+            adapter = cls(name, fs.options, self._context(context, "factory", name))
             self.factories[name] = adapter
             self.on_close(f"factory {name}", adapter.aclose)
         for status in await self.store.list_factories():
@@ -152,6 +188,7 @@ class App:
             send_budget_s={n: self._send_budget(sf.options) for n, sf in s.storefronts.items()},
             clock=self.clock,
             log=self.log.bind(loop="shipper"),
+            metrics=self.metrics,
         )
         self.forwarder = Forwarder(
             self.store,
@@ -162,12 +199,15 @@ class App:
             batch_size=d.batch_size,
             concurrency={n: fs.concurrency for n, fs in s.factories.items()},
             send_budget_s={n: self._send_budget(fs.options) for n, fs in s.factories.items()},
+            fallback_after_s={
+                n: fs.fallback_after_s for n, fs in s.factories.items() if fs.fallback_after_s is not None
+            },
             clock=self.clock,
             log=self.log.bind(loop="forwarder"),
+            metrics=self.metrics,
         )
         self.router = Router(
             self.store,
-            s.sku_map,
             {n: sf.test_tags for n, sf in s.storefronts.items()},
             owner=self.owner,
             lease_s=d.lease_s,
@@ -175,6 +215,7 @@ class App:
             clock=self.clock,
             log=self.log.bind(loop="router"),
             on_routed=self.forwarder.wake,
+            guards=self._guards(),
         )
         self.pollers = [
             OrderPoller(
@@ -207,8 +248,59 @@ class App:
             if s.retention.enabled
             else []
         )  # retention: one pass at start, then every retention.interval_s (not part of run --once)
+        rules = {
+            name: (
+                f.no_tracking_after_days * 86400 if f.no_tracking_after_days else None,
+                f.tracking_stalled_after_days * 86400 if f.tracking_stalled_after_days else None,
+            )
+            for name, f in s.factories.items()
+            if f.no_tracking_after_days or f.tracking_stalled_after_days
+        }
+        self.watchdogs = (
+            [TrackingWatchdog(self.store, rules, clock=self.clock, log=self.log.bind(loop="watchdog"))]
+            if rules
+            else []
+        )  # the tracking watchdog: factories with a no_tracking / tracking_stalled threshold only
+        self.metrics.prepare(self.storefronts, self.factories)
         if s.inbound.enabled:
             await self._start_inbound()
+        if s.admin.listen:
+            await self._start_admin()
+
+    def _context(self, base: AdapterContext, role: str, name: str) -> AdapterContext:
+        """`base` for one adapter: its log bound to its name, its sessions timed per peer (`/metrics`)."""
+
+        def session(**kwargs: Any) -> Any:
+            traces = [*kwargs.pop("trace_configs", ()), self.metrics.trace_config(role, name)]
+            return new_session(self.settings.egress, trace_configs=traces, **kwargs)
+
+        return replace(base, new_session=session, log=self.log.bind(**{role: name}))
+
+    def _state_changed(self, changes: list[StateChange]) -> None:
+        """The store committed order state changes: one log line each, and the counters (`/metrics`)."""
+        try:
+            log_state_changes(self.log, changes)
+            self.metrics.state_changes(changes)
+        except Exception:
+            self.log.exception("state_change_observer_failed")
+
+    def _guards(self) -> Guards:
+        """The routing guards from the config: per storefront, shipping per factory, exchange rates."""
+        s = self.settings
+        return Guards(
+            storefronts={
+                name: StorefrontGuards(
+                    auto_place=sf.auto_place,
+                    max_order_value=sf.max_order_value,
+                    max_orders_per_hour=sf.max_orders_per_hour,
+                    min_margin=sf.min_margin,
+                    min_margin_percent=sf.min_margin_percent,
+                )
+                for name, sf in s.storefronts.items()
+            },
+            shipping={n: parse_money(f.shipping_cost) for n, f in s.factories.items() if f.shipping_cost},
+            rates=s.routing.rates,
+        )
 
     def _send_budget(self, options: Any) -> float:
         """The longest one send to a destination may take: its adapter's `timeout_s` option if it has one,
@@ -229,7 +321,9 @@ class App:
             log=self.log.bind(component="inbound"),
             on_shipment=self.shipper.wake,
             stats=self.health,
-            counters=self.counters,
+            readiness=self.readiness,
+            push_receivers={n: a for n, a in self.factories.items() if isinstance(a, PushReceiver)},
+            on_push=self.wake_shipment_poller,
         )
         # aiohttp's keepalive_timeout bounds kept-alive connections (idle, or waiting for a whole request
         # head); the guard bounds a new connection's first head and the number of open connections.
@@ -250,6 +344,40 @@ class App:
         host, port = runner.addresses[0][:2]
         self.inbound_url = f"http://{host}:{port}"
         self.log.info("inbound_listening", url=self.inbound_url)
+
+    async def _start_admin(self) -> None:
+        """The admin listener (`[admin] listen`): `/metrics`, `/healthz`, detailed `/readyz`, status page."""
+        s = self.settings
+        ops = OpsEndpoints(
+            self.store,
+            stats=self.health,
+            readiness=self.readiness,
+            metrics=self.metrics,
+            counters=self.counters,
+            clock=self.clock,
+            detailed=True,
+            log=self.log.bind(component="admin"),
+        )
+        page = StatusPage(self.store, clock=self.clock, log=ops.log) if s.admin.status_page else None
+        runner = web.AppRunner(AdminServer(ops, page).app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        self.on_close("admin listener", runner.cleanup)
+        host, port = split_listen(s.admin.listen)
+        await web.TCPSite(runner, host, port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.admin_url = f"http://{shown}:{bound_port}"
+        self.log.info("admin_listening", url=self.admin_url, status_page=s.admin.status_page)
+
+    def wake_shipment_poller(self, factory: str) -> None:
+        """Poll `factory` for shipments now (a push message said something changed there)."""
+        for poller in self.factory_pollers:
+            if poller.factory == factory:
+                poller.wake()
+
+    def push_url(self, factory: str) -> str:
+        """Where `factory`'s platform pushes messages (adapters that take them; see `PushReceiver`)."""
+        return f"{self.inbound_url}/v1/factories/{factory}/push"
 
     def callback_url(self, factory: str) -> str:
         """Where `factory` reports shipments (valid once the inbound server is listening)."""
@@ -278,6 +406,14 @@ class App:
         failing.update(self.forwarder.failing_circuits())
         return {"failing": failing}
 
+    def readiness(self) -> dict[str, bool]:
+        """`/readyz`'s checks besides the store: the loops run (under `run()`), and no stop has begun."""
+        supervisor = self._supervisor_now
+        return {
+            "loops_running": supervisor is not None and supervisor.alive(),
+            "draining": self._stopping.is_set(),
+        }
+
     def counters(self) -> list[CounterSample]:
         """In-process counters for `/metrics` (they restart from 0 with the process)."""
         samples = [
@@ -299,6 +435,7 @@ class App:
             *self.factory_pollers,
             self.shipper,
             *self.pruners,
+            *self.watchdogs,
         ]
 
     def _failure_counts(self) -> dict[str, int]:
@@ -311,11 +448,13 @@ class App:
         """Stop taking new work; `run()` then drains in-flight sends and returns."""
         if not self._stopping.is_set():
             self.log.info("stopping", grace_s=self.settings.daemon.shutdown_grace_s)
+            self.notifier.notify("STOPPING=1", "STATUS=stopping: draining in-flight sends")
         self._stopping.set()
 
     async def run_once(self) -> list[str]:
         """One full pass: poll every storefront, route, deliver what is due, poll polled factories for
-        shipments, push what is due. Every step runs even when an earlier one failed.
+        shipments, push what is due, look for overdue tracking. Every step runs even when an earlier one
+        failed.
 
         Returns the components that failed during the pass (`poller:shop`, `factory:acme`, …: a storefront
         or factory unreachable or refusing credentials, the store unavailable), empty if none did; their
@@ -335,6 +474,8 @@ class App:
         for factory_poller in self.factory_pollers:
             await factory_poller.safe_pass()
         await run_until_idle(self.shipper)
+        for watchdog in self.watchdogs:
+            await watchdog.safe_pass()
 
     async def run(self, *, once: bool = False) -> None:
         """Run the loops until stopped (SIGTERM, SIGINT or `stop()`, also before `run()`), then drain.
@@ -342,7 +483,8 @@ class App:
         Raises `LoopCrashed` after the same orderly shutdown if a loop crashed. Cancelling the caller
         also stops and drains (bounded by `daemon.shutdown_grace_s`) before `CancelledError` goes on.
         Signal handlers are installed for the run and the previous ones restored after, however it ends.
-        `once=True` does one `run_once()` pass instead.
+        `once=True` does one `run_once()` pass instead. With a `notifier` (systemd): `READY=1` once the
+        loops are started, `WATCHDOG=1` while they are alive, `STOPPING=1` when the stop begins.
         """
         if once:
             await self.run_once()
@@ -355,34 +497,71 @@ class App:
                 self.log.info(
                     "relay_started", storefronts=list(self.storefronts), factories=list(self.factories)
                 )
+                supervisor = self._supervisor_now = self._supervisor()
+                watchdog = asyncio.create_task(
+                    self.notifier.watchdog(supervisor.alive), name="relay:watchdog"
+                )
                 try:
-                    await self._supervisor().run()
+                    await supervisor.run()
                 finally:
+                    watchdog.cancel()
+                    await asyncio.wait([watchdog])
+                    self._supervisor_now = None
                     self.log.info("relay_stopped")
         finally:
             self._running = False
 
     def _supervisor(self) -> Supervisor:
         return Supervisor(
-            quick=[*self.pollers, self.router, *self.factory_pollers, *self.pruners],
+            quick=[*self.pollers, self.router, *self.factory_pollers, *self.pruners, *self.watchdogs],
             draining=[self.forwarder, self.shipper],
             stopping=self._stopping,
             request_stop=self.stop,
             grace_s=self.settings.daemon.shutdown_grace_s,
             log=self.log,
+            on_started=self._ready,
         )
+
+    def _ready(self) -> None:
+        """Every loop is started (and the store and inbound server were opened before): tell systemd."""
+        self.notifier.notify(
+            "READY=1",
+            f"STATUS=running: {len(self.storefronts)} storefront(s), {len(self.factories)} factory(ies)"
+            + (f", listening on {self.inbound_url}" if self.inbound_url else ""),
+        )
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reseed_catalogue(), name="relay:reseed")
+        self._reseeding.add(task)
+        task.add_done_callback(self._reseeding.discard)
+
+    async def reseed_catalogue(self) -> SkuDiff | None:
+        """Apply the config's `routing.skus` to the SKU catalogue again (SIGHUP): re-read through
+        `reload_sku_map`; a config that no longer validates is logged and changes nothing. The router
+        picks the change up on its next pass."""
+        try:
+            mapping = self.reload_sku_map()
+            diff = await self.store.seed_skus_from_config(mapping, self.clock())
+        except (ConfigurationError, StoreError) as exc:
+            self.log.error("catalogue_reseed_failed", error=str(exc))
+            return None
+        self.log.info(
+            "catalogue_seeded", added=len(diff.added), changed=len(diff.changed), removed=len(diff.removed)
+        )
+        self.router.wake()
+        return diff
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
-        """SIGTERM and SIGINT call `stop()` while inside; on exit the previous handlers are put back
+        """SIGTERM and SIGINT call `stop()` while inside, SIGHUP re-seeds the SKU catalogue; on exit the previous handlers are put back
         (asyncio's `remove_signal_handler` alone would leave SIG_DFL, losing e.g. `asyncio.run`'s own)."""
         loop = asyncio.get_running_loop()
         installed: list[tuple[signal.Signals, Any]] = []
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 previous = signal.getsignal(sig)
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, self.stop)
+                    loop.add_signal_handler(sig, self._on_sighup if sig is signal.SIGHUP else self.stop)
                     installed.append((sig, previous))
             yield
         finally:

@@ -9,12 +9,15 @@ every other key belongs to the adapter and is validated against that adapter cla
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +29,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -34,6 +38,8 @@ from relay.outbound.policy import check_url
 from relay.signing import secret_bytes
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+_PAIR = re.compile(r"^[A-Z]{3}/[A-Z]{3}$")
 
 
 def _resolve_secret(value: Any) -> Any:
@@ -96,6 +102,58 @@ class InboundSettings(Section):
     """Open inbound connections at most; a connection beyond gets 503 and is closed."""
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets: `[::1]:9464`) as (host, port). Raises ValueError otherwise."""
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError('must be "host:port", e.g. "127.0.0.1:9464" (IPv6: "[::1]:9464")')
+    return host, int(port)
+
+
+class AdminSettings(Section):
+    """The operators' listener: `/metrics`, `/healthz`, a detailed `/readyz` and the status page.
+
+    Off unless `listen` is set (`relay.example.toml` sets it to 127.0.0.1:9464). It has no
+    authentication: bind it to loopback, or to a private network a scraper reaches.
+    """
+
+    listen: str = ""
+    """`host:port` to bind, e.g. "127.0.0.1:9464"; "" (the default) starts no admin listener."""
+    status_page: bool = False
+    """Serve the read-only status page (`/status`); only on a loopback `listen` (it shows shop data)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value.strip():
+            split_listen(value)
+        return value.strip()
+
+    @field_validator("status_page")
+    @classmethod
+    def _loopback_only(cls, value: bool, info: ValidationInfo) -> bool:
+        listen = info.data.get("listen")
+        if value and listen is not None:  # None: `listen` itself was invalid (reported there)
+            if not listen:
+                raise ValueError('needs admin.listen, e.g. "127.0.0.1:9464"')
+            if not _loopback(split_listen(listen)[0]):
+                raise ValueError(
+                    "the status page shows shop data: admin.listen must be a loopback address "
+                    "(127.0.0.1, [::1] or localhost); reach it through an SSH tunnel or a proxy with auth"
+                )
+        return value
+
+
 class EgressSettings(Section):
     """Rules for every outbound request to a storefront or factory."""
 
@@ -152,6 +210,18 @@ class StorefrontSettings(_AdapterSection):
     """Where the very first poll (no stored cursor) starts: "now" (the daemon's first start) or an ISO 8601
     date or time (a date is midnight UTC; a time without offset is UTC). Orders updated before it are
     never listed; orders already fulfilled on the storefront are recorded, never routed."""
+    # Routing guards (README "Routing"): an order they stop is held with the reason until `relay release`.
+    auto_place: bool = True
+    """False: every order waits for a person (`awaiting_approval`)."""
+    max_order_value: Decimal | None = Field(default=None, gt=0)
+    """An order worth more (its total, in its own currency) is held `order_value_cap`."""
+    max_orders_per_hour: int | None = Field(default=None, ge=1)
+    """Orders routed beyond this many in the last hour are held `order_rate_cap`."""
+    min_margin: Decimal | None = Field(default=None, ge=0)
+    """What the customer paid less factory cost and shipping must be at least this (the order's currency),
+    else the order is held `margin_too_low`."""
+    min_margin_percent: Decimal | None = Field(default=None, ge=0, lt=100)
+    """The same as a percentage of what the customer paid."""
 
     @field_validator("start_from")
     @classmethod
@@ -164,7 +234,25 @@ class FactorySettings(_AdapterSection):
     callback_secrets: tuple[Secret, ...] = Field(min_length=1)
     concurrency: int = Field(default=8, ge=1, le=256)
     shipment_poll_interval_s: float = Field(default=60.0, gt=0)  # adapters that are polled for shipments
+    fallback_after_s: float | None = Field(default=None, gt=0)
+    """Once this factory has been failing (its circuit open) this long, factory orders not yet sent to it go
+    to the next factory by catalogue priority. None: they wait for it."""
     retry: RetrySettings = RetrySettings()
+    no_tracking_after_days: float | None = Field(default=None, gt=0)
+    """An order placed with this factory this many days ago with no parcel yet is flagged `no_tracking`."""
+    tracking_stalled_after_days: float | None = Field(default=None, gt=0)
+    """A partly shipped order whose last parcel from this factory is this many days old is flagged
+    `tracking_stalled`."""
+    shipping_cost: str | None = None
+    """What this factory charges to ship one order, "AMOUNT CUR" (e.g. "4.50 EUR"): the margin guard adds it
+    to the factory cost of the lines."""
+
+    @field_validator("shipping_cost")
+    @classmethod
+    def _money(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_money(value)
+        return value
 
     @field_validator("callback_secrets")
     @classmethod
@@ -177,20 +265,57 @@ class FactorySettings(_AdapterSection):
         return value
 
 
+class RoutingSettings(BaseModel):
+    """`[routing]`: the SKU seed for the catalogue and the exchange rates the margin guard may use."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # unknown keys: `_routing_problems` names them
+    skus: dict[str, str] = Field(default_factory=dict)
+    """`"SKU" = "factory"`: seeds the SKU catalogue (README "Routing")."""
+    rates: dict[str, Decimal] = Field(default_factory=dict)
+    """`"CNY/EUR" = 0.128`: one CNY is 0.128 EUR (the inverse is used too). A cost in a currency with no rate
+    to the order's currency holds the order `currency_mismatch`: it is never guessed."""
+
+    @field_validator("rates")
+    @classmethod
+    def _pairs(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        bad = [f'{pair!r} is not a currency pair like "CNY/EUR"' for pair in value if not _PAIR.match(pair)]
+        bad += [
+            f"{pair}: the rate must be a number > 0"
+            for pair, r in value.items()
+            if not r.is_finite() or r <= 0
+        ]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     daemon: DaemonSettings = DaemonSettings()
     inbound: InboundSettings = InboundSettings()
+    admin: AdminSettings = AdminSettings()
     egress: EgressSettings = EgressSettings()
     retention: RetentionSettings = RetentionSettings()
     storefronts: dict[str, StorefrontSettings] = Field(min_length=1)
     factories: dict[str, FactorySettings] = Field(min_length=1)
-    routing: dict[str, dict[str, str]] = Field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
 
     @property
     def sku_map(self) -> dict[str, str]:
-        return self.routing.get("skus", {})
+        return self.routing.skus
+
+
+def parse_money(text: str) -> tuple[Decimal, str]:
+    """An amount and its currency, `"4.50 EUR"` -> `(Decimal("4.50"), "EUR")`; ValueError otherwise."""
+    amount, _, currency = text.strip().partition(" ")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite() or value < 0 or not CURRENCY_CODE.match(currency.strip()):
+        raise ValueError(f'{text!r} is not an amount and a currency, e.g. "4.50 EUR"')
+    return value, currency.strip()
 
 
 def parse_start_from(value: str, *, now: float) -> datetime:
@@ -300,13 +425,7 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
                 "must keep message ids longer than inbound.timestamp_tolerance_s",
             )
         )
-    routing = _table(data, "routing")
-    problems.extend((f"routing.{key}", "unknown key") for key in sorted(set(routing) - {"skus"}))
-    factories = _table(data, "factories")
-    skus = _table(routing, "skus")
-    for sku, factory in skus.items():
-        if factory not in factories:
-            problems.append((f'routing.skus."{sku}"', f"unknown factory {factory!r}"))
+    problems.extend(_routing_problems(data))
     if problems or settings is None:
         raise ConfigurationError(problems)
     remember_secrets(_secret_values(settings, *options.values()))  # logs and errors scrub them anywhere
@@ -320,6 +439,17 @@ def parse_settings(data: Mapping[str, Any], registry: Any) -> Settings:
             },
         }
     )
+
+
+def _routing_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`[routing]`: unknown keys, and SKUs mapped to a factory that is not configured."""
+    routing = _table(data, "routing")
+    problems = [(f"routing.{key}", "unknown key") for key in sorted(set(routing) - {"skus", "rates"})]
+    factories = _table(data, "factories")
+    for sku, factory in _table(routing, "skus").items():
+        if factory not in factories:
+            problems.append((f'routing.skus."{sku}"', f"unknown factory {factory!r}"))
+    return problems
 
 
 def _secret_values(*models: BaseModel) -> list[str]:
@@ -350,13 +480,56 @@ def _with_options(section: _AdapterSection, options: BaseModel) -> Any:
     return type(section).model_construct(**core, options=options)
 
 
-def load_settings(path: str | Path, registry: Any) -> Settings:
-    """Read and validate a TOML config file."""
+def _read_toml(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except OSError as exc:
         raise ConfigurationError([(str(path), f"cannot read: {exc.strerror}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError([(str(path), f"not valid TOML: {exc}")]) from None
-    return parse_settings(data, registry)
+
+
+def load_settings(path: str | Path, registry: Any) -> Settings:
+    """Read and validate a TOML config file."""
+    return parse_settings(_read_toml(path), registry)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """What the CLI's operator commands need from a config: `[daemon]` (the database, logging),
+    `[retention]`, the names of the configured storefronts and factories, and `[routing.skus]`."""
+
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    storefronts: tuple[str, ...] = ()
+    factories: tuple[str, ...] = ()
+    sku_map: Mapping[str, str] = field(default_factory=dict)
+
+
+def load_operator_settings(path: str | Path) -> OperatorSettings:
+    """Read `[daemon]`, `[retention]`, `[routing]` and the table names of a config file, nothing else: no
+    secret is resolved (no environment variable or secret file needs to exist) and no adapter is loaded,
+    so `relay status` or `relay release` work where the daemon's credentials are not available. Raises
+    `ConfigurationError` for a problem in those."""
+    data = _read_toml(path)
+    problems: list[tuple[str, str]] = []
+    daemon, retention = DaemonSettings(), RetentionSettings()
+    try:
+        daemon = DaemonSettings.model_validate(_table(data, "daemon"))
+    except ValidationError as exc:
+        problems.extend(_problems(exc, ("daemon",)))
+    try:
+        retention = RetentionSettings.model_validate(_table(data, "retention"))
+    except ValidationError as exc:
+        problems.extend(_problems(exc, ("retention",)))
+    problems.extend(_routing_problems(data))
+    if problems:
+        raise ConfigurationError(problems)
+    return OperatorSettings(
+        daemon=daemon,
+        retention=retention,
+        storefronts=tuple(sorted(_table(data, "storefronts"))),
+        factories=tuple(sorted(_table(data, "factories"))),
+        sku_map={str(k): str(v) for k, v in _table(_table(data, "routing"), "skus").items()},
+    )

@@ -12,7 +12,7 @@ and the core decides when to try again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -165,4 +165,39 @@ class ShipmentSource(Protocol):
         """Yield pages of shipments reported after `since` (from the beginning when None), draining
         pagination. Skip (and log) records that do not parse; raise `RetriableAdapterError` when the
         listing cannot be completed now, `AuthError` on 401/403."""
+        ...
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """A push message as the inbound server received it: query parameters, the raw body (within the inbound
+    size limit) and its content type."""
+
+    query: Mapping[str, str]
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class PushVerdict:
+    """The answer to a push (`status`: 200 taken, a repeat too; 400 malformed; 401 bad signature; 413 too
+    large) and whether to wake the factory's shipment poller. `detail` is for the log (no secrets)."""
+
+    status: int
+    wake: bool = False
+    detail: str = ""
+
+
+@runtime_checkable
+class PushReceiver(Protocol):
+    """A polled factory whose platform also pushes signed messages (order paid, goods sent, ...).
+
+    The inbound server routes `POST /v1/factories/{name}/push` to `handle_push` of every factory adapter
+    that has it. A message is a wake-up call, never the truth (pushes repeat and arrive out of order):
+    the handler verifies it and answers at once, without I/O; with `wake=True` the core runs the
+    factory's shipment poller (`ShipmentSource`) now, which reads the truth from the platform.
+    """
+
+    def handle_push(self, request: PushRequest) -> PushVerdict:
+        """Verify one push message and say what to answer and whether to poll now. Never raises."""
         ...

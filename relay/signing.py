@@ -24,6 +24,8 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "SignatureError",
+    "aop_push_signature",
+    "aop_push_signature_matches",
     "aop_signature",
     "aop_signature_matches",
     "secret_bytes",
@@ -126,3 +128,15 @@ def aop_signature(secret: str, url_path: str, params: Mapping[str, str]) -> str:
 def aop_signature_matches(secret: str, url_path: str, params: Mapping[str, str], offered: str) -> bool:
     """Constant-time check of an offered `_aop_signature` (case-insensitive, as the SDK compares)."""
     return hmac.compare_digest(aop_signature(secret, url_path, params).encode(), offered.upper().encode())
+
+
+def aop_push_signature(secret: str, params: Mapping[str, str]) -> str:
+    """The `_aop_signature` of a 1688 push message: `aop_signature` without a URL path, i.e. over the sorted
+    `key + value` of every parameter but the signature, `"message" + <json>` for the usual push that carries
+    only `message` (open.1688.com messageDoc; the AliOpen SDK's `SignatureUtil.hmacSha1(params, key)`)."""
+    return aop_signature(secret, "", params)
+
+
+def aop_push_signature_matches(secret: str, params: Mapping[str, str], offered: str) -> bool:
+    """Constant-time check of a push message's offered `_aop_signature` (case-insensitive)."""
+    return aop_signature_matches(secret, "", params, offered)

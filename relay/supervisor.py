@@ -38,7 +38,8 @@ class Supervisor:
     """Runs `quick` and `draining` loops until `stopping` is set, a loop crashes, or `run()` is cancelled.
 
     `request_stop` is called (once per cause) to set `stopping`; it is `App.stop`, which logs it.
-    `grace_s` bounds the drain of the draining loops; 0 means no bound.
+    `grace_s` bounds the drain of the draining loops; 0 means no bound. `on_started` is called once every
+    loop task has been started (the daemon then tells systemd it is ready).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Supervisor:
         request_stop: Callable[[], None],
         grace_s: float,
         log: Any,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         self.quick = list(quick)
         self.draining = list(draining)
@@ -57,9 +59,15 @@ class Supervisor:
         self.request_stop = request_stop
         self.grace_s = grace_s
         self.log = log
+        self.on_started = on_started
         self.crashes: list[LoopCrashed] = []
         self._hurry = asyncio.Event()
         self._labels: dict[asyncio.Task[None], str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def alive(self) -> bool:
+        """True while every loop task runs and no stop was requested (the systemd watchdog pings only then)."""
+        return bool(self._tasks) and not self.stopping.is_set() and not any(t.done() for t in self._tasks)
 
     async def run(self) -> None:
         """Supervise until the end of the run; see the module docstring for what ends it and how."""
@@ -85,7 +93,9 @@ class Supervisor:
     async def _supervise(self) -> None:
         quick = [self._start(loop) for loop in self.quick]
         draining = [self._start(loop) for loop in self.draining]
-        tasks = quick + draining
+        tasks = self._tasks = quick + draining
+        if self.on_started is not None:
+            self.on_started()
         try:
             stop = asyncio.create_task(self.stopping.wait(), name="relay:stop-waiter")
             try:

@@ -95,7 +95,7 @@ class FactoryCallbacks:
             secrets = self.secrets.get(factory)
             if secrets is None:
                 raise Refused(404, "unknown factory")
-            body = await self._read_body(request)
+            body = await read_body(request, self.max_body_bytes)
             try:
                 message_id, _ = verify(
                     secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s
@@ -129,17 +129,21 @@ class FactoryCallbacks:
         self.on_shipment()
         return web.json_response({"status": "accepted"})
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The raw body, within the size limit and the read timeout."""
-        if (request.content_length or 0) > self.max_body_bytes:  # refuse at once, don't wait for the body
-            raise Refused(413, "body too large", f"limit is {self.max_body_bytes} bytes")
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise Refused(413, "body too large", f"limit is {self.max_body_bytes} bytes") from None
-        except TimeoutError:
-            raise Refused(408, "body not received in time") from None
+
+async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
+    """The raw body, within the size limit and the read timeout (`Refused` with 413 or 408 otherwise)."""
+    if (request.content_length or 0) > max_body_bytes:  # refuse at once, don't wait for the body
+        raise Refused(413, "body too large", f"limit is {max_body_bytes} bytes")
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refused(413, "body too large", f"limit is {max_body_bytes} bytes") from None
+    except TimeoutError:
+        raise Refused(408, "body not received in time") from None
+    if len(body) > max_body_bytes:  # a server limit above this one (chunked bodies carry no length)
+        raise Refused(413, "body too large", f"limit is {max_body_bytes} bytes")
+    return body
 
 
 def _parse_event(body: bytes) -> ShipmentEvent:

@@ -1,44 +1,53 @@
-"""Operator endpoints: `GET /healthz` (store reachable, no loop failing) and `GET /metrics` (Prometheus).
+"""Operator endpoints: `GET /healthz`, `GET /readyz` and (admin listener only) `GET /metrics`.
 
-Both are served on the public inbound port, so neither gives error details: `/healthz` names the failing
-components only (their errors are in the logs), and an unavailable store is just `store`.
+`/healthz` and `/readyz` are on the public inbound port too, so there they give no error details:
+`/healthz` names the failing components only (their errors are in the logs), an unavailable store is just
+`store`, and the public `/readyz` answers only ready or not. The admin listener's `/readyz` names the
+checks that failed, and its `/metrics` serves Prometheus text (`relay.observability.metrics`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from relay.exceptions import StoreUnavailable
+from relay.observability.metrics import Counters, Metrics
 from relay.store import Store
 
-
-class CounterSample(NamedTuple):
-    """One Prometheus counter value: `name{labels} value` (e.g. `relay_future_timestamps_total`)."""
-
-    name: str
-    labels: Mapping[str, str]
-    value: int
+Readiness = Callable[[], Mapping[str, bool]]
+"""The process's own readiness checks besides the store: `{"loops_running": ..., "draining": ...}`."""
 
 
 class OpsEndpoints:
-    """Health and metrics: the store is read at request time; `stats` reports failing components
-    (`{"failing": {name: error}}`, errors for logs only) and `counters` in-process counters."""
+    """Health, readiness and metrics. The store is read at request time; `stats` reports failing
+    components (`{"failing": {name: error}}`, errors for logs only), `readiness` the loops' state,
+    `counters` in-process counters kept outside `metrics`. `detailed`: the admin listener's variant."""
 
     def __init__(
         self,
         store: Store,
         *,
         stats: Callable[[], Mapping[str, Any]] | None = None,
-        counters: Callable[[], Iterable[CounterSample]] | None = None,
+        readiness: Readiness | None = None,
+        metrics: Metrics | None = None,
+        counters: Counters | None = None,
+        clock: Callable[[], float] = time.time,
+        detailed: bool = False,
         log: Any = None,
     ) -> None:
         self.store = store
         self.stats = stats
+        self.readiness = readiness
+        self._metrics = metrics
         self.counters = counters
+        self.clock = clock
+        self.detailed = detailed
         self.log = log or structlog.get_logger("relay").bind(component="inbound")
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -56,44 +65,35 @@ class OpsEndpoints:
             {"status": "degraded" if failing else "ok", "failing": failing}, status=status
         )
 
+    async def readyz(self, request: web.Request) -> web.Response:
+        """200 `{"status": "ready"}` when the store answers, the loops run and the daemon is not draining
+        (stopping); else 503 `{"status": "not_ready"}`. The admin listener adds `"failed": [checks]`
+        (`store`, `loops_not_running`, `draining`)."""
+        failed: list[str] = []
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            self.log.debug("readyz_store_unavailable", error=str(exc))
+            failed.append("store")
+        checks = self.readiness() if self.readiness else {"loops_running": False, "draining": False}
+        if not checks.get("loops_running"):
+            failed.append("loops_not_running")
+        if checks.get("draining"):
+            failed.append("draining")
+        body: dict[str, Any] = {"status": "not_ready" if failed else "ready"}
+        if self.detailed:
+            body["failed"] = failed
+        return web.json_response(body, status=503 if failed else 200)
+
     async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text format: gauges from the store, read at scrape time, and in-process counters."""
+        """Prometheus text: the store's gauges read now, the counters and histograms, the process."""
+        if self._metrics is None:
+            raise web.HTTPNotFound()
         try:
             stats = await self.store.stats()
+            status = await self.store.status(self.clock(), hours=0.0, limit=0)  # the gauges: no lists
         except StoreUnavailable as exc:
             self.log.debug("metrics_store_unavailable", error=str(exc))
             return web.json_response({"error": "store unavailable"}, status=503)
-        lines = ["# TYPE relay_orders gauge"]
-        lines += [f'relay_orders{{state="{k}"}} {v}' for k, v in sorted(stats.orders.items())]
-        lines.append("# TYPE relay_orders_needing_attention gauge")
-        lines += [
-            f'relay_orders_needing_attention{{reason="{k}"}} {v}' for k, v in sorted(stats.attention.items())
-        ]
-        lines.append("# TYPE relay_factory_orders gauge")
-        lines += [f'relay_factory_orders{{state="{k}"}} {v}' for k, v in sorted(stats.factory_orders.items())]
-        lines.append("# TYPE relay_storefront_pushes gauge")
-        lines += [
-            f'relay_storefront_pushes{{state="{k}"}} {v}' for k, v in sorted(stats.storefront_pushes.items())
-        ]
-        lines.append("# TYPE relay_quarantined_records gauge")
-        lines.append(f"relay_quarantined_records {stats.quarantined}")
-        lines += render_counters(self.counters() if self.counters else ())
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
-
-def render_counters(samples: Iterable[CounterSample]) -> list[str]:
-    """Prometheus text lines for counter samples, one `# TYPE` line per metric name."""
-    by_name: dict[str, list[CounterSample]] = {}
-    for sample in samples:
-        by_name.setdefault(sample.name, []).append(sample)
-    lines: list[str] = []
-    for name, group in sorted(by_name.items()):
-        lines.append(f"# TYPE {name} counter")
-        for sample in sorted(group, key=lambda s: sorted(s.labels.items())):
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
-            lines.append(f"{name}{{{labels}}} {sample.value}" if labels else f"{name} {sample.value}")
-    return lines
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+        body = self._metrics.exposition(stats, status, self.counters() if self.counters else ())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,24 +18,42 @@ from relay.exceptions import StoreUnavailable
 T = TypeVar("T")
 
 
+SUMMARY_EVERY_S = 300.0
+"""While a component keeps failing, one `still_failing` line at most this often (not one per failure)."""
+
+
 class Health:
-    """Logs a component's healthy→failing transition once and its recovery once (not every failure)."""
+    """Logs a component's healthy→failing transition once, a `still_failing` summary (failures counted
+    since the last line) at most every `SUMMARY_EVERY_S` while it keeps failing, and its recovery once."""
 
     def __init__(self, log: Any, **context: Any) -> None:
         self._log = log.bind(**context)
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self.failures = 0
+        self._unlogged = 0  # failures since the last line about this component
+        self._logged_at = 0.0
 
     def failed(self, now: float, error: BaseException | str, event: str = "failing") -> None:
-        """Count a failure; log `event` at error level only on the healthy→failing transition."""
+        """Count a failure; log `event` at error level on the healthy→failing transition only, then a
+        `still_failing` summary at warning level at most every `SUMMARY_EVERY_S`."""
         self.failures += 1
         self.last_error = str(error)
         if self.failing_since is None:
-            self.failing_since = now
+            self.failing_since = self._logged_at = now
+            self._unlogged = 0
             self._log.error(event, error=self.last_error)
-        else:
-            self._log.debug("still_failing", error=self.last_error)
+            return
+        self._unlogged += 1
+        if now - self._logged_at >= SUMMARY_EVERY_S:
+            self._log.warning(
+                "still_failing",
+                failing=event,
+                failures=self._unlogged,
+                failing_for_s=round(now - self.failing_since, 3),
+                error=self.last_error,
+            )
+            self._logged_at, self._unlogged = now, 0
 
     def ok(self, now: float) -> None:
         """A success: log `recovered` once if the component was failing."""

@@ -9,7 +9,13 @@ and while it is open at most one delivery (a probe) is in flight to that factory
 failed probe's own retry time; the first success closes it ("recovered", logged once) and normal
 concurrency resumes. A 410 disables the factory in the store (logged once, by whoever disabled it):
 its messages wait, uncounted, until `relay factories enable NAME`. The circuit lives in memory; after a
-restart every factory starts closed.
+restart every factory starts closed. Its transitions (and that reset) are recorded in the store for
+`relay status` (`Store.record_factory_health`), never per order.
+
+Fallback factories (issue 13): a factory that answers out of stock closes that factory order and the store
+sends its lines to the next factory by catalogue priority (`record_deliveries`). Factory orders never sent
+to a disabled factory, or to one whose circuit has been open longer than its `fallback_after_s`, are moved
+the same way (`Store.reroute_unavailable`, at most every `REROUTE_EVERY_S` and right after a 410).
 """
 
 from __future__ import annotations
@@ -22,11 +28,16 @@ from typing import Any
 from relay.contracts import FactoryAdapter, NeedsAttention
 from relay.domain.models import AttentionReason, CancelState, FactoryOrderState
 from relay.domain.retry import RetryPolicy
-from relay.exceptions import RetriableAdapterError, Verdict, as_retriable, classify, describe
+from relay.exceptions import RetriableAdapterError, StoreError, Verdict, as_retriable, classify, describe
 from relay.faults import crash_point
 from relay.loops.base import Health
 from relay.loops.outbox import OutboxLoop
+from relay.observability.metrics import Metrics
 from relay.store import ORDER_CANCELLED, DeliveryJob, DeliveryOutcome, Store
+from relay.store.records import answer
+
+REROUTE_EVERY_S = 30.0
+"""How often the forwarder looks for never-sent factory orders of unavailable factories to move."""
 
 
 @dataclass
@@ -38,6 +49,7 @@ class Circuit:
     probe: int | None = None  # job id of the one delivery allowed while open
     probe_at: float = 0.0  # no probe before this time
     gone: bool = False  # answered 410: jobs claimed before are not sent; the store holds the disabled state
+    dirty: bool = True  # changed since the store last recorded it (`Store.record_factory_health`)
 
     def may_claim(self, now: float) -> bool:
         return not self.open or (self.probe is None and self.probe_at <= now)
@@ -60,6 +72,8 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         log: Any,
         on_placed: Callable[[], None] = lambda: None,
         send_budget_s: Mapping[str, float] | None = None,
+        fallback_after_s: Mapping[str, float] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -76,7 +90,10 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         self.lease_s = lease_s
         self.on_placed = on_placed
         self.circuits = {name: Circuit(Health(log, factory=name)) for name in factories}
+        self.metrics = metrics or Metrics()
         self._probed = False
+        self.fallback_after_s = dict(fallback_after_s or {})
+        self._reroute_at = 0.0  # when to look for factory orders to move to a fallback factory next
 
     def failing_circuits(self) -> dict[str, str | None]:
         """Open circuits as `factory:NAME` → last error, for `App.health()` (`/healthz` shows the names):
@@ -96,8 +113,29 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
 
     async def run_pass(self) -> bool:
         self._probed = False
+        await self.record_circuits()
+        moved = await self._reroute()
         busy = await super().run_pass()
-        return busy or self._probed  # after a probe, look again: a success reopens the factory
+        return busy or self._probed or moved  # after a probe, look again: a success reopens the factory
+
+    async def _reroute(self) -> bool:
+        """Move never-sent factory orders of disabled factories, and of factories failing for longer than
+        their `fallback_after_s`, to their fallback factories (see the module docstring)."""
+        now = self.clock()
+        if now < self._reroute_at:
+            return False
+        self._reroute_at = now + REROUTE_EVERY_S
+        failing = {
+            name: f"failing for {now - since:.0f}s"
+            for name, circuit in self.circuits.items()
+            if (since := circuit.health.failing_since) is not None
+            and name in self.fallback_after_s
+            and now - since >= self.fallback_after_s[name]
+        }
+        moved = await self.store.reroute_unavailable(failing, now)
+        if moved:
+            self.log.info("factory_orders_rerouted", count=moved, failing=sorted(failing))
+        return moved > 0
 
     async def claim(self, destinations: Sequence[str], limit: int) -> list[DeliveryJob]:
         now = self.clock()
@@ -159,11 +197,15 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
             verdict = classify(exc)
             if verdict is Verdict.GONE:
                 circuit.gone, circuit.probe = True, None
+                self._reroute_at = 0.0  # its never-sent orders may go to a fallback factory now
                 if await self.store.disable_factory(job.factory, describe(exc), self.clock()):
                     log.error(
                         "factory_disabled", error=describe(exc), hint=f"relay factories enable {job.factory}"
                     )
-                return DeliveryOutcome(job, pending, error=describe(exc), attempted=False)
+                status, response = answer(exc)
+                return DeliveryOutcome(
+                    job, pending, error=describe(exc), attempted=False, status=status, response=response
+                )
             if verdict is Verdict.REJECTED:
                 log.warning(
                     "factory_rejected",
@@ -172,17 +214,23 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
                     message=job.kind,
                 )
                 self._close(circuit)
+                status, response = answer(exc)
                 return DeliveryOutcome(
                     job,
                     dead,
                     error=describe(exc),
                     reason=attention_reason(exc, cancel=cancel),
                     reference=getattr(exc, "reference", None),
+                    status=status,
+                    response=response,
                 )
             if verdict is Verdict.RETRY:
                 return self._retry(job, circuit, as_retriable(exc), log, pending=pending, dead=dead)
             log.info("cancel_refused_already_shipped")
-            outcome = DeliveryOutcome(job, CancelState.REFUSED, error=describe(exc))
+            status, response = answer(exc)
+            outcome = DeliveryOutcome(
+                job, CancelState.REFUSED, error=describe(exc), status=status, response=response
+            )
         self._close(circuit)
         return outcome
 
@@ -219,30 +267,62 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         attempt = job.attempts + 1
         decision = self.policies[job.factory].decide(error, attempt)
         now = self.clock()
-        circuit.open, circuit.probe = True, None
+        circuit.open, circuit.probe, circuit.dirty = True, None, True
         circuit.probe_at = decision.retry_at if decision else now
         circuit.health.failed(now, describe(error), "factory_failing")
+        status, response = answer(error)
         if decision is None:
             log.error("retries_exhausted", error=describe(error), message=job.kind)
             reason = None if dead is CancelState.DEAD else AttentionReason.RETRIES_EXHAUSTED
-            return DeliveryOutcome(job, dead, error=describe(error), reason=reason)
-        log.info(
+            return DeliveryOutcome(
+                job, dead, error=describe(error), reason=reason, status=status, response=response
+            )
+        log.debug(
             "delivery_failed",
             error=describe(error),
             retry_in_s=round(decision.retry_at - now, 3),
             message=job.kind,
         )
-        return DeliveryOutcome(job, pending, next_attempt_at=decision.retry_at, error=describe(error))
+        return DeliveryOutcome(
+            job,
+            pending,
+            next_attempt_at=decision.retry_at,
+            error=describe(error),
+            status=status,
+            response=response,
+        )
 
     def _close(self, circuit: Circuit) -> None:
         if circuit.open:
-            circuit.open, circuit.probe = False, None
+            circuit.open, circuit.probe, circuit.dirty = False, None, True
             self.wake()
         circuit.health.ok(self.clock())
+
+    async def record_circuits(self) -> None:
+        """Store each circuit that changed since it was last stored (`relay status` shows them): opened, a
+        probe failed, recovered; and, on the first pass, every circuit (closed after a restart). Only on
+        those transitions, never per order. A store failure keeps it owed for the next call."""
+        for name, circuit in self.circuits.items():
+            if not circuit.dirty:
+                continue
+            failing = circuit.health.failing_since if circuit.open else None
+            try:
+                await self.store.record_factory_health(
+                    name,
+                    failing,
+                    circuit.probe_at if circuit.open else None,
+                    circuit.health.last_error if circuit.open else None,
+                    self.clock(),
+                )
+            except StoreError as exc:
+                self.log.warning("factory_health_not_recorded", factory=name, error=str(exc))
+                return
+            circuit.dirty = False
 
     async def commit(self, outcomes: list[DeliveryOutcome]) -> None:
         stale = await self.store.record_deliveries(outcomes, self.clock())
         crash_point("after_commit")
+        self.metrics.deliveries_recorded(outcomes, stale)
         for out in stale:
             self.log.warning(
                 "stale_outcome_ignored",
@@ -254,6 +334,7 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
             )
 
     async def after_commit(self, outcomes: list[DeliveryOutcome]) -> None:
+        await self.record_circuits()
         if any(o.state is FactoryOrderState.PLACED for o in outcomes):
             self.on_placed()
 

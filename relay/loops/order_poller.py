@@ -30,7 +30,7 @@ from typing import Any
 from relay.config import parse_start_from
 from relay.contracts import StorefrontAdapter
 from relay.domain.models import Malformed, Order
-from relay.exceptions import AuthError, RetriableAdapterError
+from relay.exceptions import AuthError, RetriableAdapterError, describe
 from relay.faults import crash_point
 from relay.loops.base import Loop
 from relay.store import Store
@@ -81,12 +81,17 @@ class OrderPoller(Loop):
         self._future_seen: set[tuple[str, datetime]] = set()
 
     async def run_pass(self) -> bool:
+        """One poll; its outcome is recorded once per pass (`Store.record_poll`) for `relay status`."""
         try:
             await self.poll_once()
         except AuthError as exc:
             self.health.failed(self.clock(), exc, "storefront_auth_failed")
+            await self.store.record_poll(self.adapter.name, False, describe(exc), self.clock())
         except RetriableAdapterError as exc:
             self.health.failed(self.clock(), exc, "storefront_unavailable")
+            await self.store.record_poll(self.adapter.name, False, describe(exc), self.clock())
+        else:
+            await self.store.record_poll(self.adapter.name, True, None, self.clock())
         return False
 
     async def poll_once(self) -> int:

@@ -1,11 +1,16 @@
-"""Router: turns received orders into factory orders, or holds them with a reason."""
+"""Router: turns received orders into factory orders, or holds them with a reason.
+
+It routes by the SKU catalogue in the store. Every pass that has orders to plan reads the catalogue's
+version number (with the disabled factories, one tiny read) and reloads its copy of the catalogue only when
+that number moved, so an import takes effect on the next pass without a restart.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from relay.domain.routing import plan_route
+from relay.domain.routing import Catalogue, Guards, plan_route
 from relay.loops.base import Loop
 from relay.store import Store
 
@@ -16,7 +21,6 @@ class Router(Loop):
     def __init__(
         self,
         store: Store,
-        sku_map: Mapping[str, str],
         test_tags: Mapping[str, Collection[str]],
         *,
         owner: str,
@@ -25,10 +29,12 @@ class Router(Loop):
         clock: Callable[[], float],
         log: Any,
         on_routed: Callable[[], None] = lambda: None,
+        guards: Guards | None = None,
     ) -> None:
         super().__init__(interval=5.0, clock=clock, log=log)
         self.store = store
-        self.sku_map = sku_map
+        self.catalogue: Catalogue | None = None
+        self.guards = guards or Guards()
         self.test_tags = test_tags
         self.owner = owner
         self.lease_s = lease_s
@@ -40,10 +46,27 @@ class Router(Loop):
         jobs = await self.store.claim_orders_to_route(self.owner, now, self.lease_s, self.batch_size)
         if not jobs:
             return False
-        plans = [
-            plan_route(job, self.sku_map, test_tags=self.test_tags.get(job.storefront, ()), now=now)
-            for job in jobs
-        ]
+        snapshot = await self.store.routing_snapshot()
+        if self.catalogue is None or self.catalogue.version != snapshot.catalogue_version:
+            self.catalogue = Catalogue(await self.store.list_skus(), snapshot.catalogue_version)
+            self.log.info("catalogue_loaded", version=snapshot.catalogue_version)
+        unavailable = {name: "disabled" for name in snapshot.disabled_factories}
+        capped = any(g.max_orders_per_hour is not None for g in self.guards.storefronts.values())
+        routed = await self.store.orders_routed_since(now - 3600) if capped else {}
+        plans = []
+        for job in jobs:
+            plan = plan_route(
+                job,
+                self.catalogue,
+                test_tags=self.test_tags.get(job.storefront, ()),
+                unavailable=unavailable,
+                guards=self.guards,
+                routed_last_hour=routed.get(job.storefront, 0),
+                now=now,
+            )
+            if plan.factory_orders:
+                routed[job.storefront] = routed.get(job.storefront, 0) + 1
+            plans.append(plan)
         applied = await self.store.apply_routing(plans, self.clock())
         if applied < len(plans):
             # The poller stored a newer version of some of these orders since the claim (or they moved on):

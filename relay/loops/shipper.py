@@ -10,8 +10,11 @@ from relay.domain.models import PushState
 from relay.domain.retry import RetryPolicy, cap_retry_after
 from relay.exceptions import Throttled, Verdict, as_retriable, classify, describe
 from relay.faults import crash_point
+from relay.loops.base import Health
 from relay.loops.outbox import OutboxLoop
+from relay.observability.metrics import Metrics
 from relay.store import PushJob, PushOutcome, Store
+from relay.store.records import answer
 
 
 class Shipper(OutboxLoop[PushJob, PushOutcome]):
@@ -30,6 +33,7 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         clock: Callable[[], float],
         log: Any,
         send_budget_s: Mapping[str, float] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -44,6 +48,9 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
         self.policies = policies
         self.owner = owner
         self.lease_s = lease_s
+        self.metrics = metrics or Metrics()
+        # Retriable push failures per storefront: logged once when they start, then summarised.
+        self.push_health = {name: Health(log, storefront=name) for name in storefronts}
 
     def destinations(self) -> Sequence[str]:
         return list(self.storefronts)
@@ -84,32 +91,46 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
             # capacity it announced is there, without spending the persisted retry schedule.
             wait = cap_retry_after(exc.retry_after if exc.retry_after is not None else 1.0)
             log.info("push_throttled", error=describe(exc), retry_in_s=round(wait, 3))
+            status, response = answer(exc)
             return PushOutcome(
                 job,
                 PushState.PENDING,
                 next_attempt_at=self.clock() + wait,
                 error=describe(exc),
                 attempted=False,
+                status=status,
+                response=response,
             )
         except Exception as exc:  # one classification for every loop: relay.exceptions.classify
+            status, response = answer(exc)
             if classify(exc) is not Verdict.RETRY:
                 # REJECTED, or GONE: a storefront cannot be paused like a factory, so a 410 dead-letters
                 # the push like any other refusal (ALREADY_SHIPPED only answers factory cancellations).
                 log.warning("push_rejected", error=describe(exc), status=getattr(exc, "status", None))
-                return PushOutcome(job, PushState.DEAD, error=describe(exc))
+                return PushOutcome(job, PushState.DEAD, error=describe(exc), status=status, response=response)
             decision = self.policies[job.storefront].decide(as_retriable(exc), attempt)
             if decision is None:
                 log.error("push_retries_exhausted", error=describe(exc))
-                return PushOutcome(job, PushState.DEAD, error=describe(exc))
-            log.info(
+                return PushOutcome(job, PushState.DEAD, error=describe(exc), status=status, response=response)
+            self.push_health[job.storefront].failed(self.clock(), describe(exc), "storefront_push_failing")
+            log.debug(
                 "push_failed", error=describe(exc), retry_in_s=round(decision.retry_at - self.clock(), 3)
             )
-            return PushOutcome(job, PushState.PENDING, next_attempt_at=decision.retry_at, error=describe(exc))
+            return PushOutcome(
+                job,
+                PushState.PENDING,
+                next_attempt_at=decision.retry_at,
+                error=describe(exc),
+                status=status,
+                response=response,
+            )
+        self.push_health[job.storefront].ok(self.clock())
         log.info("tracking_pushed", tracking_number=job.push.tracking_number, reference=receipt.reference)
         return PushOutcome(job, PushState.DONE, reference=receipt.reference)
 
     async def commit(self, outcomes: list[PushOutcome]) -> None:
         stale = await self.store.record_pushes(outcomes, self.clock())
+        self.metrics.pushes_recorded(outcomes, stale)
         for out in stale:  # claimed again since (fencing token moved on): recorded nothing (ADR 11)
             self.log.warning(
                 "stale_outcome_ignored",

@@ -20,14 +20,14 @@ CURSOR_MARGIN_S = 60.0  # relay.loops.order_poller.CURSOR_MARGIN_S, the document
 async def test_a_future_stamp_does_not_skip_later_orders_and_is_logged_once_and_counted(tmp_path):
     async with Harness(tmp_path) as h:
         first = h.storefront.add_order([SeedLine("TEE-RED-M")], updated_at=time.time() + DAY)
-        async with h.app() as app:
+        async with h.app(settings=h.settings(admin={"listen": "127.0.0.1:0"})) as app:
             with capture_logs() as logs:
                 await app.run_once()
                 cursor = await app.store.get_cursor("shop")
                 second = h.storefront.add_order([SeedLine("TEE-BLU-L")])  # now: before the future stamp
                 await app.run_once()
                 await app.run_once()
-            async with aiohttp.ClientSession() as s, s.get(f"{app.inbound_url}/metrics") as r:
+            async with aiohttp.ClientSession() as s, s.get(f"{app.admin_url}/metrics") as r:
                 metrics = await r.text()
         placed = sorted(o.payload["order_id"] for o in h.factories["acme"].orders.values())
     assert placed == sorted([first, second])  # before: only the first, the second skipped for good
@@ -36,7 +36,7 @@ async def test_a_future_stamp_does_not_skip_later_orders_and_is_logged_once_and_
     assert len(future) == 1  # listed three times, logged once
     assert future[0]["storefront"] == "shop" and future[0]["external_id"] == first
     assert DAY - 60 < future[0]["ahead_s"] <= DAY
-    assert 'relay_future_timestamps_total{storefront="shop"} 1' in metrics
+    assert 'relay_future_timestamps_total{storefront="shop"} 1.0' in metrics
 
 
 async def test_a_cursor_already_stored_in_the_future_is_not_trusted(tmp_path):

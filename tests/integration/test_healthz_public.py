@@ -40,7 +40,8 @@ async def test_healthz_names_failing_loops_without_their_errors(tmp_path, monkey
 
 
 async def test_healthz_and_metrics_hide_the_store_error(tmp_path, monkeypatch):
-    async with Harness(tmp_path) as h, h.app() as app:
+    admin = {"listen": "127.0.0.1:0"}
+    async with Harness(tmp_path) as h, h.app(settings=h.settings(admin=admin)) as app:
 
         async def down() -> None:
             raise StoreUnavailable(f"unable to open database file /srv/{SECRET}/relay.db")
@@ -48,7 +49,7 @@ async def test_healthz_and_metrics_hide_the_store_error(tmp_path, monkeypatch):
         monkeypatch.setattr(app.store, "ping", down)
         monkeypatch.setattr(app.store, "stats", down)
         health = await get(f"{app.inbound_url}/healthz")
-        metrics = await get(f"{app.inbound_url}/metrics")
+        metrics = await get(f"{app.admin_url}/metrics")  # the admin listener's
     assert health[0] == metrics[0] == 503
     assert SECRET not in health[1] and SECRET not in metrics[1]
     assert json.loads(health[1]) == {"status": "unavailable", "failing": ["store"]}

@@ -276,8 +276,9 @@ async def test_run_once_next_to_a_running_daemon_exits_tempfail_and_touches_noth
         assert await daemon.try_acquire()
         try:
             config = h.write_config(tmp_path / "relay.toml")
-            assert await asyncio.to_thread(main, ["-c", str(config), "orders", "list"]) == EX_OK
-            assert await asyncio.to_thread(main, ["-c", str(config), "stats"]) == EX_OK
+            assert await asyncio.to_thread(main, ["-c", str(config), "migrate"]) == EX_OK  # no pass made it
+            assert await asyncio.to_thread(main, ["-c", str(config), "orders"]) == EX_OK
+            assert await asyncio.to_thread(main, ["-c", str(config), "status"]) == EX_OK
         finally:
             await daemon.release()
         # Once the daemon is gone, --once runs.

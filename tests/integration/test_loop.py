@@ -11,6 +11,7 @@ import pytest
 from adapters.webhook.fake import Fault
 from relay.domain.models import factory_order_key
 from relay.signing import signed_headers
+from relay.store import OrderQuery
 from relay.testing.harness import Harness, ManualClock
 from relay.testing.vendor import SeedLine
 
@@ -64,7 +65,7 @@ async def test_unknown_sku_holds_the_order_visibly_until_mapped(tmp_path):
         oid = h.storefront.add_order([SeedLine("TEE-RED-M"), SeedLine("NOPE-42")])
         async with h.app() as app:
             await app.run_once()
-            held = await app.store.list_orders("held", 10)
+            held = await app.store.list_orders(OrderQuery(state="held"), 10)
             stats = await app.store.stats()
         assert [(o.external_id, o.attention_reason) for o in held] == [(oid, "unknown_sku")]
         assert "NOPE-42" in held[0].attention_detail
@@ -219,7 +220,10 @@ async def test_unpaid_and_test_orders_are_held_with_reasons_and_unpaid_is_placed
         h.storefront.add_order([SeedLine("TEE-RED-M")], test=True)
         async with h.app() as app:
             await app.run_once()
-            reasons = {o.external_id: o.attention_reason for o in await app.store.list_orders("held", 10)}
+            reasons = {
+                o.external_id: o.attention_reason
+                for o in await app.store.list_orders(OrderQuery(state="held"), 10)
+            }
             assert sorted(reasons.values()) == ["test_order", "unpaid"]
             h.storefront.mark_paid(unpaid)
             await app.run_once()
@@ -256,13 +260,13 @@ async def test_malformed_storefront_order_is_quarantined_and_the_rest_flow(tmp_p
 async def test_metrics_and_health_endpoints(tmp_path):
     async with Harness(tmp_path) as h:
         h.storefront.add_order([SeedLine("NOPE")])
-        async with h.app() as app:
+        async with h.app(settings=h.settings(admin={"listen": "127.0.0.1:0"})) as app:
             await app.run_once()
             async with aiohttp.ClientSession() as s:
-                async with s.get(f"{app.inbound_url}/metrics") as r:
+                async with s.get(f"{app.admin_url}/metrics") as r:
                     text = await r.text()
                 async with s.get(f"{app.inbound_url}/healthz") as r:
                     health = await r.json()
-        assert 'relay_orders{state="held"} 1' in text
-        assert 'relay_orders_needing_attention{reason="unknown_sku"} 1' in text
+        assert 'relay_orders{state="held"} 1.0' in text
+        assert 'relay_orders_needing_attention{reason="unknown_sku"} 1.0' in text
         assert health["status"] == "ok"

@@ -7,7 +7,7 @@ its query), a proxy in front of a working store that starts redirecting mid-run 
 with it and its error is stored), a store that is down, a factory whose answer is a redirect to a URL with
 credentials, and a factory whose error body quotes one. Then every captured log line (structlog and
 stdlib), every TEXT value in every table of the database, and every HTTP response body the daemon served
-(callbacks, `/healthz`, `/metrics`) is scanned for each secret, raw and in its usual encodings.
+(callbacks, `/healthz`, the admin listener's `/metrics`) is scanned for each secret, raw and in its usual encodings.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ async def test_no_configured_secret_reaches_logs_database_or_responses(tmp_path,
                     "query_string_auth": True,
                 },
             }
-            settings = h.settings(storefronts=stores)
+            settings = h.settings(storefronts=stores, admin={"listen": "127.0.0.1:0"})
             acme, bolt = h.factories["acme"], h.factories["bolt"]
             secrets = [
                 h.storefront.token,
@@ -227,8 +227,12 @@ async def test_no_configured_secret_reaches_logs_database_or_responses(tmp_path,
                     ):
                         async with s.post(app.callback_url("acme"), data=body, headers=headers) as r:
                             statuses.append(r.status)
-                    for path in ("/healthz", "/metrics"):
-                        async with s.get(f"{app.inbound_url}{path}") as r:
+                    for url in (
+                        f"{app.inbound_url}/healthz",
+                        f"{app.admin_url}/healthz",
+                        f"{app.admin_url}/metrics",
+                    ):
+                        async with s.get(url) as r:
                             await r.read()
                 failing = app.health()["failing"]
     finally:

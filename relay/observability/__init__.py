@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (`metrics`), order state-change logs (`logs`), the status page."""
