@@ -13,7 +13,8 @@ retriably: the next attempt looks up once more before it creates. Two live order
 `NeedsAttention(duplicate_at_factory)`; an order 1688 closed unpaid raises
 `NeedsAttention(payment_expired)` and is never re-created.
 
-Lines. The factory SKU is `offerId:specId` from the `skus` map. The buyer message carries the
+Lines. The factory SKU is `offerId:specId`: the catalogue's `factory_sku` for the line when it names one
+(`FactoryOrder.factory_skus`), else the `skus` map. The buyer message carries the
 customisation text and, on its last line, the key and which relay line is which offer/spec
 (`relay <key>|<line>=<offer>:<spec prefix>*<qty>|...`), so parcels (sub-order ids -> offer/spec) map back to relay's line ids after a
 restart without any state but 1688's.
@@ -22,13 +23,14 @@ restart without any state but 1688's.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
@@ -50,11 +52,12 @@ from adapters.alibaba1688.client import (
     classify,
 )
 from relay.config import Secret
-from relay.contracts import AdapterContext, NeedsAttention, ShipmentPage
+from relay.contracts import AdapterContext, NeedsAttention, PushRequest, PushVerdict, ShipmentPage
 from relay.domain.models import (
     AttentionReason,
     FactoryOrder,
     FactoryOrderNotice,
+    OrderLine,
     Placement,
     Shipment,
     ShipmentLine,
@@ -69,6 +72,7 @@ from relay.exceptions import (
 )
 from relay.outbound.retries import in_call_retries
 from relay.outbound.session import error_for_status
+from relay.signing import aop_push_signature_matches
 
 CHINA = timezone(timedelta(hours=8))
 FLOWS = ("general", "saleproxy", "fenxiao", "paired", "boutiquefenxiao", "boutiquepifa")
@@ -86,6 +90,9 @@ MESSAGE_LIMIT = 500
 LOOKUP_PAGE = 20
 MAX_LIST_PAGES = 500
 MAX_TOMBSTONES = 10_000
+PUSH_MAX_BYTES = 16 * 1024  # a push is one small JSON envelope (msgId, gmtBorn, type, data, userInfo)
+PUSH_WAKES = ("ORDER_", "LOGISTICS_")  # order and logistics messages may mean paid, sent, closed
+MAX_SEEN_PUSHES = 1_000
 TRAILER = re.compile(r"^relay (fo_[A-Za-z0-9_]+)\|(.+)$")
 CARRIERS = {  # logisticsCompanyNo -> the name storefronts know (GUESS for codes beyond SF/ZTO/YTO/STO)
     "SF": "SF Express",
@@ -138,8 +145,9 @@ class Alibaba1688Options(BaseModel):
     app_secret: Secret
     access_token: Secret
     refresh_token: Secret
-    skus: dict[str, str] = Field(min_length=1)
-    """relay SKU -> `offerId:specId` (1688's offer and its spec)."""
+    skus: dict[str, str] = Field(default_factory=dict)
+    """relay SKU -> `offerId:specId` (1688's offer and its spec); the SKU catalogue's `factory_sku` for a
+    line, when it names one, comes first."""
     flow: Literal["general", "saleproxy", "fenxiao", "paired", "boutiquefenxiao", "boutiquepifa"] = "general"
     protocol_pay: bool = False
     pay_channel: Literal["alipay", "shegou"] | None = None
@@ -379,6 +387,7 @@ class Alibaba1688Factory:
         self._refresh_lock = asyncio.Lock()
         self._cancelled_unplaced: dict[str, None] = {}  # keys cancelled before 1688 held an order
         self._flagged: set[tuple[str, str]] = set()  # (1688 order id, reason) already logged
+        self._seen_pushes: dict[str, None] = {}  # msgIds of recent pushes, oldest first
 
     # --- FactoryAdapter ---------------------------------------------------------------------------
 
@@ -435,6 +444,42 @@ class Alibaba1688Factory:
     async def aclose(self) -> None:
         await self._session.close()
 
+    # --- PushReceiver -----------------------------------------------------------------------------
+
+    def handle_push(self, request: PushRequest) -> PushVerdict:
+        """A 1688 push message (open.1688.com messageDoc, AliOpen SDK): form field `message` (a JSON
+        envelope `{msgId, gmtBorn, type, data, userInfo}`) and `_aop_signature` over every other parameter
+        (`relay.signing.aop_push_signature`). Order and logistics messages wake the poller, once per
+        `msgId` (1688 repeats a push it thinks was lost); nothing in a message is taken as the truth."""
+        if len(request.body) > PUSH_MAX_BYTES:
+            return PushVerdict(413, detail=f"push larger than {PUSH_MAX_BYTES} bytes")
+        try:
+            form = parse_qsl(request.body.decode(), keep_blank_values=True, strict_parsing=bool(request.body))
+        except (UnicodeDecodeError, ValueError):
+            return PushVerdict(400, detail="not a form-encoded body")
+        params = {**request.query, **dict(form)}  # GUESS: the SDK signs query and form parameters alike
+        offered = params.pop("_aop_signature", "")
+        secret = self.options.app_secret.get_secret_value()
+        if not offered or not aop_push_signature_matches(secret, params, offered):
+            return PushVerdict(401, detail="invalid signature")
+        try:
+            message = json.loads(params.get("message", ""))
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            return PushVerdict(400, detail="`message` is not a JSON object")
+        msg_id, kind = str(message.get("msgId") or ""), str(message.get("type") or "")
+        data = message.get("data")
+        order_id = str(data.get("orderId") or "") if isinstance(data, dict) else ""
+        detail = f"{kind} msgId={msg_id or '-'} order={order_id or '-'}"[:200]
+        if msg_id in self._seen_pushes:
+            return PushVerdict(200, wake=False, detail=f"repeat: {detail}")
+        if msg_id:
+            self._seen_pushes[msg_id] = None
+            while len(self._seen_pushes) > MAX_SEEN_PUSHES:
+                del self._seen_pushes[next(iter(self._seen_pushes))]
+        return PushVerdict(200, wake=kind.startswith(PUSH_WAKES), detail=detail)
+
     # --- ShipmentSource ---------------------------------------------------------------------------
 
     async def fetch_shipments(self, since: str | None) -> AsyncIterator[ShipmentPage]:
@@ -470,10 +515,12 @@ class Alibaba1688Factory:
 
     def _cargo(self, order: FactoryOrder, ship_to: str = "") -> tuple[list[dict[str, Any]], str]:
         """`cargoParamList` (one entry per offer/spec) and the buyer message with the line trailer."""
-        unknown = sorted({line.sku or "(none)" for line in order.lines if line.sku not in self._offers})
+        offers = {line.line_id: self._offer_of(order, line) for line in order.lines}
+        unknown = sorted({line.sku or "(none)" for line in order.lines if offers[line.line_id] is None})
         if unknown:
             raise NeedsAttention(
-                AttentionReason.UNKNOWN_SKU, f"no 1688 offer in `skus` for {', '.join(unknown)}"
+                AttentionReason.UNKNOWN_SKU,
+                f"no 1688 offerId:specId in the catalogue or `skus` for {', '.join(unknown)}",
             )
         quantities: dict[tuple[str, str], int] = {}
         refs = []
@@ -481,7 +528,7 @@ class Alibaba1688Factory:
         if ship_to:
             notes.append(f"ship to: {ship_to}")
         for line in order.lines:
-            offer, spec = self._offers[line.sku or ""]
+            offer, spec = offers[line.line_id] or ("", "")
             quantities[(offer, spec)] = quantities.get((offer, spec), 0) + line.quantity
             refs.append(LineRef(line.line_id, offer, spec[:8], line.quantity))
             if line.properties:
@@ -499,6 +546,16 @@ class Alibaba1688Factory:
             for (offer, spec), qty in quantities.items()
         ]
         return cargo, f"{text}\n{tail}"
+
+    def _offer_of(self, order: FactoryOrder, line: OrderLine) -> tuple[str, str] | None:
+        """(offerId, specId) for a line: the catalogue's factory SKU if it is one, else the `skus` map."""
+        target = order.factory_skus.get(line.line_id)
+        if target is not None:
+            offer, _, spec = target.partition(":")
+            ok = offer.isdigit() and re.fullmatch(r"[A-Za-z0-9]{1,64}", spec)
+            return (offer, spec) if ok else None
+        found = self._offers.get(line.sku or "")
+        return (found[0], found[1]) if found else None
 
     def _address(self, order: FactoryOrder) -> tuple[dict[str, str], str]:
         """`addressParam` from the storefront address (1688 delivers inside mainland China only, as text),

@@ -16,6 +16,10 @@ It emulates, from the public documentation (see adapters/alibaba1688/README.md a
   `cancel_min_age_s` of creation (`CLOSE_ORDER_TOO_FAST`).
 - `alibaba.trade.pay.protocolPay.preparePay`: pays a `waitbuyerpay` order.
 - Unpaid orders close by themselves `pay_timeout_s` after creation (`cancel`, `closeReason=BUYER_NO_PAY`).
+- The seller sends paid orders after `ship_paid_after_s` (when set), one parcel per line with `split_parcels`.
+- Message push: with `push_url` set, paying and sending push `ORDER_BUYER_VIEW_ORDER_PAY` /
+  `ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS` to relay, signed like 1688 (`relay.signing.aop_push_signature`),
+  `push_repeats` times each; `send_push` posts any message.
 
 It implements `relay.testing.vendor.FakeShipmentListing` (registered as `relay.fakes` -> `alibaba1688`).
 Keys are `outOrderId`s. Generic faults (`fail_next`, `hang_next`) hit the next gateway call of any API;
@@ -39,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from adapters.alibaba1688.client import (
@@ -52,7 +57,7 @@ from adapters.alibaba1688.client import (
     PREPARE_PAY,
     TOKEN_EXPIRED_MESSAGE,
 )
-from relay.signing import aop_signature_matches
+from relay.signing import aop_push_signature, aop_signature_matches
 
 CHINA = timezone(timedelta(hours=8))
 WRITES = frozenset({FAST_CREATE_ORDER, CANCEL, PREPARE_PAY})
@@ -197,6 +202,7 @@ class Fake1688Gateway:
         pay_timeout_s: int = 43200,
         split_parcels: bool = False,
         protocol_pay: bool = False,
+        ship_paid_after_s: float | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.name = name
@@ -209,7 +215,13 @@ class Fake1688Gateway:
         self.pay_timeout_s = pay_timeout_s
         self.split_parcels = split_parcels
         self.protocol_pay = protocol_pay
-        self.callback_url: str | None = None  # 1688 pushes no parcels: they are polled
+        self.ship_paid_after_s = ship_paid_after_s
+        self._callback_url: str | None = None
+        self.push_url: str | None = None  # relay's push endpoint: pay and send are pushed there when set
+        self.push_repeats = 1  # how often each push is sent (1688 repeats a push it thinks was lost)
+        self.pushes: list[tuple[str, int]] = []  # (message type, HTTP status; 0: relay unreachable)
+        self._push_ids = itertools.count(1)
+        self._push_tasks: set[asyncio.Task[int]] = set()
         self.clock: Callable[[], float] = time.time
         self.orders: dict[str, FakeOrder] = {}  # by 1688 order id, in creation order
         self.prices: dict[tuple[str, str], int] = {}  # (offerId, specId) -> unit price in fen
@@ -246,8 +258,24 @@ class Fake1688Gateway:
 
     async def close(self) -> None:
         self._closing.set()
+        for task in self._push_tasks:
+            task.cancel()
+        await asyncio.gather(*self._push_tasks, return_exceptions=True)
         if self._runner:
             await self._runner.cleanup()
+
+    @property
+    def callback_url(self) -> str | None:
+        """relay's callback URL for this factory, as the demo and the harness set it for every fake. 1688
+        calls no callbacks (parcels are polled); setting it points `push_url` at the sibling
+        `/v1/factories/{name}/push`, where this gateway then pushes (unless `push_url` was set)."""
+        return self._callback_url
+
+    @callback_url.setter
+    def callback_url(self, url: str | None) -> None:
+        self._callback_url = url
+        if url and url.endswith("/events") and self.push_url is None:
+            self.push_url = url.removesuffix("/events") + "/push"
 
     def adapter_options(self, url: str | None = None) -> dict[str, Any]:
         """The alibaba1688 adapter's keys for this fake (or for `url`, e.g. a fault proxy in front of it).
@@ -385,6 +413,9 @@ class Fake1688Gateway:
         """Pay (the reseller pays by hand when protocol pay is off) and send parcels for the order under
         `key`: each parcel lists item indexes (all items in one parcel by default)."""
         order = next(o for o in self.orders_of(key) if o.status in LIVE)
+        return self._ship_order(order, parcels, carrier=carrier)
+
+    def _ship_order(self, order: FakeOrder, parcels: list[list[int]] | None, *, carrier: str) -> list[Parcel]:
         if order.paid_at is None:
             self._pay(order)
         groups = parcels or (
@@ -408,6 +439,7 @@ class Fake1688Gateway:
         if all(item.sub_item_id in shipped for item in order.items):
             order.status = "waitbuyerreceive"
         self._touch(order)
+        self._announce("ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS", order)
         return made
 
     async def ship_all(self) -> int:
@@ -417,7 +449,7 @@ class Fake1688Gateway:
             if o.status in ("waitbuyerpay", "waitsellersend") and not o.parcels
         ]
         for order in todo:
-            self.ship(order.out_order_id)
+            self._ship_order(order, None, carrier="SF")
         return len(todo)
 
     def listed_ids(self) -> list[str]:
@@ -477,6 +509,7 @@ class Fake1688Gateway:
             return _gw_error("gw.APIUnsupported", f"{namespace}:{api} is not supported", status=400)
         self.calls.append(api)
         self._expire_unpaid()
+        self._ship_paid()
         if api == FAST_CREATE_ORDER:
             self.deliveries[form.get("outOrderId", "")] += 1
         fault = next((f for f in self.faults if f.hits(api)), None)
@@ -689,9 +722,82 @@ class Fake1688Gateway:
         order.paid_at = self.clock()
         order.status = "waitsellersend"
         self._touch(order)
+        self._announce("ORDER_BUYER_VIEW_ORDER_PAY", order)
+
+    # --- message push -----------------------------------------------------------------------------
+
+    def push_message(self, kind: str, order: FakeOrder | None = None) -> dict[str, Any]:
+        """A push envelope as 1688 sends one (open.1688.com messageDoc, AliOpen `MessageContent`): `msgId`,
+        `gmtBorn` (ms), `type`, `data` (for order messages `orderId`, `currentStatus`, `msgSendTime`,
+        `buyerMemberId`; GUESS beyond the SDK's fields), `userInfo` (the member the message is for)."""
+        now = self.clock()
+        data: dict[str, Any] = {}
+        if order is not None:
+            data = {
+                "orderId": int(order.order_id),
+                "currentStatus": order.status,
+                "msgSendTime": datetime.fromtimestamp(now, CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                "buyerMemberId": "b2b-1234567890",
+            }
+        return {
+            "msgId": str(next(self._push_ids) + 90_000_000_000),
+            "gmtBorn": int(now * 1000),
+            "type": kind,
+            "data": data,
+            "userInfo": "b2b-1234567890",
+        }
+
+    async def send_push(self, message: dict[str, Any], *, secret: str | None = None) -> int:
+        """POST one push to `push_url`: form fields `message` (the JSON) and `_aop_signature` (signed with
+        the app secret, or `secret`). Returns relay's HTTP status, 0 when relay could not be reached."""
+        if not self.push_url:
+            raise RuntimeError("no push_url: set it (or callback_url) to relay's push endpoint")
+        fields = {"message": json.dumps(message, separators=(",", ":"), ensure_ascii=False)}
+        fields["_aop_signature"] = aop_push_signature(secret or self.app_secret, fields)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+                session.post(self.push_url, data=fields) as resp,
+            ):
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.pushes.append((str(message.get("type")), status))
+        return status
+
+    def _announce(self, kind: str, order: FakeOrder) -> None:
+        """Push `kind` about `order` in the background (`push_repeats` times, one msgId), if a
+        `push_url` is set and an event loop runs."""
+        if not self.push_url:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        message = self.push_message(kind, order)
+        for _ in range(self.push_repeats):
+            task = loop.create_task(self.send_push(message))
+            self._push_tasks.add(task)
+            task.add_done_callback(self._push_tasks.discard)
 
     def _touch(self, order: FakeOrder) -> None:
         order.modified_at = max(self.clock(), order.modified_at + 0.001)
+
+    def _ship_paid(self) -> None:
+        """With `ship_paid_after_s`, the seller sends every order paid that long ago (one parcel per line
+        with `split_parcels`); 1688 shows it on the next read."""
+        if self.ship_paid_after_s is None:
+            return
+        due = self.clock() - self.ship_paid_after_s
+        for order in list(self.orders.values()):
+            paid_at = order.paid_at
+            if (
+                order.status == "waitsellersend"
+                and not order.parcels
+                and paid_at is not None
+                and paid_at <= due
+            ):
+                self._ship_order(order, None, carrier="SF")
 
     def _expire_unpaid(self) -> None:
         now = self.clock()

@@ -2,7 +2,9 @@
 
 Messages: `order.created` (message id = the factory order key) and `order.cancelled` (message id =
 `<key>.cancel`). 2xx = done. 408/429/5xx, timeouts and connection errors = retry later. 410 = endpoint
-gone. 409 `{"error": "already_shipped"}` to a cancellation = too late, the parcels are coming. Any other
+gone. 409 `{"error": "already_shipped"}` to a cancellation = too late, the parcels are coming. 409
+`{"error": "out_of_stock", "lines": [...]}` to an order = not made, not held: relay sends its lines to the
+next factory by catalogue priority (or flags the order `out_of_stock` when there is none). Any other
 4xx = rejected (dead letter, response quoted). Redirects are failures and never followed. The message id
 is also sent as `Idempotency-Key`, and the body is byte-identical on every attempt.
 """
@@ -18,8 +20,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_
 
 from adapters.webhook.client import WebhookClient, WebhookResponse
 from relay.config import Secret
-from relay.contracts import AdapterContext
-from relay.domain.models import FactoryOrder, Placement
+from relay.contracts import AdapterContext, NeedsAttention
+from relay.domain.models import AttentionReason, FactoryOrder, Placement
 from relay.exceptions import AdapterError, AlreadyShipped, RetriableAdapterError
 from relay.outbound.session import error_for_status
 from relay.signing import secret_bytes
@@ -45,8 +47,9 @@ def order_created_body(order: FactoryOrder) -> bytes:
     """The `order.created` message: deterministic, so every attempt sends the same bytes.
 
     `timestamp` and `data.created_at` are the storefront order's creation time (docs/factory-api.md §2).
+    `data.factory_skus` (line id -> your SKU, from relay's catalogue) is left out when the catalogue names none.
     """
-    data = order.model_dump(mode="json")
+    data = order.model_dump(mode="json", exclude={"factory_skus"} if not order.factory_skus else None)
     created = order.created_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     data["created_at"] = created
     message = {"type": "order.created", "timestamp": created, "data": data}
@@ -92,6 +95,14 @@ class WebhookFactory:
         resp = await self._post(order.key, order_created_body(order))
         if 200 <= resp.status < 300:
             return Placement(reference=_reference(resp.body))
+        if resp.status == 409 and _error_code(resp.body) == "out_of_stock":
+            lines = _out_of_stock_lines(resp.body) or [line.line_id for line in order.lines]
+            raise NeedsAttention(
+                AttentionReason.OUT_OF_STOCK,
+                f"out of stock: lines {', '.join(lines)}",
+                status=409,
+                body=resp.body[:2048],
+            )
         raise error_for_status(resp.status, resp.body, resp.headers)
 
     async def cancel(self, order: FactoryOrder, *, cancelled_at: datetime) -> None:
@@ -125,6 +136,13 @@ def _reference(body: str) -> str | None:
         ref = data.get("reference") or data.get("id")
         return str(ref)[:200] if ref is not None else None
     return None
+
+
+def _out_of_stock_lines(body: str) -> list[str]:
+    """The line ids a 409 `out_of_stock` answer names (strings, at most 100), or []."""
+    data: Any = json.loads(body)  # `_error_code` read it already
+    lines = data.get("lines") if isinstance(data, dict) else None
+    return [str(line)[:100] for line in lines[:100]] if isinstance(lines, list) else []
 
 
 def _error_code(body: str) -> str | None:

@@ -12,6 +12,8 @@ driving relay with a manual clock moves the factory's clock with it.
 It implements `relay.testing.vendor.FakeFactoryServer` (registered as `relay.fakes` -> `webhook`).
 Faults are scripted per request, in order: `fail_next(503, retry_after=2)` or `fail_next(Fault(...))`,
 `hang_next()`, `lose_answer_next("reset" | "timeout")`, and `reject_credentials()` for every request.
+`out_of_stock("SKU", ...)` makes it refuse every new order with a line of those SKUs: 409
+`{"error": "out_of_stock", "lines": [line ids]}`, holding nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class FakeFactory:
         self.callback_url: str | None = None
         # Valid, signed POSTs per message id (order.created and .cancel), faulted ones included.
         self.deliveries: Counter[str] = Counter()
+        self.bodies: dict[str, bytes] = {}  # message id -> the raw body of its last valid, signed POST
         self.orders: dict[str, HeldOrder] = {}
         self.cancellations: Counter[str] = Counter()  # valid order.cancelled messages per factory order key
         self.cancelled_lines: dict[str, list[dict[str, Any]]] = {}  # key -> the last order.cancelled's lines
@@ -89,6 +92,7 @@ class FakeFactory:
         self.callback_attempts = 50  # per parcel, before the factory gives up on a callback
         self.faults: list[Fault] = []
         self.auth_status: int | None = None  # set by reject_credentials(): refuse every request
+        self.sold_out: set[str] = set()  # SKUs it is out of stock of (`out_of_stock`)
         self._closing = asyncio.Event()
         self._refs = itertools.count(1)
         self._host = host
@@ -154,6 +158,10 @@ class FakeFactory:
     def reject_credentials(self, status: int = 401) -> None:
         self.auth_status = status
 
+    def out_of_stock(self, *skus: str) -> None:
+        """Refuse new orders with a line of these SKUs (409 `out_of_stock`, nothing held)."""
+        self.sold_out.update(skus)
+
     # --- what the factory holds -----------------------------------------------------------------
 
     def held_keys(self) -> list[str]:
@@ -187,6 +195,7 @@ class FakeFactory:
         if request.headers.get("Idempotency-Key") != message_id:
             return web.json_response({"error": "Idempotency-Key must equal webhook-id"}, status=400)
         self.deliveries[message_id] += 1
+        self.bodies[message_id] = body
         fault = self.faults.pop(0) if self.faults else None
         if fault and fault.hang:
             await self._closing.wait()
@@ -216,6 +225,9 @@ class FakeFactory:
         held = self.orders.get(message_id)
         if held is not None:
             return web.json_response({"reference": held.reference}, status=200)
+        short = [ln["line_id"] for ln in message["data"]["lines"] if ln.get("sku") in self.sold_out]
+        if short:
+            return web.json_response({"error": "out_of_stock", "lines": short}, status=409)
         held = HeldOrder(message_id, message["data"], f"{self.name.upper()}-{next(self._refs):06d}")
         self.orders[message_id] = held
         if self.ship_after_s is not None and self.callback_url:

@@ -13,6 +13,11 @@ With cancellations and edits in the workload (`World.cancel_order`, `World.edit_
 from the fakes' truth: a cancelled order's factory either cancelled it, or had shipped it all, or the order
 is flagged; a factory holds the order's current quantities, or the order is flagged; and no order is left
 in a non-final state (not completed, not cancelled) without an attention reason.
+
+With a 1688 factory (`World(alibaba1688=True)`: SKUs `ALI_SKUS`, the fake gateway `world.ali`) the same
+checks read the fake's record of the 1688 orders it created: each `outOrderId` held once (a second order
+under it, closed or not, is a duplicate; an order under a key relay never derived is one too), the
+parcels' waybill numbers on the storefront once each.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.alibaba1688.adapter import parse_trailer
+from adapters.alibaba1688.fake import Fake1688Gateway
 from adapters.webhook.fake import FakeFactory
 from relay.domain.models import factory_order_key
 from relay.registry import Registry
@@ -39,6 +46,9 @@ from relay.testing.vendor import SeedLine
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 SKUS = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
+ALI = "ali"
+ALI_SKUS = {"HOODIE-GRY-XL": ALI, "POSTER-A2": ALI}
+"""SKUs a 1688 factory (`World(alibaba1688=True)`) makes: its fake maps them to 1688 offers."""
 FAST_RETRY = [0, 0.2, 0.5] + [1.0] * 60  # never dead-letters within a test, never waits long
 
 
@@ -140,6 +150,16 @@ class Verdict:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class HeldAt1688:
+    """A 1688 order as the oracle compares it with the webhook fakes' held orders."""
+
+    key: str
+    cancelled: bool
+    shipped: bool
+    payload: dict[str, Any]
+
+
 class World:
     """Fakes + config + database for one fault scenario.
 
@@ -157,6 +177,7 @@ class World:
         split_parcels: bool = True,
         db_dir: Path | None = None,
         config: dict[str, Any] | None = None,
+        alibaba1688: bool = False,
     ) -> None:
         self.tmp_path = tmp_path
         self.db_path = (db_dir or tmp_path) / "relay.db"
@@ -173,6 +194,21 @@ class World:
         }
         for f in self.factories.values():
             f.callback_attempts = 100_000  # a real factory keeps retrying; so do ours, for the oracle
+        # A 1688 seller (fake gateway; relay buys there, pays by protocol pay and polls the parcels back).
+        # It ships paid orders, one parcel per line, and refuses cancels within a second of creation.
+        self.ali = (
+            Fake1688Gateway(
+                ALI,
+                protocol_pay=True,
+                split_parcels=split_parcels,
+                ship_paid_after_s=0.3,
+                cancel_min_age_s=1.0,
+                page_size=10,
+            )
+            if alibaba1688
+            else None
+        )
+        self.skus = {**SKUS, **ALI_SKUS} if alibaba1688 else dict(SKUS)
         self.proxy_factories = proxy_factories
         self.proxy_storefront = proxy_storefront
         self.proxies: dict[str, FaultProxy] = {}
@@ -192,6 +228,11 @@ class World:
                 host, port = f.url.split("//")[1].split("/")[0].split(":")
                 self.proxies[name] = FaultProxy(host, int(port))
                 await self.proxies[name].start()
+        if self.ali is not None:
+            await self.ali.start()
+            # 1688 pushes "paid" and "sent" to the daemon (when one is up), each message twice.
+            self.ali.push_url = f"http://127.0.0.1:{self.port}/v1/factories/{ALI}/push"
+            self.ali.push_repeats = 2
         if self.proxy_storefront:
             host, port = self.storefront.url.split("//")[1].split("/")[0].split(":")
             self.proxies["storefront"] = FaultProxy(host, int(port))
@@ -207,6 +248,8 @@ class World:
             await p.close()
         for f in self.factories.values():
             await f.close()
+        if self.ali is not None:
+            await self.ali.close()
         await self.storefront.close()
 
     # --- config and daemon -----------------------------------------------------------------------
@@ -258,8 +301,16 @@ class World:
                 }
                 for name, f in self.factories.items()
             },
-            "routing": {"skus": SKUS},
+            "routing": {"skus": self.skus},
         }
+        if self.ali is not None:
+            base["factories"][ALI] = {
+                **self.ali.factory_config(),
+                "timeout_s": 3.0,  # a whole submit: lookup, create, re-read, protocol pay, re-read
+                "request_timeout_s": 1.0,  # a create whose answer never comes times out after 1 s
+                "shipment_poll_interval_s": 0.3,
+                "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
+            }
         return merge(base, self.extra)
 
     def write_config(self, **extra: Any) -> None:
@@ -318,14 +369,14 @@ class World:
     # --- orders --------------------------------------------------------------------------------------
 
     def add_order(self, rng: random.Random, skus: list[str] | None = None) -> str:
-        skus = skus or rng.sample(list(SKUS), rng.randint(1, 3))
+        skus = skus or rng.sample(list(self.skus), rng.randint(1, 3))
         lines = [SeedLine(sku, rng.randint(1, 3)) for sku in skus]
         oid = self.storefront.add_order(lines)
         self.seeded[oid] = lines
         return oid
 
     def expected_factories(self, oid: str) -> set[str]:
-        return {SKUS[line.sku] for line in self.seeded[oid] if line.sku}
+        return {self.skus[line.sku] for line in self.seeded[oid] if line.sku}
 
     def fulfilled_on_storefront(self, oid: str) -> bool:
         return bool(self.storefront.fulfilments(oid))
@@ -385,6 +436,10 @@ class World:
                 return False
         if any(f._tasks for f in self.factories.values()):  # callbacks still being delivered
             return False
+        if self.ali is not None and not all(  # 1688 ships what was paid; unpaid orders wait for relay
+            o.status == "cancel" or o.parcels or o.paid_at is None for o in self.ali.orders.values()
+        ):
+            return False
         return all(h.shipped or h.cancelled for f in self.factories.values() for h in f.orders.values())
 
     async def wait_settled(self, timeout: float) -> bool:
@@ -426,6 +481,36 @@ class World:
                         f"order {oid}: factory {factory} makes {got}, the shop now says {want}; unflagged"
                     )
 
+    def _held_at_1688(
+        self,
+        v: Verdict,
+        ali: Fake1688Gateway,
+        held_by: dict[tuple[str, str], list[Any]],
+        parcels: dict[str, list[str]],
+    ) -> None:
+        """Every 1688 order, from the fake's record of what it created, under the storefront order its
+        `outOrderId` belongs to (two under one `outOrderId` are a duplicate); one made under a key relay
+        never derived is a duplicate too."""
+        keys = {factory_order_key("shop", oid, ALI): oid for oid in self.seeded}
+        for order in ali.orders.values():
+            oid = keys.get(order.out_order_id)
+            if oid is None:
+                v.dup(f"1688 order {order.order_id} under an unexpected outOrderId {order.out_order_id!r}")
+                continue
+            refs = parse_trailer(order.message)[1]
+            held_by[(oid, ALI)].append(
+                HeldAt1688(
+                    key=order.out_order_id,
+                    cancelled=order.status == "cancel",
+                    shipped=bool(order.parcels),
+                    payload={
+                        "order_id": oid,
+                        "lines": [{"line_id": r.line_id, "quantity": r.quantity} for r in refs],
+                    },
+                )
+            )
+            parcels[oid] += [p.bill_no for p in order.parcels]
+
     def oracle(self) -> Verdict:
         v = Verdict(orders=len(self.seeded))
         rows = self.order_rows()
@@ -439,6 +524,8 @@ class World:
                         parcels[held.payload["order_id"]].append(
                             f"SF{abs(hash((held.key, n))) % 10**12:012d}"
                         )
+        if self.ali is not None:
+            self._held_at_1688(v, self.ali, held_by, parcels)
         for oid in self.seeded:
             state, reason, _ = rows.get(oid, (None, None, 0))
             cancelled, edited = oid in self.cancelled, oid in self.edited

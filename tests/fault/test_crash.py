@@ -9,9 +9,11 @@ settles everything; the oracle then checks the whole history.
 
 The second loop (`test_two_daemons_random_kills_cancellations_and_edits`) runs two daemons on one database
 against the WooCommerce and Shopify fakes, with cancellations and edits in the workload (see its docstring).
+The third (`test_random_crashes_with_a_1688_factory_lose_and_duplicate_nothing`) adds a 1688 seller (the
+fake gateway, with its own faults and push messages) to the factories and cancellations to the workload.
 
-Knobs: RELAY_FAULT_RUNS (default 300; the two-daemon loop runs a quarter of it per storefront),
-RELAY_FAULT_SEED.
+Knobs: RELAY_FAULT_RUNS (default 300; the two-daemon loop runs a quarter of it per storefront, the 1688
+loop a fifth), RELAY_FAULT_SEED.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
 
+from adapters.alibaba1688.client import FAST_CREATE_ORDER, GET_BUYER_ORDER_LIST
+from adapters.alibaba1688.fake import Fake1688Gateway
 from relay.faults import POINTS
 from relay.store.sqlite import MIGRATIONS
 from relay.testing.faultproxy import Toxic
@@ -130,16 +135,16 @@ PAIR_POINTS = list(HIT_RANGES)
 PAIR_RUN_S = (0.3, 2.0)  # how long both daemons run before the next kill
 
 
-def shop_step(world: World, rng: random.Random) -> None:
+def shop_step(world: World, rng: random.Random, *, edits: bool = True) -> None:
     """The shop between two kills: new orders, a cancellation, an edit (the second edit of a pair lands in
-    the same second as the first)."""
+    the same second as the first; `edits=False` for a storefront that cannot edit orders)."""
     for _ in range(rng.randint(0, 3)):
         world.add_order(rng)
     live = [o for o in world.seeded if o not in world.cancelled and not world.fulfilled_on_storefront(o)]
     if live and rng.random() < 0.35:
         world.cancel_order(rng.choice(live))
     editable = [o for o in live if o not in world.cancelled]
-    if editable and rng.random() < 0.35:
+    if edits and editable and rng.random() < 0.35:
         oid = rng.choice(editable)
         for _ in range(rng.choice([1, 1, 2])):
             world.edit_order(rng, oid)
@@ -240,3 +245,108 @@ async def test_two_daemons_random_kills_cancellations_and_edits(tmp_path, fault_
     )
     assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
     assert rcs == (0, 0), f"clean daemons exited {rcs} on SIGTERM\n{world.log_tail()}"
+
+
+# --- a 1688 factory among the factories --------------------------------------------------------------
+
+
+def inject_1688_fault(ali: Fake1688Gateway, rng: random.Random) -> str | None:
+    """Arm one of 1688's own faults for the next matching gateway call (at most three armed at a time)."""
+    if len(ali.faults) + len(ali.pay_faults) >= 3:
+        return None
+    fault = rng.choice([*ALI_FAULTS, None, None])
+    if fault == "flow control on create":
+        ali.flow_control_next(times=rng.randint(1, 3), api=FAST_CREATE_ORDER)
+    elif fault == "flow control on listing":
+        ali.flow_control_next(times=rng.randint(1, 4), api=GET_BUYER_ORDER_LIST)
+    elif fault == "create times out after the order was made":
+        ali.lose_answer_next("timeout", api=FAST_CREATE_ORDER)
+    elif fault == "write reset after acting":
+        ali.lose_answer_next("reset")
+    elif fault == "token expired":
+        ali.expire_token()
+    elif fault == "pay answer lost":
+        ali.lose_pay_answer_next()
+    return fault
+
+
+ALI_FAULTS = (
+    "flow control on create",
+    "flow control on listing",
+    "create times out after the order was made",
+    "write reset after acting",
+    "token expired",
+    "pay answer lost",
+)
+
+
+async def test_random_crashes_with_a_1688_factory_lose_and_duplicate_nothing(tmp_path, fault_seed):
+    """The crash loop with a 1688 seller (`ali`, the fake gateway) next to the webhook factories: each run
+    the shop takes new orders and sometimes cancels one, one of 1688's faults is armed (flow control,
+    a create or a pay whose answer is lost after 1688 acted, an expired token), and the daemon is SIGKILLed
+    at a crash point or from outside. Protocol pay is on, the seller ships paid orders one parcel per line,
+    and 1688 pushes "paid" and "sent" to the daemon twice each (when one is up: they only wake its poller).
+    After the last run a clean daemon settles everything; the oracle counts every 1688 order the fake
+    created: 0 duplicates per `outOrderId`, every expected order held once, every parcel on the
+    storefront once, nothing left non-final without an attention reason.
+
+    Knobs: RELAY_FAULT_RUNS (this loop runs a fifth of it), RELAY_FAULT_SEED.
+    """
+    rng = random.Random(fault_seed)
+    runs = max(4, env_int("RELAY_FAULT_RUNS", 300) // 5)
+    faults: Counter[str] = Counter()
+    kills = {"external": 0, "crash point": 0}
+    async with World(tmp_path, alibaba1688=True) as world:
+        ali = world.ali
+        assert ali is not None
+        for run in range(runs):
+            shop_step(world, rng, edits=False)
+            fault = inject_1688_fault(ali, rng)
+            if fault:
+                faults[fault] += 1
+            kind = rng.choice([*HIT_RANGES, EXTERNAL, EXTERNAL])
+            if kind == EXTERNAL:
+                daemon = await world.start()
+                await daemon.wait(rng.uniform(0.0, RUN_BUDGET_S))
+                rc = await daemon.kill()
+            else:
+                daemon = await world.start(crash_at=f"{kind}@{rng.randint(1, HIT_RANGES[kind])}")
+                rc = await daemon.wait(RUN_BUDGET_S)
+                if rc is None:
+                    rc = await daemon.kill()
+            kills["external" if daemon.killed_by_us else "crash point"] += 1
+            assert rc in (-9, 0), f"run {run} ({kind}): relay exited {rc}\n{world.log_tail()}"
+
+        # A clean daemon settles everything (1688's faults still armed fire on it too).
+        daemon = await world.start()
+        assert await world.wait_ready(daemon), world.log_tail()
+        settled = await world.wait_settled(timeout=60 + len(world.seeded) * 0.1)
+        daemon.term()
+        rc = await daemon.wait(30)
+        verdict = world.oracle()
+        made = len(ali.orders)
+        shipped = sum(len(o.parcels) for o in ali.orders.values())
+        refreshes = ali.token_refreshes
+        pushed = sum(status == 200 for _, status in ali.pushes)
+
+    record(
+        "crash loop with a 1688 factory",
+        runs=runs,
+        orders=verdict.orders,
+        lost=verdict.lost,
+        duplicated=verdict.duplicated,
+        dup_tracking=verdict.dup_tracking,
+        stuck=verdict.stuck,
+        note=(
+            f"{made} 1688 orders, {shipped} parcels, {len(world.cancelled)} cancelled, "
+            f"{sum(faults.values())} 1688 faults, {refreshes} token refreshes, {pushed} pushes taken; "
+            f"kills: {kills['external']} "
+            f"external, {kills['crash point']} at crash points; seed {fault_seed}"
+        ),
+    )
+    assert not verdict.problems, (
+        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
+    )
+    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
+    assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
+    assert made and shipped, "no 1688 order was made or shipped: the loop tests little"

@@ -99,7 +99,7 @@ async def test_an_unpaid_1688_order_shows_its_money_and_waits_visibly_until_paid
     tmp_path, ali: Fake1688Gateway
 ) -> None:
     """Issue 14, items 1 and 2: the money and deadline per factory order, exact, in `find_order` and
-    `relay orders show`; the order is flagged `awaiting_payment` until 1688 reports it paid."""
+    `relay show`; the order is flagged `awaiting_payment` until 1688 reports it paid."""
     harness = Harness(
         tmp_path,
         factories=(),
