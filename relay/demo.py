@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,7 @@ def demo_settings(fake: FakeStorefront, factories: dict[str, Any], database: str
         {
             "daemon": {"database": database, "instance_id": "demo", "shutdown_grace_s": 5, "batch_size": 200},
             "inbound": {"host": "127.0.0.1", "port": 0},
+            "admin": {"listen": "127.0.0.1:0", "status_page": True},  # /metrics and /status while it runs
             "egress": {"allow_plain_http": True, "allow_private_addresses": True},
             "storefronts": {
                 "shop": {
@@ -111,6 +114,65 @@ def demo_settings(fake: FakeStorefront, factories: dict[str, Any], database: str
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FactoryTally:
+    """What one fake factory holds at the end of a demo."""
+
+    name: str
+    held: int
+    expected: int
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSummary:
+    """What `relay demo` found at the end: orders per state, what each fake recorded, the problems."""
+
+    orders: int
+    states: dict[str, int]
+    attention: dict[str, int]
+    factories: tuple[FactoryTally, ...]
+    fulfilments: int
+    parcels_expected: int
+    elapsed_s: float
+    problems: tuple[str, ...]
+
+    HEADERS = ("", "got", "expected")
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """The summary table: one row per check, with what was found and what was expected."""
+        rows = [("orders completed", str(self.states.get("completed", 0)), str(self.orders))]
+        rows += [(f"orders {s}", str(n), "0") for s, n in sorted(self.states.items()) if s != "completed"]
+        rows += [(f"needing attention: {r}", str(n), "0") for r, n in sorted(self.attention.items())]
+        for f in self.factories:
+            rows.append((f"factory {f.name}: orders held", str(f.held), str(f.expected)))
+            rows.append((f"factory {f.name}: deliveries", str(f.deliveries), "-"))
+        rows.append(("storefront fulfilments", str(self.fulfilments), str(self.parcels_expected)))
+        return rows
+
+    def verdict(self) -> list[str]:
+        """The closing lines: the time it took, then OK, or FAILED and each problem."""
+        rate = self.orders / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        lines = [f"elapsed {self.elapsed_s:.1f} s ({rate:.1f} orders/s end to end)"]
+        if self.problems:
+            return [*lines, "FAILED:", *(f"  - {p}" for p in self.problems)]
+        return [
+            *lines,
+            f"OK: every order reached its factory exactly once and got tracking back ({self.orders} orders)",
+        ]
+
+    def text(self) -> str:
+        """The summary as plain text: the table's columns aligned, then the verdict."""
+        table = [self.HEADERS, *self.rows()]
+        widths = [max(len(row[i]) for row in table) for i in range(len(self.HEADERS))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table]
+        return "\n".join(["", "summary", *lines, *self.verdict()])
+
+
+Progress = Callable[[Mapping[str, int]], None]
+"""Called with the orders per state whenever they change while the demo runs."""
+
+
 async def run_demo(
     count: int,
     *,
@@ -120,16 +182,26 @@ async def run_demo(
     database: str | None = None,
     registry: Registry | None = None,
     out: Any = None,
+    progress: Progress | None = None,
+    summary: Callable[[DemoSummary], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
+    """Run the demo; 0 if every order reached its factory exactly once and got its tracking back.
+
+    Lines go to `out` (stdout by default): the progress as one line per change unless `progress` is
+    given, the summary as `DemoSummary.text()` unless `summary` is given. Once `stop` is set (`relay demo`
+    sets it on Ctrl-C / SIGTERM) it shuts the daemon and the fakes down as at the end, removes its
+    temporary directory and raises `DemoStopped`.
+    """
     out = out or sys.stdout
     registry = registry or Registry()
-    tmp = tempfile.TemporaryDirectory(prefix="relay-demo-")
-    db_path = database or str(Path(tmp.name) / "relay.db")
     fake = make_fake_storefront(storefront, registry)
     factories: dict[str, Any] = {  # the webhook adapter's FakeFactory: split_parcels, orders, deliveries
         "acme": make_fake_factory("acme", registry, split_parcels=True),
         "bolt": make_fake_factory("bolt", registry, factory),
     }
+    tmp = tempfile.TemporaryDirectory(prefix="relay-demo-")  # after the checks above: always cleaned up
+    db_path = database or str(Path(tmp.name) / "relay.db")
     started = time.monotonic()
     try:
         await fake.start()
@@ -145,17 +217,25 @@ async def run_demo(
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
             for name, f in factories.items():
                 f.callback_url = app.callback_url(name)
+            print(
+                f"metrics: {app.admin_url}/metrics  status page: {app.admin_url}/status", file=out, flush=True
+            )
             runner = asyncio.create_task(app.run())
             shipper = asyncio.create_task(_ship_polled(factories))
             try:
-                stats = await _wait_until_done(app, count, started + give_up_after_s, out)
+                stats = await _wait_until_done(
+                    app, count, started + give_up_after_s, progress or _lines(out), stop or asyncio.Event()
+                )
             finally:
                 shipper.cancel()
-                await asyncio.gather(shipper, return_exceptions=True)
-            app.stop()
-            await runner
-        elapsed = time.monotonic() - started
-        return _report(stats, seeded, fake, factories, elapsed=elapsed, out=out)
+                app.stop()
+                await asyncio.gather(shipper, runner, return_exceptions=True)
+        result = _summarize(stats, seeded, fake, factories, elapsed=time.monotonic() - started)
+        if summary:
+            summary(result)
+        else:
+            print(result.text(), file=out)
+        return 1 if result.problems else 0
     finally:
         for f in factories.values():
             await f.close()
@@ -163,15 +243,31 @@ async def run_demo(
         tmp.cleanup()
 
 
-async def _wait_until_done(app: App, count: int, deadline: float, out: Any) -> Stats:
-    last = ""
+def _lines(out: Any) -> Progress:
+    """Progress as plain lines: the orders per state, one line per change."""
+
+    def show(orders: Mapping[str, int]) -> None:
+        print("  " + "  ".join(f"{state}={n}" for state, n in sorted(orders.items())), file=out, flush=True)
+
+    return show
+
+
+class DemoStopped(Exception):
+    """The demo was asked to stop before it finished; it shut down cleanly."""
+
+
+async def _wait_until_done(
+    app: App, count: int, deadline: float, progress: Progress, stop: asyncio.Event
+) -> Stats:
+    last: dict[str, int] = {}  # nothing to show before the first order is in
     while True:
+        if stop.is_set():
+            raise DemoStopped
         stats = await app.store.stats()
-        orders = stats.orders
-        line = "  " + "  ".join(f"{state}={n}" for state, n in sorted(orders.items()))
-        if line != last:
-            print(line, file=out, flush=True)
-            last = line
+        orders = {state: n for state, n in stats.orders.items() if n}
+        if orders != last:
+            progress(orders)
+            last = orders
         if orders.get("completed", 0) >= count or time.monotonic() > deadline:
             return stats
         if sum(n for s, n in orders.items() if s in ("held", "failed", "cancelled")):
@@ -179,15 +275,14 @@ async def _wait_until_done(app: App, count: int, deadline: float, out: Any) -> S
         await asyncio.sleep(0.25)
 
 
-def _report(
+def _summarize(
     stats: Stats,
     seeded: dict[str, list[str]],
     fake: FakeStorefront,
     factories: dict[str, Any],
     *,
     elapsed: float,
-    out: Any,
-) -> int:
+) -> DemoSummary:
     problems = []
     expected: dict[str, set[str]] = {name: set() for name in factories}
     parcels_expected = 0
@@ -215,31 +310,16 @@ def _report(
     total_fulfilments = sum(k * v for k, v in fulfilments.items())
     if total_fulfilments != parcels_expected:
         problems.append(f"storefront holds {total_fulfilments} fulfilments, expected {parcels_expected}")
-    print("\nsummary", file=out)
-    print(f"  orders per state     {dict(sorted(stats.orders.items()))}", file=out)
-    if stats.attention:
-        print(f"  needing attention    {stats.attention}", file=out)
-    for name, f in factories.items():
-        deliveries = sum(f.deliveries.values())
-        print(
-            f"  factory {name:<12} held {len(f.held_keys())} orders (expected {len(expected[name])}), "
-            f"{deliveries} deliveries",
-            file=out,
-        )
-    print(
-        f"  storefront           {total_fulfilments} fulfilments (expected {parcels_expected} parcels)",
-        file=out,
+    return DemoSummary(
+        orders=len(seeded),
+        states={state: n for state, n in sorted(stats.orders.items()) if n},
+        attention=dict(stats.attention),
+        factories=tuple(
+            FactoryTally(name, len(f.held_keys()), len(expected[name]), sum(f.deliveries.values()))
+            for name, f in factories.items()
+        ),
+        fulfilments=total_fulfilments,
+        parcels_expected=parcels_expected,
+        elapsed_s=elapsed,
+        problems=tuple(problems),
     )
-    print(
-        f"  elapsed              {elapsed:.1f} s ({len(seeded) / elapsed:.1f} orders/s end to end)", file=out
-    )
-    if problems:
-        print("FAILED:", file=out)
-        for p in problems:
-            print(f"  - {p}", file=out)
-        return 1
-    print(
-        f"OK: every order reached its factory exactly once and got tracking back ({len(seeded)} orders)",
-        file=out,
-    )
-    return 0

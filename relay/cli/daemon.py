@@ -2,39 +2,54 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+import click
 import structlog
 
 from relay.app import App, LoopCrashed
-from relay.cli.common import EX_OK, EX_SOFTWARE, EX_TEMPFAIL, Invocation, with_store
-from relay.config import Settings
+from relay.cli.common import (
+    EX_OK,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    Cli,
+    echo,
+    pass_cli,
+    require_database_directory,
+)
+from relay.cli.common import run as run_async
+from relay.config import Settings, load_operator_settings
 from relay.loops.order_poller import describe_first_poll
 from relay.registry import Registry
 from relay.store import DaemonLock, open_store
+from relay.systemd import Notifier
 
 
-def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument(
-        "--once",
-        action="store_true",
-        help="one full pass (poll, route, deliver, push), then exit; 75 if any part of it failed",
-    )
-    run.set_defaults(func=run_command)
-    sub.add_parser("migrate", help="apply database migrations and exit").set_defaults(func=migrate_command)
-    sub.add_parser("check", help="validate the config; print every problem by key").set_defaults(
-        func=check_command
-    )
+@click.command(
+    short_help="Run the daemon (or one pass with --once).",
+    help="Run the daemon: poll storefronts, route, deliver to factories, push tracking back. Applies pending "
+    "migrations at start-up.",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="One full pass (poll, route, deliver, push), then exit; 75 if any part of it failed.",
+)
+@pass_cli
+def run(cli: Cli, once: bool) -> int:
+    settings = cli.settings()
+    require_database_directory(settings.daemon.database)
 
+    def reload_sku_map() -> Mapping[str, str]:
+        """SIGHUP: the config's [routing.skus] as it is now, to re-seed the SKU catalogue (README "Routing")."""
+        return load_operator_settings(cli.config).sku_map
 
-def run_command(inv: Invocation) -> int:
-    return asyncio.run(_run(inv.settings(), inv.registry, once=inv.args.once))
+    return run_async(_run(settings, cli.registry, once=once, reload_sku_map=reload_sku_map))
 
 
 async def _run(
@@ -62,6 +77,8 @@ async def _run(
     `App` (tests inject a clock or sleep).
     """
     log = structlog.get_logger("relay")
+    # systemd (`Type=notify`): READY/WATCHDOG/STOPPING for the daemon; a no-op without NOTIFY_SOCKET.
+    notifier = Notifier() if once else Notifier.from_environment()
     lock = open_store(settings.daemon.database).daemon_lock()
     if not await lock.try_acquire():
         holder = await lock.holder()
@@ -80,24 +97,34 @@ async def _run(
             holder=holder,
             hint="waiting as a standby until it stops",
         )
-        if not await _standby(lock, standby_poll_s):
-            return EX_OK
+        # A standby is up as designed: ready for systemd (else its start would time out), pinging its
+        # watchdog from the event loop while it waits.
+        notifier.notify("READY=1", f"STATUS=standby: {database} is held by {holder or 'another daemon'}")
+        watchdog = asyncio.create_task(notifier.watchdog(lambda: True))
+        try:
+            if not await _standby(lock, standby_poll_s):
+                notifier.notify("STOPPING=1")
+                return EX_OK
+        finally:
+            watchdog.cancel()
+            await asyncio.wait([watchdog])
         log.info("database_lock_acquired", database=database, after_standby=True)
     try:
-        return await _run_locked(settings, registry, once=once, **app_options)
+        return await _run_locked(settings, registry, once=once, notifier=notifier, **app_options)
     finally:
         await lock.release()
 
 
 async def _standby(lock: DaemonLock, poll_s: float) -> bool:
-    """Wait until `lock` is ours (True) or SIGTERM/SIGINT asks to give up (False)."""
+    """Wait until `lock` is ours (True) or SIGTERM/SIGINT asks to give up (False). SIGHUP (`systemctl
+    reload`) is ignored meanwhile: the catalogue is seeded from the config when this one takes over."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[tuple[signal.Signals, Any]] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous = signal.getsignal(sig)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, (lambda: None) if sig is signal.SIGHUP else stop.set)
             installed.append((sig, previous))
     try:
         while not await lock.try_acquire():
@@ -133,18 +160,41 @@ async def _run_locked(settings: Settings, registry: Registry, *, once: bool, **a
     return EX_OK
 
 
-def migrate_command(inv: Invocation) -> int:
-    version = asyncio.run(with_store(inv.settings(), lambda store: store.schema_version()))
-    print(f"database at schema version {version}")
+@click.command(
+    short_help="Create or upgrade the database.",
+    help="Apply pending database migrations (creating the database if needed), then exit.",
+)
+@pass_cli
+def migrate(cli: Cli) -> int:
+    url = cli.database_url()
+    require_database_directory(url)
+
+    async def act() -> int:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    echo(f"database at schema version {run_async(act())}")
     return EX_OK
 
 
-def check_command(inv: Invocation) -> int:
-    settings = inv.settings(configure_logging=False)
-    print(
-        f"{inv.args.config}: ok ({len(settings.storefronts)} storefront(s), "
+@click.command(
+    short_help="Validate the config, secrets included.",
+    help="Validate the config, secrets included; print every problem by its key.",
+)
+@pass_cli
+def check(cli: Cli) -> int:
+    settings = cli.settings(configure_logging=False)
+    echo(
+        f"{cli.config}: ok ({len(settings.storefronts)} storefront(s), "
         f"{len(settings.factories)} factory(ies), {len(settings.sku_map)} mapped SKU(s))"
     )
     for name, storefront in settings.storefronts.items():  # what a first start would pick up (issue 11, #8)
-        print(describe_first_poll(name, storefront.start_from))
+        echo(describe_first_poll(name, storefront.start_from))
     return EX_OK
+
+
+COMMANDS = [run, migrate, check]

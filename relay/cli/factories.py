@@ -2,75 +2,105 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import time
+from typing import Any
 
-from relay.cli.common import EX_FAILURE, EX_OK, Invocation, timestamp, with_store
-from relay.exceptions import scrub
+import click
+
+from relay.cli.common import EX_OK, Cli, CliError, echo, emit_json, pass_cli, run, table, timestamp
 from relay.store import FactoryStatus, Store
 
 
-def configure(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    factories = sub.add_parser("factories", help="list factories; enable or disable deliveries to one")
-    fsub = factories.add_subparsers(dest="action", required=True)
-    fsub.add_parser(
-        "list", help="configured factories: enabled or disabled (since, why), orders per state"
-    ).set_defaults(func=list_command)
-    enable = fsub.add_parser("enable", help="resume deliveries to a factory (e.g. after it answered 410)")
-    enable.add_argument("name")
-    enable.set_defaults(func=enable_command)
-    disable = fsub.add_parser("disable", help="pause deliveries to a factory; its orders wait")
-    disable.add_argument("name")
-    disable.add_argument("--reason", default="disabled by an operator")
-    disable.set_defaults(func=disable_command)
+@click.group(help="List factories; pause or resume deliveries to one (the state lives in the database).")
+def factories() -> None:
+    pass
 
 
-def list_command(inv: Invocation) -> int:
-    settings = inv.settings()
+@factories.command(
+    "list", help="Configured factories: enabled or disabled (since when, why) and orders per state."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_cli
+def list_(cli: Cli, as_json: bool) -> int:
+    configured = set(cli.operator_settings().factories)
 
-    async def act(store: Store) -> int:
-        known = {status.name: status for status in await store.list_factories()}
-        for name in sorted(set(settings.factories) | set(known)):
-            row = known.get(name) or FactoryStatus(name)
-            where = "" if name in settings.factories else "  (not configured)"
-            state = (
-                f"disabled since {timestamp(row.disabled_at)}: {scrub(row.disabled_reason or '')}"
-                if row.disabled_at
-                else "enabled"
-            )
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(row.orders.items())) or "no orders"
-            print(f"{name:<20} {state}  [{counts}]{where}")
-        return EX_OK
+    async def act(store: Store) -> list[FactoryStatus]:
+        return await store.list_factories()
 
-    return asyncio.run(with_store(settings, act))
-
-
-def enable_command(inv: Invocation) -> int:
-    return _toggle(inv, enable=True)
-
-
-def disable_command(inv: Invocation) -> int:
-    return _toggle(inv, enable=False)
-
-
-def _toggle(inv: Invocation, *, enable: bool) -> int:
-    settings = inv.settings()
-    name = inv.args.name
-    if name not in settings.factories:
-        print(
-            f"unknown factory {name!r}; configured: {', '.join(sorted(settings.factories))}", file=sys.stderr
+    known = {status.name: status for status in run(cli.read(act))}
+    rows: list[dict[str, Any]] = []
+    for name in sorted(configured | set(known)):
+        row = known.get(name) or FactoryStatus(name)
+        rows.append(
+            {
+                "name": name,
+                "configured": name in configured,
+                "enabled": row.disabled_at is None,
+                "disabled_at": timestamp(row.disabled_at) if row.disabled_at else None,
+                "disabled_reason": row.disabled_reason,
+                "orders": dict(sorted(row.orders.items())),
+            }
         )
-        return EX_FAILURE
-
-    async def act(store: Store) -> int:
-        if enable:
-            changed = await store.enable_factory(name, time.time())
-            print(f"{name}: {'enabled; its waiting orders go out now' if changed else 'was not disabled'}")
-        else:
-            changed = await store.disable_factory(name, inv.args.reason, time.time())
-            print(f"{name}: {'disabled; its orders wait' if changed else 'was already disabled'}")
+    if as_json:
+        emit_json(rows)
         return EX_OK
+    table(
+        ["factory", "state", "since", "reason", "orders", "configured"],
+        [
+            [
+                r["name"],
+                "enabled" if r["enabled"] else "disabled",
+                r["disabled_at"],
+                r["disabled_reason"],
+                ", ".join(f"{k} {v}" for k, v in r["orders"].items()) or "no orders",
+                "yes" if r["configured"] else "no",
+            ]
+            for r in rows
+        ],
+    )
+    return EX_OK
 
-    return asyncio.run(with_store(settings, act))
+
+@factories.command(
+    help="Resume deliveries to factory NAME (e.g. after it answered 410); its waiting orders go out."
+)
+@click.argument("name")
+@pass_cli
+def enable(cli: Cli, name: str) -> int:
+    _require_configured(cli, name)
+
+    async def act(store: Store) -> bool:
+        return await store.enable_factory(name, time.time())
+
+    changed = run(cli.write(act))
+    echo(f"{name}: {'enabled; its waiting orders go out now' if changed else 'was not disabled'}")
+    return EX_OK
+
+
+@factories.command(help="Pause deliveries to factory NAME; its orders wait until it is enabled again.")
+@click.argument("name")
+@click.option(
+    "--reason",
+    default="disabled by an operator",
+    show_default=True,
+    help="Why, shown by `factories list` and `status`.",
+)
+@pass_cli
+def disable(cli: Cli, name: str, reason: str) -> int:
+    _require_configured(cli, name)
+
+    async def act(store: Store) -> bool:
+        return await store.disable_factory(name, reason, time.time())
+
+    changed = run(cli.write(act))
+    echo(f"{name}: {'disabled; its orders wait' if changed else 'was already disabled'}")
+    return EX_OK
+
+
+def _require_configured(cli: Cli, name: str) -> None:
+    configured = cli.operator_settings().factories
+    if name not in configured:
+        raise CliError(f"unknown factory {name!r}; configured: {', '.join(configured)}")
+
+
+COMMANDS = [factories]
