@@ -157,6 +157,10 @@ class ShipmentPush(_Value):
     lines: tuple[ShipmentLine, ...]
     order_fully_shipped: bool
     notify_customer: bool = True
+    prior_attempt_unknown: bool = Field(default=True, exclude=True)
+    """An earlier attempt may have written this parcel (it was claimed and its outcome never recorded as
+    definite): the adapter looks before writing. False on a first attempt: it writes at once. Set by the
+    store at claim time, never stored in the payload; True (look) unless the caller knows better."""
 
 
 class Placement(_Value):

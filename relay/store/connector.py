@@ -1,6 +1,6 @@
 """What a database backend provides to the store: connections, transactions, named queries, migrations.
 
-A backend (`relay/store/sqlite/`, later `relay/store/postgres/`) is a `Connector` plus its SQL: a
+A backend (`relay/store/sqlite/`, `relay/store/postgres/`) is a `Connector` plus its SQL: a
 `queries.sql` of `-- name: <query>` blocks and numbered `migrations/NNNN_*.sql`. Everything else (the
 transitions, the one-transaction-per-method rule, group commit, the migration policy) is written once in
 `relay.store.manager` and `relay.store.transitions` and runs on any connector.
@@ -12,13 +12,14 @@ is handed over as a Python sequence; the connector adapts it to its SQL (SQLite:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from relay.store.records import BackupResult
+
+T = TypeVar("T")
 
 Scalar = str | int | float | None
 Param = Scalar | list[str] | list[int] | tuple[str, ...] | tuple[int, ...]
@@ -72,8 +73,8 @@ class DaemonLock(Protocol):
     """Keeps a second daemon off one database while the first one lives (ADR 11).
 
     How is the backend's business: SQLite takes an exclusive `flock` on a sidecar `<database>.lock` file
-    (the OS releases it when the holder dies); a PostgreSQL connector would hold a session-level
-    advisory lock (released when its session ends). Whoever holds it may treat every lease in the
+    (the OS releases it when the holder dies); PostgreSQL holds a session-level advisory lock on a
+    connection of its own (released when its session ends; ADR 13). Whoever holds it may treat every lease in the
     database as orphaned at start-up: no other daemon can be alive.
     """
 
@@ -93,10 +94,16 @@ class DaemonLock(Protocol):
 class Connector(Protocol):
     """A database backend.
 
-    `write()` is one transaction that commits when its block ends and rolls back when it raises,
-    translating driver errors into `StoreUnavailable` (retry later: busy, locked, disk full, I/O) or
-    `StoreError`. `read()` serves reads; it may or may not open a transaction. Both may be used only
-    while the connector is open.
+    A store method hands the connector one unit of work, an `async def fn(tx)` over `Transaction`
+    (`run_write`, `run_read`), and gets its result. `run_write` runs the unit as one transaction that
+    commits when it returns and rolls back when it raises, translating driver errors into
+    `StoreUnavailable` (retry later: busy, locked, disk full, I/O) or `StoreError`. `run_read` serves
+    reads; it may or may not open a transaction. Both may be used only while the connector is open.
+
+    A unit awaits nothing but its `Transaction`: a backend may run it away from the caller's event loop
+    (SQLite: on the connection's own thread, so a whole transaction is one thread hop; ADR 12). A caller
+    cancelled while it waits for its unit gets the cancellation only once the unit either never started
+    or ended (committed or rolled back): no transaction of a cancelled caller is left open or running.
     """
 
     migrations: Sequence[Migration]
@@ -110,14 +117,15 @@ class Connector(Protocol):
         """Disconnect; a no-op when not open."""
         ...
 
-    def write(self) -> AbstractAsyncContextManager[Transaction]:
-        """One write transaction (SQLite: `BEGIN IMMEDIATE` ... `COMMIT`)."""
+    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+        """`await fn(tx)` in one write transaction (SQLite: `BEGIN IMMEDIATE` ... `COMMIT`, all on the
+        writer's thread) and its result; rolled back, and the error raised, if it raises."""
         ...
 
-    def read(self) -> AbstractAsyncContextManager[Transaction]:
-        """A context for reads, without taking the write lock in the database. It never opens a write
-        transaction, and never shares a connection with an open `write()` (SQLite: a query-only
-        connection of its own)."""
+    async def run_read(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+        """`await fn(tx)` for reads, without taking the write lock in the database. It never opens a write
+        transaction, and never shares a connection with a running `run_write` (SQLite: a query-only
+        connection on a thread of its own)."""
         ...
 
     def daemon_lock(self) -> DaemonLock:

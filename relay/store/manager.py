@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 from relay.domain.models import FactoryOrderNotice, Malformed, Order, Shipment
 from relay.exceptions import DatabaseNeedsMigration, UnsupportedDatabaseVersion
@@ -46,6 +47,8 @@ from relay.store.transitions import watchdog as watchdog_tx
 from relay.store.transitions.retention import PruneReport
 from relay.store.transitions.shipments import ShipmentGroupCommit
 
+T = TypeVar("T")
+
 
 class RelayStore:
     """The implementation of `relay.store.Store`: one transaction per method, transitions shared by every
@@ -60,22 +63,21 @@ class RelayStore:
         """See `Store.observe`."""
         self._observer = listener
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Transaction]:
-        """One write transaction. The `mid_transaction` crash point sits after its work, before COMMIT.
-        With an observer, the state changes it made are handed over after the COMMIT (`changes`)."""
+    async def _write(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """`fn` as one write transaction (`Connector.run_write`). The `mid_transaction` crash point sits
+        after its work, before COMMIT. With an observer, the state changes it made are handed over after
+        the COMMIT (`changes`), on the caller's loop."""
         observer = self._observer
-        changes: list[StateChange] = []
-        async with self.connector.write() as tx:
-            if observer is None:
-                yield tx
-            else:
-                tap = EventTap(tx)
-                yield tap
-                changes = await tap.resolve()
-            crash_point("mid_transaction")
-        if changes and observer is not None:
+        if observer is None:
+            return await self.connector.run_write(lambda tx: _unit(tx, fn))
+        result, changes = await self.connector.run_write(lambda tx: _observed_unit(tx, fn))
+        if changes:
             observer(changes)
+        return result
+
+    async def _read(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """`fn` on the connector's reads (`Connector.run_read`)."""
+        return await self.connector.run_read(fn)
 
     # --- lifecycle and schema ------------------------------------------------------------------------
 
@@ -89,13 +91,11 @@ class RelayStore:
 
     async def ping(self) -> None:
         """See `Store.ping`."""
-        async with self.connector.read() as tx:
-            await tx.fetch("ping")
+        await self._read(lambda tx: tx.fetch("ping"))
 
     async def schema_version(self) -> int:
         """See `Store.schema_version`."""
-        async with self.connector.read() as tx:
-            return await self._version(tx)
+        return await self._read(self._version)
 
     @staticmethod
     async def _version(tx: Transaction) -> int:
@@ -106,8 +106,7 @@ class RelayStore:
 
     async def check_schema(self) -> int:
         """See `Store.check_schema`."""
-        async with self.connector.read() as tx:
-            current = await self._version(tx)
+        current = await self._read(self._version)
         latest = self.connector.migrations[-1].version
         if current > latest:
             raise UnsupportedDatabaseVersion(
@@ -123,29 +122,33 @@ class RelayStore:
         """Apply pending migrations, each in its own transaction. Refuse a database newer than the code."""
         migrations = self.connector.migrations
         latest = migrations[-1].version
-        async with self._write() as tx:
-            await tx.execute("create_schema_version")
-        while True:
-            async with self._write() as tx:
-                current = await self._version(tx)
-                if current > latest:
-                    raise UnsupportedDatabaseVersion(
-                        f"database schema version {current} is newer than this relay ({latest}); upgrade relay"
-                    )
-                pending = [m for m in migrations if m.version > current]
-                if not pending:
-                    return current
-                for statement in pending[0].statements:
-                    await tx.execute_statement(statement)
-                    crash_point("during_migration")
-                await tx.execute("record_schema_version", version=pending[0].version, applied_at=time.time())
+        await self._write(lambda tx: tx.execute("create_schema_version"))
+
+        async def step(tx: Transaction) -> int | None:
+            """Apply the next pending migration; None when there was one, else the current version."""
+            current = await self._version(tx)
+            if current > latest:
+                raise UnsupportedDatabaseVersion(
+                    f"database schema version {current} is newer than this relay ({latest}); upgrade relay"
+                )
+            pending = [m for m in migrations if m.version > current]
+            if not pending:
+                return current
+            for statement in pending[0].statements:
+                await tx.execute_statement(statement)
+                crash_point("during_migration")
+            await tx.execute("record_schema_version", version=pending[0].version, applied_at=time.time())
+            return None
+
+        while (current := await self._write(step)) is None:
+            pass
+        return current
 
     # --- poll and route ------------------------------------------------------------------------------
 
     async def get_cursor(self, storefront: str) -> datetime | None:
         """See `Store.get_cursor`."""
-        async with self.connector.read() as tx:
-            return await orders_tx.get_cursor(tx, storefront)
+        return await self._read(lambda tx: orders_tx.get_cursor(tx, storefront))
 
     async def ingest(
         self,
@@ -156,20 +159,21 @@ class RelayStore:
         now: float,
     ) -> IngestResult:
         """See `Store.ingest`."""
-        async with self._write() as tx:
-            return await orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now)
+        return await self._write(
+            lambda tx: orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now)
+        )
 
     async def claim_orders_to_route(
         self, owner: str, now: float, lease_s: float, limit: int
     ) -> list[RouteJob]:
         """See `Store.claim_orders_to_route`."""
-        async with self._write() as tx:
-            return await orders_tx.claim_orders_to_route(tx, owner, now, lease_s=lease_s, limit=limit)
+        return await self._write(
+            lambda tx: orders_tx.claim_orders_to_route(tx, owner, now, lease_s=lease_s, limit=limit)
+        )
 
     async def apply_routing(self, plans: Sequence[RoutePlan], now: float) -> int:
         """See `Store.apply_routing`."""
-        async with self._write() as tx:
-            return await orders_tx.apply_routing(tx, plans, now)
+        return await self._write(lambda tx: orders_tx.apply_routing(tx, plans, now))
 
     # --- outbox --------------------------------------------------------------------------------------
 
@@ -177,8 +181,9 @@ class RelayStore:
         self, owner: str, factories: Sequence[str], now: float, lease_s: float, limit: int
     ) -> list[DeliveryJob]:
         """See `Store.claim_deliveries`."""
-        async with self._write() as tx:
-            return await outbox_tx.claim_deliveries(tx, owner, factories, now, lease_s=lease_s, limit=limit)
+        return await self._write(
+            lambda tx: outbox_tx.claim_deliveries(tx, owner, factories, now, lease_s=lease_s, limit=limit)
+        )
 
     async def record_deliveries(
         self, outcomes: Sequence[DeliveryOutcome], now: float
@@ -186,8 +191,7 @@ class RelayStore:
         """See `Store.record_deliveries`."""
         if not outcomes:
             return []
-        async with self._write() as tx:
-            return await outbox_tx.record_deliveries(tx, outcomes, now)
+        return await self._write(lambda tx: outbox_tx.record_deliveries(tx, outcomes, now))
 
     async def confirm_deliveries(
         self, jobs: Sequence[DeliveryJob], now: float, lease_s: float, need_s: float
@@ -195,13 +199,10 @@ class RelayStore:
         """See `Store.confirm_deliveries`."""
         if not jobs:
             return []
-        async with self.connector.read() as tx:
-            ok, renew = await outbox_tx.still_held_deliveries(tx, jobs, now, need_s)
+        ok, renew = await self._read(lambda tx: outbox_tx.still_held_deliveries(tx, jobs, now, need_s))
         if renew:
-            async with self._write() as tx:
-                ok |= await outbox_tx.renew_deliveries(
-                    tx, [j for j in jobs if (j.kind, j.id) in renew], now, lease_s
-                )
+            short = [j for j in jobs if (j.kind, j.id) in renew]
+            ok |= await self._write(lambda tx: outbox_tx.renew_deliveries(tx, short, now, lease_s))
         return [j for j in jobs if (j.kind, j.id) in ok]
 
     async def record_shipment(
@@ -214,15 +215,15 @@ class RelayStore:
         self, owner: str, storefronts: Sequence[str], now: float, lease_s: float, limit: int
     ) -> list[PushJob]:
         """See `Store.claim_pushes`."""
-        async with self._write() as tx:
-            return await outbox_tx.claim_pushes(tx, owner, storefronts, now, lease_s=lease_s, limit=limit)
+        return await self._write(
+            lambda tx: outbox_tx.claim_pushes(tx, owner, storefronts, now, lease_s=lease_s, limit=limit)
+        )
 
     async def record_pushes(self, outcomes: Sequence[PushOutcome], now: float) -> list[PushOutcome]:
         """See `Store.record_pushes`."""
         if not outcomes:
             return []
-        async with self._write() as tx:
-            return await outbox_tx.record_pushes(tx, outcomes, now)
+        return await self._write(lambda tx: outbox_tx.record_pushes(tx, outcomes, now))
 
     async def confirm_pushes(
         self, jobs: Sequence[PushJob], now: float, lease_s: float, need_s: float
@@ -230,22 +231,19 @@ class RelayStore:
         """See `Store.confirm_pushes`."""
         if not jobs:
             return []
-        async with self.connector.read() as tx:
-            ok, renew = await outbox_tx.still_held_pushes(tx, jobs, now, need_s)
+        ok, renew = await self._read(lambda tx: outbox_tx.still_held_pushes(tx, jobs, now, need_s))
         if renew:
-            async with self._write() as tx:
-                ok |= await outbox_tx.renew_pushes(tx, [j for j in jobs if j.id in renew], now, lease_s)
+            short = [j for j in jobs if j.id in renew]
+            ok |= await self._write(lambda tx: outbox_tx.renew_pushes(tx, short, now, lease_s))
         return [j for j in jobs if j.id in ok]
 
     async def release_leases(self, owner: str) -> None:
         """See `Store.release_leases`."""
-        async with self._write() as tx:
-            await outbox_tx.release_leases(tx, owner)
+        await self._write(lambda tx: outbox_tx.release_leases(tx, owner))
 
     async def release_all_leases(self) -> int:
         """See `Store.release_all_leases`."""
-        async with self._write() as tx:
-            return await outbox_tx.release_all_leases(tx)
+        return await self._write(outbox_tx.release_all_leases)
 
     def daemon_lock(self) -> DaemonLock:
         """See `Store.daemon_lock`."""
@@ -259,35 +257,29 @@ class RelayStore:
 
     async def next_due(self) -> float | None:
         """See `Store.next_due`."""
-        async with self.connector.read() as tx:
-            return await outbox_tx.next_due(tx)
+        return await self._read(outbox_tx.next_due)
 
     async def next_delivery_due(self, excluding: Sequence[str] = ()) -> float | None:
         """See `Store.next_delivery_due`."""
-        async with self.connector.read() as tx:
-            return await outbox_tx.next_delivery_due(tx, excluding)
+        return await self._read(lambda tx: outbox_tx.next_delivery_due(tx, excluding))
 
     async def next_push_due(self) -> float | None:
         """See `Store.next_push_due`."""
-        async with self.connector.read() as tx:
-            return await outbox_tx.next_push_due(tx)
+        return await self._read(outbox_tx.next_push_due)
 
     # --- factories -----------------------------------------------------------------------------------
 
     async def disable_factory(self, name: str, reason: str, now: float) -> bool:
         """See `Store.disable_factory`."""
-        async with self._write() as tx:
-            return await factories_tx.disable_factory(tx, name, reason, now)
+        return await self._write(lambda tx: factories_tx.disable_factory(tx, name, reason, now))
 
     async def enable_factory(self, name: str, now: float) -> bool:
         """See `Store.enable_factory`."""
-        async with self._write() as tx:
-            return await factories_tx.enable_factory(tx, name, now)
+        return await self._write(lambda tx: factories_tx.enable_factory(tx, name, now))
 
     async def list_factories(self) -> list[FactoryStatus]:
         """See `Store.list_factories`."""
-        async with self.connector.read() as tx:
-            return await factories_tx.list_factories(tx)
+        return await self._read(factories_tx.list_factories)
 
     async def record_factory_health(
         self,
@@ -298,25 +290,23 @@ class RelayStore:
         now: float,
     ) -> None:
         """See `Store.record_factory_health`."""
-        async with self._write() as tx:
-            await factories_tx.record_factory_health(
+        await self._write(
+            lambda tx: factories_tx.record_factory_health(
                 tx, name, failing_since, next_probe_at, last_error, now=now
             )
+        )
 
     async def record_poll(self, storefront: str, ok: bool, error: str | None, now: float) -> None:
         """See `Store.record_poll`."""
-        async with self._write() as tx:
-            await factories_tx.record_poll(tx, storefront, ok, error, now)
+        await self._write(lambda tx: factories_tx.record_poll(tx, storefront, ok, error, now))
 
     async def get_factory_cursor(self, factory: str) -> str | None:
         """See `Store.get_factory_cursor`."""
-        async with self.connector.read() as tx:
-            return await factories_tx.get_factory_cursor(tx, factory)
+        return await self._read(lambda tx: factories_tx.get_factory_cursor(tx, factory))
 
     async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None:
         """See `Store.set_factory_cursor`."""
-        async with self._write() as tx:
-            await factories_tx.set_factory_cursor(tx, factory, cursor, now)
+        await self._write(lambda tx: factories_tx.set_factory_cursor(tx, factory, cursor, now))
 
     async def apply_factory_notices(
         self, factory: str, notices: Sequence[FactoryOrderNotice], now: float
@@ -324,115 +314,93 @@ class RelayStore:
         """See `Store.apply_factory_notices`."""
         if not notices:
             return 0
-        async with self._write() as tx:
-            return await factories_tx.apply_factory_notices(tx, factory, notices, now)
+        return await self._write(lambda tx: factories_tx.apply_factory_notices(tx, factory, notices, now))
 
     # --- the SKU catalogue ----------------------------------------------------------------------------
 
     async def list_skus(self) -> list[SkuRecord]:
         """See `Store.list_skus`."""
-        async with self.connector.read() as tx:
-            return await catalogue_tx.list_skus(tx)
+        return await self._read(catalogue_tx.list_skus)
 
     async def routing_snapshot(self) -> RoutingSnapshot:
         """See `Store.routing_snapshot`."""
-        async with self.connector.read() as tx:
-            return await catalogue_tx.snapshot(tx)
+        return await self._read(catalogue_tx.snapshot)
 
     async def orders_routed_since(self, since: float) -> dict[str, int]:
         """See `Store.orders_routed_since`."""
-        async with self.connector.read() as tx:
-            return await catalogue_tx.orders_routed_since(tx, since)
+        return await self._read(lambda tx: catalogue_tx.orders_routed_since(tx, since))
 
     async def watch_tracking(
         self, rules: Mapping[str, tuple[float | None, float | None]], now: float
     ) -> tuple[int, int]:
         """See `Store.watch_tracking`."""
-        async with self._write() as tx:
-            return await watchdog_tx.watch_tracking(tx, rules, now)
+        return await self._write(lambda tx: watchdog_tx.watch_tracking(tx, rules, now))
 
     async def import_skus(self, rows: Sequence[SkuRecord], now: float, dry_run: bool = False) -> SkuDiff:
         """See `Store.import_skus`."""
         if dry_run:
-            async with self.connector.read() as tx:
-                return await catalogue_tx.import_skus(tx, rows, now, dry_run=True)
-        async with self._write() as tx:
-            return await catalogue_tx.import_skus(tx, rows, now, dry_run=False)
+            return await self._read(lambda tx: catalogue_tx.import_skus(tx, rows, now, dry_run=True))
+        return await self._write(lambda tx: catalogue_tx.import_skus(tx, rows, now, dry_run=False))
 
     async def seed_skus_from_config(self, mapping: Mapping[str, str], now: float) -> SkuDiff:
         """See `Store.seed_skus_from_config`."""
-        async with self._write() as tx:
-            return await catalogue_tx.seed_from_config(tx, mapping, now)
+        return await self._write(lambda tx: catalogue_tx.seed_from_config(tx, mapping, now))
 
     async def reroute_unavailable(self, unavailable: Mapping[str, str], now: float) -> int:
         """See `Store.reroute_unavailable`. A read first: most passes find nothing to move."""
-        async with self.connector.read() as tx:
-            if not await catalogue_tx.any_to_reroute(tx, unavailable):
-                return 0
-        async with self._write() as tx:
-            return await catalogue_tx.reroute_unavailable(tx, unavailable, now)
+        if not await self._read(lambda tx: catalogue_tx.any_to_reroute(tx, unavailable)):
+            return 0
+        return await self._write(lambda tx: catalogue_tx.reroute_unavailable(tx, unavailable, now))
 
     # --- operators -----------------------------------------------------------------------------------
 
     async def retry_order(self, order_id: int, now: float) -> list[str]:
         """See `Store.retry_order`."""
-        async with self._write() as tx:
-            return await repairs_tx.retry_order(tx, order_id, now)
+        return await self._write(lambda tx: repairs_tx.retry_order(tx, order_id, now))
 
     async def hold_order(self, order_id: int, reason: str, now: float) -> list[str]:
         """See `Store.hold_order`."""
-        async with self._write() as tx:
-            return await operators_tx.hold_order(tx, order_id, reason, now)
+        return await self._write(lambda tx: operators_tx.hold_order(tx, order_id, reason, now))
 
     async def release_order(self, order_id: int, now: float) -> list[str]:
         """See `Store.release_order`."""
-        async with self._write() as tx:
-            return await operators_tx.release_order(tx, order_id, now)
+        return await self._write(lambda tx: operators_tx.release_order(tx, order_id, now))
 
     async def cancel_order(self, order_id: int, now: float) -> list[str]:
         """See `Store.cancel_order`."""
-        async with self._write() as tx:
-            return await operators_tx.cancel_order(tx, order_id, now)
+        return await self._write(lambda tx: operators_tx.cancel_order(tx, order_id, now))
 
     async def retry_all_dead(self, now: float) -> list[int]:
         """See `Store.retry_all_dead`."""
-        async with self._write() as tx:
-            return await operators_tx.retry_all_dead(tx, now)
+        return await self._write(lambda tx: operators_tx.retry_all_dead(tx, now))
 
     async def replay_order(self, order_id: int, now: float) -> list[str]:
         """See `Store.replay_order`."""
-        async with self._write() as tx:
-            return await repairs_tx.replay_order(tx, order_id, now)
+        return await self._write(lambda tx: repairs_tx.replay_order(tx, order_id, now))
 
     async def find_order(self, order_id: int) -> OrderView | None:
         """See `Store.find_order`."""
-        async with self.connector.read() as tx:
-            return await reports_tx.find_order(tx, order_id)
+        return await self._read(lambda tx: reports_tx.find_order(tx, order_id))
 
     async def find_order_id(self, storefront: str, external_id: str) -> int | None:
         """See `Store.find_order_id`."""
-        async with self.connector.read() as tx:
-            return await reports_tx.find_order_id(tx, storefront, external_id)
+        return await self._read(lambda tx: reports_tx.find_order_id(tx, storefront, external_id))
 
     async def list_orders(self, query: OrderQuery, limit: int) -> list[OrderSummary]:
         """See `Store.list_orders`."""
-        async with self.connector.read() as tx:
-            return await reports_tx.list_orders(tx, query, limit)
+        return await self._read(lambda tx: reports_tx.list_orders(tx, query, limit))
 
     async def resolve_order(self, ref: str) -> list[int]:
         """See `Store.resolve_order`."""
-        async with self.connector.read() as tx:
-            return await reports_tx.resolve_order(tx, ref)
+        return await self._read(lambda tx: reports_tx.resolve_order(tx, ref))
 
     async def status(self, now: float, *, hours: float = 6.0, limit: int = 50) -> StatusReport:
         """See `Store.status`."""
-        async with self.connector.read() as tx:
-            return await reports_tx.status(tx, now, hours=hours, limit=limit)
+        return await self._read(lambda tx: reports_tx.status(tx, now, hours=hours, limit=limit))
 
     async def stats(self) -> Stats:
         """See `Store.stats`."""
-        async with self.connector.read() as tx:
-            return await reports_tx.stats(tx)
+        return await self._read(reports_tx.stats)
 
     # --- retention -------------------------------------------------------------------------------------
 
@@ -444,8 +412,9 @@ class RelayStore:
             return await self._prune_counts(inbound_before, history_before, batch_size)
         report = PruneReport()
         while True:
-            async with self._write() as tx:
-                deleted = await retention_tx.prune_inbound_messages(tx, inbound_before, batch_size)
+            deleted = await self._write(
+                lambda tx: retention_tx.prune_inbound_messages(tx, inbound_before, batch_size)
+            )
             report += PruneReport(inbound_messages=deleted)
             await asyncio.sleep(0)  # let the daemon's other writers in between batches
             if deleted < batch_size:
@@ -453,10 +422,10 @@ class RelayStore:
         for state in retention_tx.FINAL_STATES:
             after = 0
             while True:
-                async with self._write() as tx:
-                    last, ids = await retention_tx.final_orders(tx, state, history_before, after, batch_size)
-                    if ids:
-                        report += await retention_tx.prune_orders(tx, ids)
+                last, pruned = await self._write(
+                    partial(_prune_batch, state=state, before=history_before, after=after, size=batch_size)
+                )
+                report += pruned
                 await asyncio.sleep(0)
                 if last is None:
                     break
@@ -466,7 +435,8 @@ class RelayStore:
     async def _prune_counts(
         self, inbound_before: float, history_before: float, batch_size: int
     ) -> PruneReport:
-        async with self.connector.read() as tx:
+
+        async def counts(tx: Transaction) -> PruneReport:
             report = PruneReport(
                 inbound_messages=await retention_tx.count_inbound_messages(tx, inbound_before)
             )
@@ -480,3 +450,29 @@ class RelayStore:
                         break
                     after = last
             return report
+
+        return await self._read(counts)
+
+
+async def _unit(tx: Transaction, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+    result = await fn(tx)
+    crash_point("mid_transaction")
+    return result
+
+
+async def _observed_unit(
+    tx: Transaction, fn: Callable[[Transaction], Awaitable[T]]
+) -> tuple[T, list[StateChange]]:
+    tap = EventTap(tx)
+    result = await fn(tap)
+    changes = await tap.resolve()
+    crash_point("mid_transaction")
+    return result, changes
+
+
+async def _prune_batch(
+    tx: Transaction, *, state: str, before: float, after: int, size: int
+) -> tuple[int | None, PruneReport]:
+    """One batch of finished orders in `state` (ids above `after`) pruned: (the last id seen, what went)."""
+    last, ids = await retention_tx.final_orders(tx, state, before, after, size)
+    return last, (await retention_tx.prune_orders(tx, ids) if ids else PruneReport())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,8 @@ async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp
             held = list(h.factories["acme"].orders.values())
             assert len(held) == 3
             commits: list[str] = []
-            await app.store.connector.db.set_trace_callback(
-                lambda sql: commits.append(sql) if sql == "COMMIT" else None
+            await app.store.connector.on_writer(  # type: ignore[attr-defined]
+                lambda db: db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
             )
             now = time.time()
             calls = [
@@ -54,7 +55,7 @@ async def test_concurrent_callbacks_share_one_commit_and_keep_their_verdicts(tmp
             )
             calls.append(app.store.record_shipment("acme", "m-x", parcel("fo_unknown", "1"), now))
             results = await asyncio.gather(*calls)
-            await app.store.connector.db.set_trace_callback(None)
+            await app.store.connector.on_writer(lambda db: db.set_trace_callback(None))  # type: ignore[attr-defined]
             assert [r.verdict for r in results] == [ShipmentVerdict.ACCEPTED] * 3 + [
                 ShipmentVerdict.DUPLICATE,
                 ShipmentVerdict.UNKNOWN_ORDER,
@@ -74,14 +75,14 @@ async def test_a_failing_callback_does_not_fail_the_others_in_its_batch(
         async with h.app() as app:
             await app.run_once()
             good, bad = list(h.factories["acme"].orders.values())
-            original = shipments.record_shipment
+            original = shipments.record_shipments
 
-            async def flaky(tx: Any, factory: str, message_id: str, shipment: Shipment, now: float) -> Any:
-                if message_id == "m-bad":
+            async def flaky(tx: Any, batch: Sequence[shipments.ShipmentCallback]) -> Any:
+                if any(c.message_id == "m-bad" for c in batch):
                     raise RuntimeError("boom")
-                return await original(tx, factory, message_id, shipment, now)
+                return await original(tx, batch)
 
-            monkeypatch.setattr(shipments, "record_shipment", flaky)
+            monkeypatch.setattr(shipments, "record_shipments", flaky)
             now = time.time()
             results = await asyncio.gather(
                 app.store.record_shipment(
@@ -96,3 +97,53 @@ async def test_a_failing_callback_does_not_fail_the_others_in_its_batch(
             assert isinstance(results[1], RuntimeError)
             stats = await app.store.stats()
             assert stats.storefront_pushes == {"pending": 1}
+
+
+async def test_parcels_of_one_order_in_one_batch_see_each_other(tmp_path: Path) -> None:
+    """A batch is read once and written set-based (ADR 12), yet each parcel is judged after the ones before
+    it: the second parcel of a line completes it, a replayed message or parcel is a duplicate, and a parcel
+    beyond the ordered quantity is refused."""
+    async with Harness(tmp_path, ship_after_s=None) as h:
+        order_id = h.storefront.add_order([SeedLine("TEE-RED-M", quantity=2)])
+        async with h.app() as app:
+            await app.run_once()
+            (held,) = h.factories["acme"].orders.values()
+            line_id = held.payload["lines"][0]["line_id"]
+            commits: list[str] = []
+            await app.store.connector.on_writer(  # type: ignore[attr-defined]
+                lambda db: db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+            )
+            now = time.time()
+            results = await asyncio.gather(
+                app.store.record_shipment("acme", "m1", parcel(held.key, line_id, 1), now),
+                app.store.record_shipment("acme", "m1", parcel(held.key, line_id, 1), now),
+                app.store.record_shipment("acme", "m2", parcel(held.key, line_id, 1), now),
+                app.store.record_shipment("acme", "m3", parcel(held.key, line_id, 2), now),
+                app.store.record_shipment("acme", "m4", parcel(held.key, line_id, 3), now),
+            )
+            await app.store.connector.on_writer(lambda db: db.set_trace_callback(None))  # type: ignore[attr-defined]
+            assert [(r.verdict, r.detail) for r in results] == [
+                (ShipmentVerdict.ACCEPTED, None),
+                (ShipmentVerdict.DUPLICATE, "message already processed"),
+                (ShipmentVerdict.DUPLICATE, "parcel already recorded"),
+                (ShipmentVerdict.ACCEPTED, None),
+                (ShipmentVerdict.INVALID_LINES, f"line {line_id!r}: 3 shipped exceeds 2 ordered"),
+            ]
+            assert len(commits) == 1
+            view = await app.store.find_order(results[0].order_id)  # type: ignore[arg-type]
+            assert view is not None
+            assert view.order.state == "shipped"
+            assert [fo.state for fo in view.factory_orders] == ["shipped"]
+            assert sorted(s.shipment_id for s in view.shipments) == ["P1", "P2"]
+            shipped, fully = await app.store.connector.on_writer(  # type: ignore[attr-defined]
+                lambda db: (
+                    db.execute("SELECT shipped_quantity FROM order_lines").fetchall(),
+                    db.execute(
+                        "SELECT payload ->> 'order_fully_shipped' FROM storefront_pushes ORDER BY id"
+                    ).fetchall(),
+                )
+            )
+            assert [tuple(r) for r in shipped] == [(2,)]
+            assert [tuple(r) for r in fully] == [(0,), (1,)]  # the second parcel completes the order
+            await app.run_once()
+        assert len(h.storefront.fulfilments(order_id)) == 2

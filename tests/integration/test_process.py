@@ -111,7 +111,11 @@ async def test_store_runs_wal_with_full_sync(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
     await store.open()
     try:
-        assert (await store.connector.db.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
-        assert (await store.connector.db.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
+        pragmas = await store.connector.on_writer(  # the writer's own connection, on its thread
+            lambda db: [
+                db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("journal_mode", "synchronous")
+            ]
+        )
+        assert pragmas == ["wal", 2]  # synchronous = FULL
     finally:
         await store.close()

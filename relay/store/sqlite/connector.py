@@ -1,22 +1,24 @@
-"""SQLite on aiosqlite: one writer connection, WAL, synchronous=FULL, every write `BEGIN IMMEDIATE`;
-reads on a second, query-only connection.
+"""SQLite on plain `sqlite3`: one writer connection, WAL, synchronous=FULL, every write `BEGIN IMMEDIATE`;
+reads on a second, query-only connection. Each connection lives on a thread of its own (ADR 12).
 
-Each aiosqlite call is a thread hop (~100 µs), so the transitions take batches, use `execute_many`, and
-resolve ids inside SQL (subselects, `json_each`) rather than round-tripping them through Python. One
-call on the transaction is one hop: a fetch is `execute_fetchall`, a write reads `rowcount` and
-`lastrowid` from the cursor without another hop.
+A store method hands the connector one unit of work, `async (tx) -> T` (`run_write`, `run_read`). The
+connection's thread runs the whole unit (`BEGIN IMMEDIATE`, every statement, `COMMIT` or `ROLLBACK`) as
+one synchronous call: the `Transaction` methods are `async def` for the backend-agnostic transitions, but
+here they call `sqlite3` directly and never suspend, so the thread drives the unit's coroutine to its end
+with one `send` and no event loop. A unit costs one hop to the thread and one wake-up of the caller's
+loop, however many statements it runs (with aiosqlite, each statement was a hop of its own, ~100 µs). A
+unit that does suspend (it awaited something other than its `Transaction`: a main-loop future, a sleep)
+is closed, rolled back and fails with `StoreError`: nothing on the connection's thread may touch the
+caller's loop.
 
-Transactions cannot nest on the writer, by construction (issue 11, item 13):
-
-* every statement on the writer runs under the one lock, and only `write()` takes it: reads never touch
-  the writer (they use the reader connection; a `:memory:` database, which a second connection cannot
-  see, reads on the writer under the same lock);
-* a statement whose `await` is cancelled still runs in aiosqlite's thread, in order. So a cancellation
-  anywhere between `BEGIN` and `COMMIT` (including during `BEGIN` itself, which used to leave the
-  connection inside a transaction after the lock was released: the next `BEGIN` then failed with
-  "cannot start a transaction within a transaction") is answered with a `ROLLBACK` queued behind
-  it; that `ROLLBACK` (and `COMMIT`) is awaited to the end even if the caller is cancelled again, and the
-  lock is released only after it. The cancellation then goes on.
+Transactions cannot nest, by construction (issue 11, item 13): a thread runs its units one at a time, in
+submission order, and a unit ends its transaction (COMMIT, or ROLLBACK on any error) before the thread
+takes the next. A caller cancelled while its unit waits in the queue withdraws it (it never starts); one
+cancelled while its unit runs waits for the unit's end (commit or rollback) before the cancellation goes on,
+so nothing of a cancelled caller's transaction is left running when it returns. A unit that waited longer
+than the busy timeout for the writer (another process held the database long enough for work to queue up
+here) fails with `StoreUnavailable` without starting, instead of waiting out one busy timeout per queued
+write.
 
 `daemon_lock()` is the connector's guarantee that one daemon at a time works on the file (ADR 11): an
 exclusive `flock` on `<database>.lock`, released by the OS when the process dies.
@@ -28,19 +30,18 @@ import asyncio
 import fcntl
 import json
 import os
+import queue
 import socket
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
-from typing import TypeVar
-
-import aiosqlite
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from typing import Any, Generic, TypeVar
 
 from relay.exceptions import DatabaseMissing, ReadOnlyStore, StoreError, StoreUnavailable
-from relay.store.connector import Migration, Param, Row, Scalar, load_migrations, load_queries
+from relay.store.connector import Migration, Param, Row, Scalar, Transaction, load_migrations, load_queries
 from relay.store.records import BackupResult
 from relay.store.sqlite.backup import backup_database
 
@@ -53,6 +54,9 @@ _UNAVAILABLE = (
     "SQLITE_CANTOPEN",
     "SQLITE_READONLY",
 )
+
+_CACHED_STATEMENTS = 512
+"""Prepared statements kept per connection: every named query stays prepared (there are ~180)."""
 
 
 def statements(script: str) -> Iterator[str]:
@@ -71,7 +75,10 @@ def statements(script: str) -> Iterator[str]:
 
 T = TypeVar("T")
 
-QUERIES: dict[str, str] = load_queries(__package__ or "relay.store.sqlite")
+QUERIES: dict[str, str] = {
+    **load_queries(__package__ or "relay.store.sqlite"),
+    **load_queries(__package__ or "relay.store.sqlite", "rows.sql"),  # `<query>[]`: set-based forms
+}
 MIGRATIONS: tuple[Migration, ...] = load_migrations(__package__ or "relay.store.sqlite", statements)
 
 
@@ -92,68 +99,155 @@ def _bind(params: dict[str, Param]) -> dict[str, Param]:
 
 
 class SQLiteTransaction:
-    """Named queries on the connector's connection (see `relay.store.connector.Transaction`)."""
+    """Named queries on a connection, called on its thread (see `relay.store.connector.Transaction`).
+    Each method is synchronous under its `async def`: awaiting it never suspends."""
 
     __slots__ = ("_db",)
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
     async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
         """Every row of `query`."""
-        return list(await self._db.execute_fetchall(QUERIES[query], _bind(params)))
+        rows: list[Row] = self._db.execute(QUERIES[query], _bind(params)).fetchall()
+        return rows
 
     async def fetch_one(self, query: str, /, **params: Param) -> Row | None:
         """The first row of `query`, or None."""
-        rows = await self.fetch(query, **params)
-        return rows[0] if rows else None
+        row: Row | None = self._db.execute(QUERIES[query], _bind(params)).fetchone()
+        return row
 
     async def execute(self, query: str, /, **params: Param) -> int:
         """Run `query`; the number of rows changed."""
-        cursor = await self._db.execute(QUERIES[query], _bind(params))
-        return cursor.rowcount
+        return self._db.execute(QUERIES[query], _bind(params)).rowcount
 
     async def execute_many(self, query: str, rows: Sequence[Mapping[str, Scalar]], /) -> None:
-        """Run `query` for each parameter mapping in one `executemany`."""
-        await self._db.executemany(QUERIES[query], rows)
+        """Run `query` for each parameter mapping: several rows in ONE statement when `query` has a
+        set-based form (`<query>[]` in rows.sql, given the rows as a JSON array), else one `executemany`."""
+        if len(rows) > 1 and (batch := QUERIES.get(query + "[]")) is not None:
+            self._db.execute(batch, {"rows": json.dumps([dict(row) for row in rows], ensure_ascii=False)})
+        elif rows:
+            self._db.executemany(QUERIES[query], rows)
 
     async def insert(self, query: str, /, **params: Param) -> int:
         """Run an INSERT; the new row's rowid."""
-        cursor = await self._db.execute(QUERIES[query], _bind(params))
+        cursor = self._db.execute(QUERIES[query], _bind(params))
         if cursor.lastrowid is None:
             raise StoreError(f"{query} inserted no row")
         return cursor.lastrowid
 
     async def execute_statement(self, statement: str, /) -> None:
         """One statement of a migration script."""
-        await self._db.execute(statement)
+        self._db.execute(statement)
 
 
-async def uninterrupted(step: Awaitable[T]) -> T:
-    """Await `step` to its end even if the caller is cancelled meanwhile (then re-raise the cancellation
-    afterwards). For the statements that end a transaction: the lock must not be released before they ran."""
-    task = asyncio.ensure_future(step)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            interrupted = True
-        except BaseException:
-            break
-    if interrupted:
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what goes on
-        raise asyncio.CancelledError
-    return task.result()
+def drive(unit: Awaitable[T]) -> T:
+    """Run `unit` to its end synchronously. It may await only what never suspends (a `SQLiteTransaction`):
+    if it suspends anyway, it is closed (its `finally` blocks run) and `StoreError` is raised."""
+    steps = unit.__await__()
+    try:
+        awaited = steps.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    steps.close()
+    raise StoreError(
+        f"a store unit suspended on {awaited!r}: on the connection's thread it may await only its Transaction"
+    )
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
-    """Queued behind any statement still running for a cancelled await; a no-op outside a transaction."""
+def _rollback(db: sqlite3.Connection) -> None:
+    """Out of any transaction; a no-op outside one."""
     with suppress(sqlite3.Error):
-        await db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+class _Job(Generic[T]):
+    """One call handed to a connection's thread, and the caller's future for its outcome."""
+
+    __slots__ = ("abandoned", "call", "done", "loop", "queued_at")
+
+    def __init__(self, call: Callable[[sqlite3.Connection], T], loop: asyncio.AbstractEventLoop) -> None:
+        self.call = call
+        self.loop = loop
+        self.done: asyncio.Future[T] = loop.create_future()
+        self.queued_at = time.monotonic()
+        self.abandoned = False  # set by a cancelled caller: not started yet, it never will be
+
+
+def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if done.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        done.cancel()
+    elif error is None:
+        done.set_result(result)  # type: ignore[arg-type]
+    else:
+        done.set_exception(error)
+
+
+class _Connection:
+    """One `sqlite3` connection and the thread that owns it: every call on the connection runs on that
+    thread, one at a time, in the order they were handed over (`call`)."""
+
+    def __init__(
+        self, name: str, connect: Callable[[], sqlite3.Connection], wait_limit_s: float | None
+    ) -> None:
+        self._connect = connect
+        self._wait_limit_s = wait_limit_s
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._db: sqlite3.Connection | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            result: Any = None
+            error: BaseException | None = None
+            if job.abandoned:
+                error = asyncio.CancelledError()
+            elif self._wait_limit_s is not None and time.monotonic() - job.queued_at > self._wait_limit_s:
+                error = StoreUnavailable("database unavailable: the writer is busy")
+            else:
+                try:
+                    if self._db is None:
+                        self._db = self._connect()
+                    result = job.call(self._db)
+                except BaseException as exc:  # handed to the caller, whatever it is
+                    error = exc
+            with suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
+                job.loop.call_soon_threadsafe(_settle, job.done, result, error)
+            del job, result, error
+        if self._db is not None:
+            self._db.close()
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(connection)` on the connection's thread (the first call connects). Cancelled while it waits
+        in the queue, it is withdrawn; cancelled while it runs, it is awaited to its end first."""
+        if self._stopped:
+            raise StoreError("store is not open")
+        job = _Job(fn, asyncio.get_running_loop())
+        self._jobs.put(job)
+        try:
+            return await asyncio.shield(job.done)
+        except asyncio.CancelledError:
+            job.abandoned = True
+            while not job.done.done():
+                with suppress(asyncio.CancelledError):
+                    await asyncio.shield(job.done)
+            if not job.done.cancelled():
+                job.done.exception()  # retrieved: the cancellation is what goes on
+            raise
+
+    async def stop(self) -> None:
+        """Run what was handed over, close the connection, end the thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
 
 
 class FlockDaemonLock:
@@ -228,13 +322,32 @@ class SQLiteConnector:
         self.path = path
         self.read_only = read_only
         self._busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._writer: _Connection | None = None
+        self._reader: _Connection | None = None
 
     @property
     def _in_memory(self) -> bool:
         return self.path == ":memory:" or self.path.startswith("file::memory:") or self.path == ""
+
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit), rows by column name; on the thread
+        that will own it."""
+        db = sqlite3.connect(target, uri=uri, isolation_level=None, cached_statements=_CACHED_STATEMENTS)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        return db
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        db = self._connect(self.path)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    def _reader_connection(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        db = self._connect(target, uri=uri)
+        db.execute("PRAGMA query_only = ON")
+        return db
 
     async def open(self) -> None:
         """Connect in autocommit mode (transactions are explicit) with WAL, synchronous=FULL, foreign keys;
@@ -242,26 +355,30 @@ class SQLiteConnector:
         opened `file:PATH?mode=ro` with no pragma that writes; a missing file raises `DatabaseMissing`
         (nothing is created). SQLite itself may create the empty `-wal`/`-shm` files beside an existing
         WAL database that no daemon has open: run read-only commands as the daemon's user."""
-        if self.read_only:
-            await self._open_read_only()
+        if self._writer is not None or self._reader is not None:
             return
+        busy_s = self._busy_timeout_ms / 1000
         try:
-            db = await aiosqlite.connect(self.path, isolation_level=None)
-            self._db = db
-            db.row_factory = sqlite3.Row
-            await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = FULL")
-            await db.execute("PRAGMA foreign_keys = ON")
-            if not self._in_memory:
-                reader = await aiosqlite.connect(self.path, isolation_level=None)
-                self._reader = reader
-                reader.row_factory = sqlite3.Row
-                await reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                await reader.execute("PRAGMA query_only = ON")
+            if self.read_only:
+                uri = self._read_only_uri()
+                self._reader = _Connection(
+                    "relay-db-reader", lambda: self._reader_connection(uri, uri=True), None
+                )
+                await self._reader.call(_connected)
+                return
+            self._writer = _Connection("relay-db-writer", self._writer_connection, busy_s)
+            await self._writer.call(_connected)
+            if not self._in_memory:  # a second connection cannot see a `:memory:` database
+                self._reader = _Connection(
+                    "relay-db-reader", lambda: self._reader_connection(self.path), None
+                )
+                await self._reader.call(_connected)
         except sqlite3.Error as exc:
             await self.close()
             raise translate(exc) from exc
+        except BaseException:
+            await self.close()
+            raise
 
     def _read_only_uri(self) -> str:
         """`file:PATH?mode=ro` for an existing file; `DatabaseMissing` otherwise."""
@@ -269,33 +386,39 @@ class SQLiteConnector:
             raise DatabaseMissing(f"database file {self.path} does not exist (nothing was created)")
         return "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
 
-    async def _open_read_only(self) -> None:
-        uri = self._read_only_uri()
-        try:
-            reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-            self._reader = reader
-            reader.row_factory = sqlite3.Row
-            await reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await reader.execute("PRAGMA query_only = ON")
-        except sqlite3.Error as exc:
-            await self.close()
-            raise translate(exc) from exc
-
     async def close(self) -> None:
-        """Close both connections; a no-op when not open."""
+        """Close both connections once the work handed to them ran; a no-op when not open."""
         if self._reader is not None:
             reader, self._reader = self._reader, None
-            await reader.close()
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+            await reader.stop()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await writer.stop()
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        """The open writer connection (tests and the bench attach a trace callback to it)."""
-        if self._db is None:
+    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+        """See `Connector.run_write`: `BEGIN IMMEDIATE`, `fn(tx)`, `COMMIT` in one call on the writer's
+        thread; `ROLLBACK` if anything raises (driver errors translated). Raises `ReadOnlyStore` on a store
+        opened read-only."""
+        if self.read_only:
+            raise ReadOnlyStore(f"database {self.path} was opened read-only: no change was made")
+        return await self._open(self._writer).call(lambda db: _transaction(db, fn))
+
+    async def run_read(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+        """See `Connector.run_read`: `fn(tx)` on the read connection's thread, autocommit (each statement
+        sees the latest commit); it never begins a transaction and cannot write (`query_only`). A
+        `:memory:` database reads on the writer, outside any transaction."""
+        connection = self._reader if self._reader is not None else self._open(self._writer)
+        return await connection.call(lambda db: _read(db, fn))
+
+    async def on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(connection)` with the writer's `sqlite3` connection, on its thread, between transactions:
+        for instruments (the bench's and the tests' trace callbacks, pragma checks), not for data."""
+        return await self._open(self._writer).call(fn)
+
+    def _open(self, connection: _Connection | None) -> _Connection:
+        if connection is None:
             raise StoreError("store is not open")
-        return self._db
+        return connection
 
     def daemon_lock(self) -> FlockDaemonLock | NoDaemonLock:
         """The lock that keeps a second daemon off this file (`<database>.lock`)."""
@@ -326,55 +449,30 @@ class SQLiteConnector:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The writer, for at most busy_timeout of waiting: when another process holds the database
-        long enough that work queues up here, callers get StoreUnavailable (503) instead of waiting out
-        one busy_timeout per queued write."""
-        try:
-            async with asyncio.timeout(self._busy_timeout_ms / 1000):
-                await self._lock.acquire()
-        except TimeoutError:
-            raise StoreUnavailable("database unavailable: the writer is busy") from None
-        try:
-            yield self.db
-        finally:
-            self._lock.release()
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[SQLiteTransaction]:
-        """One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation
-        (see the module docstring: the lock is released only once the connection is out of it).
-        Raises `ReadOnlyStore` on a store opened read-only."""
-        if self.read_only:
-            raise ReadOnlyStore(f"database {self.path} was opened read-only: no change was made")
-        async with self._locked() as db:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                yield SQLiteTransaction(db)
-            except BaseException as exc:
-                await uninterrupted(_rollback(db))
-                if isinstance(exc, sqlite3.Error):
-                    raise translate(exc) from exc
-                raise
-            try:
-                await uninterrupted(db.execute("COMMIT"))
-            except sqlite3.Error as exc:
-                await uninterrupted(_rollback(db))
-                raise translate(exc) from exc
+def _connected(db: sqlite3.Connection) -> None:
+    """The first call on a connection's thread: connecting (and its pragmas) is all it does."""
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[SQLiteTransaction]:
-        """Reads on the read connection (autocommit: each statement sees the latest commit). It never
-        begins a transaction and cannot write (`query_only`)."""
-        if self._reader is None:
-            async with self._locked() as db:
-                try:
-                    yield SQLiteTransaction(db)
-                except sqlite3.Error as exc:
-                    raise translate(exc) from exc
-            return
+
+def _transaction(db: sqlite3.Connection, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+    """One write transaction, on the writer's thread."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield SQLiteTransaction(self._reader)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            result = drive(fn(SQLiteTransaction(db)))
+        except BaseException:
+            _rollback(db)
+            raise
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(db)  # a failed COMMIT (disk full, I/O) may leave the transaction open
+        raise translate(exc) from exc
+    return result
+
+
+def _read(db: sqlite3.Connection, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+    """Reads, on the read connection's thread (or, for `:memory:`, the writer's)."""
+    try:
+        return drive(fn(SQLiteTransaction(db)))
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc

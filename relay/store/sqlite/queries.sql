@@ -112,8 +112,9 @@ UPDATE order_lines SET factory_order_id = (SELECT id FROM factory_orders WHERE k
 WHERE order_id = :order_id AND line_id = :line_id;
 
 -- name: claim_deliveries
+-- `claimed`: once claimed, a delivery may have reached the factory (migrations 4 and 10).
 UPDATE factory_orders SET lease_owner = :owner, lease_expires_at = :lease_expires_at,
-                          lease_token = lease_token + 1
+                          lease_token = lease_token + 1, claimed = 1
 WHERE id IN (
     SELECT id FROM factory_orders
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
@@ -153,23 +154,25 @@ GROUP BY order_id;
 -- name: push_states_of_orders
 SELECT order_id, state, dead_reason FROM storefront_pushes WHERE order_id IN (SELECT value FROM json_each(:order_ids));
 
--- name: message_seen
-SELECT 1 AS seen FROM inbound_messages WHERE factory = :factory AND message_id = :message_id;
+-- name: messages_seen
+SELECT message_id FROM inbound_messages
+WHERE factory = :factory AND message_id IN (SELECT value FROM json_each(:message_ids));
 
 -- name: remember_message
 INSERT OR IGNORE INTO inbound_messages (factory, message_id, received_at) VALUES (:factory, :message_id, :now);
 
--- name: factory_order_for_shipment
-SELECT f.id AS id, f.order_id AS order_id, f.factory AS factory, f.state AS state, o.storefront AS storefront,
-       o.external_id AS external_id, o.number AS number
-FROM factory_orders f JOIN orders o ON o.id = f.order_id WHERE f.key = :key;
+-- name: factory_orders_for_shipments
+SELECT f.key AS key, f.id AS id, f.order_id AS order_id, f.factory AS factory, f.state AS state,
+       o.storefront AS storefront, o.external_id AS external_id, o.number AS number
+FROM factory_orders f JOIN orders o ON o.id = f.order_id WHERE f.key IN (SELECT value FROM json_each(:keys));
 
--- name: shipment_exists
-SELECT 1 AS found FROM shipments WHERE factory_order_id = :factory_order_id AND shipment_id = :shipment_id;
+-- name: shipments_of_factory_orders
+SELECT factory_order_id, shipment_id FROM shipments
+WHERE factory_order_id IN (SELECT value FROM json_each(:factory_order_ids));
 
--- name: lines_of_order
-SELECT line_id, quantity, shipped_quantity, cancelled_quantity, factory_order_id FROM order_lines
-WHERE order_id = :order_id;
+-- name: lines_of_orders
+SELECT order_id, line_id, quantity, shipped_quantity, cancelled_quantity, factory_order_id FROM order_lines
+WHERE order_id IN (SELECT value FROM json_each(:order_ids));
 
 -- name: insert_shipment
 INSERT INTO shipments (factory_order_id, order_id, shipment_id, carrier, tracking_number, tracking_url, lines,
@@ -179,10 +182,12 @@ VALUES (:factory_order_id, :order_id, :shipment_id, :carrier, :tracking_number, 
 -- name: add_shipped_quantity
 UPDATE order_lines SET shipped_quantity = shipped_quantity + :quantity WHERE order_id = :order_id AND line_id = :line_id;
 
--- name: insert_push
+-- name: insert_push_for_parcel
+-- The push of the parcel `:shipment_id` of factory order `:factory_order_id` (inserted before it).
 INSERT INTO storefront_pushes (shipment_id, order_id, storefront, key, state, payload, next_attempt_at,
                                created_at, updated_at)
-VALUES (:shipment_id, :order_id, :storefront, :key, 'pending', :payload, :now, :now, :now);
+VALUES ((SELECT id FROM shipments WHERE factory_order_id = :factory_order_id AND shipment_id = :shipment_id),
+        :order_id, :storefront, :key, 'pending', :payload, :now, :now, :now);
 
 -- name: claim_pushes
 UPDATE storefront_pushes SET lease_owner = :owner, lease_expires_at = :lease_expires_at,
@@ -194,15 +199,17 @@ WHERE id IN (
       AND storefront IN (SELECT value FROM json_each(:storefronts))
     ORDER BY next_attempt_at LIMIT :limit
 )
-RETURNING id, order_id, storefront, key, attempts, payload, lease_token;
+RETURNING id, order_id, storefront, key, attempts, payload, lease_token, settled_token;
 
 -- name: pushes_by_ids
 SELECT id, order_id, state, attempts, lease_token FROM storefront_pushes WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: update_push
+-- :settled: the outcome is definite (pushed): every claim so far is accounted for (settled_token).
 UPDATE storefront_pushes
 SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :error,
     dead_reason = :dead_reason, reference = COALESCE(:reference, reference),
+    settled_token = CASE WHEN :settled THEN lease_token ELSE settled_token END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id = :id;
 
@@ -485,13 +492,19 @@ UPDATE orders SET source_updated_iso = :source_updated_iso WHERE id = :order_id;
 
 -- name: defer_push
 -- A throttled push (the storefront's schedule, not a failed attempt): due again then, attempts unchanged.
+-- Nothing was written, so this claim is settled when every earlier one was (settled_token, migration 9).
 UPDATE storefront_pushes
 SET next_attempt_at = :next_attempt_at, last_error = :error, lease_owner = NULL, lease_expires_at = NULL,
+    settled_token = CASE WHEN settled_token = lease_token - 1 THEN lease_token ELSE settled_token END,
     updated_at = :now
 WHERE id = :id AND state = 'pending';
 
 -- name: release_push_lease
-UPDATE storefront_pushes SET lease_owner = NULL, lease_expires_at = NULL WHERE id = :id;
+-- Not sent at all: settled like a throttled claim (see defer_push).
+UPDATE storefront_pushes
+SET lease_owner = NULL, lease_expires_at = NULL,
+    settled_token = CASE WHEN settled_token = lease_token - 1 THEN lease_token ELSE settled_token END
+WHERE id = :id;
 
 -- name: factory_order_for_notice
 SELECT f.id AS id, f.order_id AS order_id, f.state AS state, f.attention AS attention, o.state AS order_state,

@@ -76,6 +76,7 @@ async def ingest(
     lines: list[dict[str, Scalar]] = []
     new_events: list[dict[str, Scalar]] = []
     events: list[EventRow] = []
+    versions: list[dict[str, Scalar]] = []  # new versions of known orders (update_order_payload)
     for ext_id, order in latest.items():
         payload = order.model_dump_json()
         content_hash = order.content_hash()
@@ -119,8 +120,9 @@ async def ingest(
                 }
             )
             continue
-        counts = await _apply_version(tx, row, order, now, events)
+        counts = await _apply_version(tx, row, order, now, events, versions=versions)
         updated, requeued, cancelled = updated + counts[0], requeued + counts[1], cancelled + counts[2]
+    await tx.execute_many("update_order_payload", versions)
     if inserts:
         await tx.execute_many("insert_order", inserts)
         await tx.execute_many("insert_order_line", lines)
@@ -147,9 +149,16 @@ async def ingest(
 
 
 async def _apply_version(  # noqa: PLR0911 - one early return per kind of version, like a decision table
-    tx: Transaction, row: Row, order: Order, now: float, events: list[EventRow]
+    tx: Transaction,
+    row: Row,
+    order: Order,
+    now: float,
+    events: list[EventRow],
+    *,
+    versions: list[dict[str, Scalar]],
 ) -> tuple[int, int, int]:
-    """Apply one listed version of a known order (see `ingest`). Returns (updated, requeued, cancelled)."""
+    """Apply one listed version of a known order (see `ingest`): its payload joins `versions` (written with
+    the page's others; nothing here reads it back). Returns (updated, requeued, cancelled)."""
     stored_at = datetime.fromisoformat(row["source_updated_iso"])
     if order.updated_at < stored_at:
         return (0, 0, 0)  # an older version, listed late
@@ -164,14 +173,15 @@ async def _apply_version(  # noqa: PLR0911 - one early return per kind of versio
         return (0, 0, 0)
     order_id: int = row["id"]
     state = OrderState(row["state"])
-    await tx.execute(
-        "update_order_payload",
-        payload=order.model_dump_json(),
-        number=order.number,
-        source_updated_iso=order.updated_at.isoformat(),
-        content_hash=order.content_hash(),
-        now=now,
-        order_id=order_id,
+    versions.append(
+        {
+            "payload": order.model_dump_json(),
+            "number": order.number,
+            "source_updated_iso": order.updated_at.isoformat(),
+            "content_hash": order.content_hash(),
+            "now": now,
+            "order_id": order_id,
+        }
     )
     if state in (OrderState.RECEIVED, OrderState.HELD):
         # Not routed yet: take the new lines and let the router decide again.
@@ -558,9 +568,10 @@ async def refresh_orders(
             reason = reasons[0] if reasons else None
         updates.append({"state": target, "reason": reason, "detail": None, "now": now, "order_id": order_id})
         events.append(event(order_id, now, target.value, current, target, cause=cause, reason=reason))
+        states[order_id] = target
     if updates:
         await tx.execute_many("set_order_state", updates)
-    await sync_payment_flags(tx, ids, now, events)
+    await sync_payment_flags(tx, ids, now, events, states)
 
 
 PAYMENT_FLAGS = frozenset({AttentionReason.AWAITING_PAYMENT, AttentionReason.PAYMENT_EXPIRED})
@@ -568,14 +579,18 @@ PAYMENT_FLAGS = frozenset({AttentionReason.AWAITING_PAYMENT, AttentionReason.PAY
 
 
 async def sync_payment_flags(
-    tx: Transaction, order_ids: Sequence[int], now: float, events: list[EventRow]
+    tx: Transaction,
+    order_ids: Sequence[int],
+    now: float,
+    events: list[EventRow],
+    states: dict[int, OrderState],
 ) -> None:
     """Show the payment flags of placed factory orders on their orders (not sticky).
 
     An order with a placed factory order awaiting payment is flagged `awaiting_payment` (the detail names the
     factory and the deadline); one the factory closed unpaid, `payment_expired`. The flag clears when no
     placed factory order carries one any more (paid, shipped or cancelled). A flag of another kind (a held or
-    failed order's reason, a sticky flag) is never replaced.
+    failed order's reason, a sticky flag) is never replaced. `states`: the orders' states as they are now.
     """
     ids = sorted(set(order_ids))
     if not ids:
@@ -587,7 +602,6 @@ async def sync_payment_flags(
         current[row["order_id"]] = (row["attention_reason"], row["attention_detail"])
         if row["attention"] is not None:
             flags[row["order_id"]].append(row)
-    states = {row["id"]: OrderState(row["state"]) for row in await tx.fetch("order_states", order_ids=ids)}
     for order_id in ids:
         reason, detail = current.get(order_id, (None, None))
         if reason is not None and reason not in PAYMENT_FLAGS:

@@ -327,7 +327,11 @@ def _answer(
 async def claim_pushes(
     tx: Transaction, owner: str, storefronts: Sequence[str], now: float, *, lease_s: float, limit: int
 ) -> list[PushJob]:
-    """Claim due tracking pushes to `storefronts`."""
+    """Claim due tracking pushes to `storefronts`. The claim adds 1 to the row's `lease_token` (its claim
+    counter) in this transaction; when every earlier claim's outcome is settled (`settled_token` is one
+    behind: pushed, throttled or never sent), the job's push says `prior_attempt_unknown=False` and the
+    adapter writes without looking first. A crash after the write leaves its claim unsettled: the next
+    claim looks."""
     rows = await tx.fetch(
         "claim_pushes",
         owner=owner,
@@ -343,7 +347,9 @@ async def claim_pushes(
             storefront=r["storefront"],
             key=r["key"],
             attempts=r["attempts"],
-            push=ShipmentPush.model_validate_json(r["payload"]),
+            push=ShipmentPush.model_validate_json(r["payload"]).model_copy(
+                update={"prior_attempt_unknown": r["settled_token"] != r["lease_token"] - 1}
+            ),
             lease_token=r["lease_token"],
         )
         for r in rows
@@ -378,6 +384,7 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
                     "error": None,
                     "dead_reason": None,
                     "reference": None,
+                    "settled": False,
                     "now": now,
                     "id": push_id,
                 }
@@ -413,6 +420,7 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
                 "error": out.error,
                 "dead_reason": reason,
                 "reference": out.reference,
+                "settled": out.state is PushState.DONE,  # a failure may have written: look next time
                 "now": now,
                 "id": push_id,
             }

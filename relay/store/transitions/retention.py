@@ -13,7 +13,7 @@ Three kinds of history grow with every order and are not needed forever:
 
 Non-final orders are never touched. Each batch is one short write transaction that looks at no more than
 `batch_size` orders (or message ids), so the daemon's other writers wait at most one batch, however
-large the history (see /work/shared/limits.md: ~10k rows/s through aiosqlite).
+large the history.
 """
 
 from __future__ import annotations
