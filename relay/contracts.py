@@ -99,7 +99,19 @@ class StorefrontAdapter(Protocol):
 
     async def push_shipment(self, push: ShipmentPush) -> PushReceipt:
         """Write one parcel's tracking to the order. Must be idempotent on `push.key`:
-        pushing the same parcel twice creates one fulfilment."""
+        pushing the same parcel twice creates one fulfilment.
+
+        Look before writing only when `push.prior_attempt_unknown`: an earlier attempt was claimed and its
+        outcome never recorded as definite (a crash after the write, a lost answer, a failure), so the
+        parcel may already be there. When it is False (the first attempt, or only throttled / unsent ones
+        before), nothing of this parcel can be on the storefront: write at once, without a lookup. Within
+        one call, a write whose answer was lost (timeout, 5xx after sending) makes any in-call retry look
+        first too. When `push.order_fully_shipped`, also complete the order (in the same request as the
+        parcel where the platform allows it).
+
+        Raise `Throttled` only when this call wrote nothing (the attempt then does not count, and the next
+        one may write without looking); after a write whose outcome is unknown raise
+        `RetriableAdapterError` instead."""
         ...
 
     async def aclose(self) -> None:

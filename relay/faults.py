@@ -32,6 +32,7 @@ POINTS = (
     "after_claim",  # an outbox loop committed its claim (leases held), nothing sent yet
     "after_ingest",  # the poller committed a page of orders (and maybe the cursor)
     "during_callback",  # a factory callback is committed, its 2xx not yet sent
+    "after_storefront_write",  # a storefront adapter's tracking write was answered, nothing else done yet
 )
 
 

@@ -14,6 +14,7 @@ from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, RetriableAdapterError
+from relay.faults import crash_point
 from relay.outbound.retries import in_call_retries
 from relay.outbound.session import error_for_status
 
@@ -126,6 +127,7 @@ class DemoStorefront:
             "notify_customer": push.notify_customer,
         }
         result = await self._call(lambda: self._client.create_fulfilment(push.order_id, push.key, body))
+        crash_point("after_storefront_write")
         return PushReceipt(reference=str(result.get("id")))
 
     async def aclose(self) -> None:

@@ -30,6 +30,7 @@ from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, AuthError, FatalAdapterError, RetriableAdapterError, Throttled
+from relay.faults import crash_point
 from relay.outbound.retries import in_call_retries, parse_retry_after
 from relay.outbound.session import error_for_status
 
@@ -601,14 +602,31 @@ class ShopifyStorefront:
     async def push_shipment(self, push: ShipmentPush) -> PushReceipt:
         """Create one fulfilment with the parcel's tracking and lines, unless it already exists.
 
-        Transient failures retry the whole check-then-create, so a lost answer to `fulfillmentCreate`
-        is found by the check instead of fulfilling twice.
+        A first attempt (`push.prior_attempt_unknown` False) reads the order's fulfillment orders and
+        creates the fulfilment: two requests. A retry after an unknown outcome reads the order's
+        fulfilments first and creates nothing when the parcel is there. Shopify closes a fulfillment order
+        whose lines are all fulfilled, and the order is fulfilled when all are: the last parcel completes
+        the order in the same mutation. Transient failures retry the whole push in-call; once the mutation
+        was sent, those retries look first, so a lost answer does not fulfil twice.
         """
         self._pushing += 1
+        sent = [False]  # the mutation went out in this call: its outcome may be unknown
         try:
-            receipt: PushReceipt = await self._retrying(_is_transient)(self._push_once, push)
+            receipt: PushReceipt = await self._retrying(_is_transient)(self._push_once, push, sent)
         except ShopifyError as exc:
-            raise relay_error(exc) from exc
+            error = relay_error(exc)
+            if isinstance(error, Throttled) and sent[0]:
+                # The parcel may be fulfilled now: the next attempt must look, so this one counts.
+                error = RetriableAdapterError(
+                    f"{error} (after a fulfilmentCreate)", retry_after=error.retry_after
+                )
+            raise error from exc
+        except Throttled as exc:
+            if not sent[0]:
+                raise
+            raise RetriableAdapterError(
+                f"{exc} (after a fulfilmentCreate)", retry_after=exc.retry_after
+            ) from exc
         finally:
             self._pushing -= 1
         return receipt
@@ -633,16 +651,20 @@ class ShopifyStorefront:
                 return order
         return order
 
-    async def _push_once(self, push: ShipmentPush) -> PushReceipt:
-        order = await self._read_order(
-            FULFILLMENTS_QUERY, push.order_id, FULFILLMENTS_SHAPES, ("first", "trackingFirst", "lineFirst")
-        )
-        if order is None:
-            raise FatalAdapterError(f"order {push.order_id} not found in Shopify")
-        existing = _same_parcel(order.get("fulfillments") or [], push)
-        if existing is not None:
-            self._log.info("shopify_push_already_done", order_id=push.order_id, fulfillment=existing)
-            return PushReceipt(reference=existing)
+    async def _push_once(self, push: ShipmentPush, sent: list[bool]) -> PushReceipt:
+        if push.prior_attempt_unknown or sent[0]:
+            order = await self._read_order(
+                FULFILLMENTS_QUERY,
+                push.order_id,
+                FULFILLMENTS_SHAPES,
+                ("first", "trackingFirst", "lineFirst"),
+            )
+            if order is None:
+                raise FatalAdapterError(f"order {push.order_id} not found in Shopify")
+            existing = _same_parcel(order.get("fulfillments") or [], push)
+            if existing is not None:
+                self._log.info("shopify_push_already_done", order_id=push.order_id, fulfillment=existing)
+                return PushReceipt(reference=existing)
         order = await self._read_order(
             FULFILLMENT_ORDERS_QUERY, push.order_id, FULFILLMENT_ORDERS_SHAPES, ("first", "lineFirst")
         )
@@ -656,11 +678,24 @@ class ShopifyStorefront:
             "trackingInfo": tracking,
             "notifyCustomer": push.notify_customer and self._options.notify_customer,
         }
-        result = (
-            await self._execute(
-                FULFILLMENT_CREATE, {"fulfillment": fulfillment}, cost=MUTATION_COST, retry_transient=False
-            )
-        )["fulfillmentCreate"]
+        sent_before, sent[0] = sent[0], True
+        try:
+            result = (
+                await self._execute(
+                    FULFILLMENT_CREATE,
+                    {"fulfillment": fulfillment},
+                    cost=MUTATION_COST,
+                    retry_transient=False,
+                )
+            )["fulfillmentCreate"]
+        except (ShopifyThrottled, Throttled, OverBudget):
+            sent[0] = sent_before  # throttled: Shopify did not run the mutation
+            raise
+        except ShopifyHTTPError as exc:
+            if 400 <= exc.status < 500:  # refused before it ran (a 429 too)
+                sent[0] = sent_before
+            raise
+        crash_point("after_storefront_write")
         if result.get("userErrors"):
             messages = "; ".join(_text(e.get("message")) for e in result["userErrors"])
             raise FatalAdapterError(f"fulfillmentCreate rejected: {messages}")

@@ -50,6 +50,16 @@ def gid(kind: str, number: int) -> str:
     return f"gid://shopify/{kind}/{number}"
 
 
+def _display_fulfillment_status(order: _Order) -> str:
+    """`Order.displayFulfillmentStatus`: FULFILLED once every fulfillment order is closed by fulfilments
+    (Shopify closes one whose lines are all fulfilled), PARTIALLY_FULFILLED before, UNFULFILLED without a
+    live fulfilment. GUESS: a cancelled order with some fulfilments shows PARTIALLY_FULFILLED."""
+    if not any(f.status == "SUCCESS" for f in order.fulfillments):
+        return "UNFULFILLED"
+    closed = all(fo.status == "CLOSED" for fo in order.fulfillment_orders)
+    return "FULFILLED" if closed and order.cancelled_at is None else "PARTIALLY_FULFILLED"
+
+
 def _iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -593,6 +603,7 @@ class FakeShopify:
             tags=list(order.tags),
             cancelledAt=None if order.cancelled_at is None else _iso(order.cancelled_at),
             displayFinancialStatus=order.financial_status,
+            displayFulfillmentStatus=_display_fulfillment_status(order),
             totalPriceSet={"shopMoney": {"amount": f"{total:.2f}", "currencyCode": order.currency}},
             lineItems=self._line_connection(order, line_template, lines_field),
             fulfillmentOrders=self._fulfillment_orders(order),

@@ -3,10 +3,11 @@
 Listing is keyset-paged on the modification time: each request asks for `orderby=modified&order=asc`
 after the newest modification already read (less one second, since WordPress compares whole seconds).
 When a whole page shares one second, that second is listed on its own by a stable key: `orderby=id`
-inside the closed window `modified_after`/`modified_before` around it, by `offset`, stepping back by as
-many rows as `X-WP-Total` says left the window (orders modified meanwhile move to a later second, where
-the keyset finds them). Plain `page=N` paging skips a record whenever an order read on an earlier page
-is modified during the scan and moves to the end; this way cannot, whatever the listing's length.
+inside the closed window `modified_after`/`modified_before` around it, by `offset`, each page overlapping
+the rows read by one and stepping back while that row shows rows left the window (orders modified
+meanwhile move to a later second, where the keyset finds them). Plain `page=N` paging skips a record
+whenever an order read on an earlier page is modified during the scan and moves to the end; this way
+cannot, whatever the listing's length.
 Records read twice are dropped by (id, date_modified_gmt).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +31,7 @@ from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, ResponseTooLarge, RetriableAdapterError, Throttled
+from relay.faults import crash_point
 from relay.outbound.retries import in_call_retries
 from relay.outbound.session import error_for_status
 
@@ -48,6 +51,28 @@ PAID_STATUSES = frozenset({"processing", "completed"})
 UNPAID_STATUSES = frozenset({"pending", "on-hold", "failed", "checkout-draft"})
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded", "trash"})
 LEAVE_ALONE_STATUSES = frozenset({"completed", "failed"}) | CANCELLED_STATUSES
+ORDER_FIELDS = ",".join(
+    (
+        "id",
+        "number",
+        "status",
+        "currency",
+        "total",
+        "date_created_gmt",
+        "date_modified_gmt",
+        "date_paid_gmt",
+        "billing",
+        "shipping",
+        "line_items",
+        "meta_data",
+    )
+)
+"""Top-level fields relay maps from a listed order (`_fields`, WordPress's global parameter)."""
+REMEMBERED_ORDERS = 20_000
+"""Orders whose status and item names the adapter keeps from its listings (the newest listed), so a push
+needs no read of the order: about 200 bytes each."""
+PUSH_ORDER_FIELDS = "id,status,line_items"
+"""What a push reads of an order: its status (to complete it or not) and its items' names (for a note)."""
 
 
 class WooCommerceOptions(BaseModel):
@@ -89,6 +114,10 @@ class WooCommerceStorefront:
         self._not_before = 0.0
         """The store (or its host) asked for no requests before this clock reading (429 Retry-After);
         the poller and the shipper share this adapter instance, so both respect it."""
+        self._listed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """Order id -> `{"status", "line_items": [{"id", "name"}]}` as last listed (the poller and the
+        shipper share this instance): a push's note names the items and its completion checks the status
+        without reading the order. Bounded (`REMEMBERED_ORDERS`); a push for an order not in it reads it."""
 
     # --- listing ----------------------------------------------------------------------------------
 
@@ -126,9 +155,12 @@ class WooCommerceStorefront:
         (`modified_after` = second - 1 s, `modified_before` = second + 1 s, both exclusive).
 
         Once the store's clock has left that second, nothing can enter the window, and an order modified
-        meanwhile leaves it (for a later second, where the keyset listing finds it): the rows only shrink.
-        Paging is by `offset`; when `X-WP-Total` shows rows left, the next offset steps back by as many, so
-        no row can shift past the cursor unseen (rows already read are dropped by id).
+        meanwhile leaves it (for a later second, where the keyset listing finds it): the rows only shrink,
+        so a row not read yet can only shift towards the start. Paging is by `offset`, each page starting
+        one row before the rows already read: a page whose first row was read already proves that no
+        unread row is before it (ids ascend), and its rows are taken. Otherwise rows before it left since
+        the last page: the offset steps back by as many as `X-WP-Total` shows left, and further (doubling)
+        while rows keep leaving faster; offset 0 always holds. Rows read twice are dropped by id.
         """
         base = {
             "orderby": "id",
@@ -136,12 +168,13 @@ class WooCommerceStorefront:
             "modified_after": _gmt_param(second - timedelta(seconds=1)),
             "modified_before": _gmt_param(second + timedelta(seconds=1)),
         }
-        position = 0  # rows of the window (as of `total`) with ids up to `last_id`
+        position = 0  # rows of the window (as of `total`) with ids up to `last_id`, as far as known
         total: int | None = None
         last_id = -1
-        offset = 0
+        back = 0  # rows to step back beyond the one-row overlap: doubles while a gap stays possible
         waits = 0
         while True:
+            offset = max(0, position - 1 - back)
             response, per_page = await self._list({**base, "offset": str(offset)})
             if waits < OPEN_SECOND_WAITS and not self._has_passed(second, response.headers):
                 waits += 1  # the store may still stamp orders with this second: let it pass
@@ -149,9 +182,12 @@ class WooCommerceStorefront:
                 continue
             records = _records(response)
             now_total = _int_header(response.headers, "X-WP-Total")
-            if total is not None and now_total is not None and offset > position - (total - now_total):
-                offset = max(0, position - (total - now_total))  # rows before us left: step back
+            if total is not None and now_total is not None and now_total < total:
+                position, total = max(0, position - (total - now_total)), now_total
+            if offset > 0 and not (records and _id_of(records[0]) <= last_id):
+                back = max(1, 2 * back)  # an unread row may have shifted before the page: step back
                 continue
+            back = 0
             fresh = [r for r in records if _id_of(r) > last_id or _id_of(r) < 0]
             batch = self._fresh(fresh, seen, floor)
             if batch:
@@ -159,7 +195,6 @@ class WooCommerceStorefront:
             if records:
                 last_id = max(last_id, *(_id_of(r) for r in records))
             position, total = offset + len(records), now_total
-            offset = position
             if len(records) < per_page or (total is not None and position >= total):
                 return
 
@@ -173,11 +208,30 @@ class WooCommerceStorefront:
             if key in seen:
                 continue
             seen.add(key)
+            self._remember(raw)
             item = _to_record(raw, self._options.test_order_meta)
             if floor is not None and isinstance(item, Order) and item.updated_at < floor:
                 continue
             batch.append(item)
         return batch
+
+    def _remember(self, raw: Any) -> None:
+        """Keep a listed order's status and item names for pushes (see `_listed`)."""
+        if not isinstance(raw, dict) or raw.get("id") is None:
+            return
+        items = raw.get("line_items")
+        order_id = str(raw["id"])
+        self._listed[order_id] = {
+            "status": raw.get("status"),
+            "line_items": [
+                {"id": item.get("id"), "name": item.get("name")}
+                for item in (items if isinstance(items, list) else [])
+                if isinstance(item, dict)
+            ],
+        }
+        self._listed.move_to_end(order_id)
+        if len(self._listed) > REMEMBERED_ORDERS:
+            self._listed.popitem(last=False)
 
     def _has_passed(self, second: datetime, headers: Mapping[str, str]) -> bool:
         """Whether the store's clock (its `Date` header; else relay's) is past `second`."""
@@ -199,7 +253,13 @@ class WooCommerceStorefront:
             self._log.info("woocommerce_page_grown", per_page=self.per_page)
         while True:
             per_page = self.per_page
-            query = {"status": "any", "dates_are_gmt": "true", **params, "per_page": str(per_page)}
+            query = {
+                "status": "any",
+                "dates_are_gmt": "true",
+                **params,
+                "per_page": str(per_page),
+                "_fields": ORDER_FIELDS,
+            }
             try:
                 response = await self._call(partial(self._api().list_orders, query))
             except ResponseTooLarge:
@@ -213,62 +273,106 @@ class WooCommerceStorefront:
     # --- tracking ---------------------------------------------------------------------------------
 
     async def push_shipment(self, push: ShipmentPush) -> PushReceipt:
-        """Add the parcel's tracking once (looked up first, so repeats are no-ops); complete when all shipped.
+        """Add the parcel's tracking (a Shipment Tracking item or an order note); complete the order with
+        its last parcel.
 
-        Each in-call retry repeats the look-up, so a create whose answer was lost is not created twice.
+        A first attempt (`push.prior_attempt_unknown` False) writes at once: one POST, plus the `PUT` that
+        completes the order with the last parcel (WooCommerce has no request doing both). The note's item
+        names and the status that decides the completion come from the order as last listed; only an order
+        this process has not listed is read first (`_fields` = status and items). A retry after an
+        unknown outcome reads the order afresh and looks first (the order's tracking items or notes), and
+        writes only what is missing.
+        Within the call, once a write was sent every in-call retry looks too, and a written parcel is not
+        written again when only the completion failed.
         """
+        maybe_written = False  # a write of this call may have reached the store
+        reference: str | None = None
 
         async def attempt() -> str:
-            order = (await self._api().get_order(push.order_id)).data
-            if not isinstance(order, dict):
-                raise RetriableAdapterError("order is not a JSON object")
-            if self._options.tracking == "shipment_tracking":
-                reference = await self._ensure_tracking_item(push)
-            else:
-                reference = await self._ensure_tracking_note(push, order)
+            nonlocal maybe_written, reference
+            look = push.prior_attempt_unknown or maybe_written
+            order = None if look else self._listed.get(push.order_id)
+            if order is None and (self._options.tracking == "note" or push.order_fully_shipped):
+                order = await self._order_for_push(push.order_id)
+            if reference is None:
+                if look:
+                    reference = await self._existing_tracking(push)
+                if reference is None:
+                    written_before, maybe_written = maybe_written, True
+                    try:
+                        reference = await self._write_tracking(push, order)
+                    except WooCommerceError as exc:
+                        if 400 <= exc.status < 500:  # refused (a 429 too): this write did nothing
+                            maybe_written = written_before
+                        raise
+                    crash_point("after_storefront_write")
             if push.order_fully_shipped:
-                await self._ensure_completed(push.order_id, order)
+                await self._complete(push.order_id, order or {})
             return reference
 
-        return PushReceipt(reference=await self._call(attempt))
+        try:
+            return PushReceipt(reference=await self._call(attempt))
+        except Throttled as exc:
+            if not maybe_written:
+                raise
+            # The parcel may be on the order now: the next attempt must look, so this one counts.
+            raise RetriableAdapterError(
+                f"{exc} (after a tracking write)",
+                status=exc.status,
+                body=exc.body,
+                retry_after=exc.retry_after,
+            ) from exc
 
-    async def _ensure_tracking_item(self, push: ShipmentPush) -> str:
-        api = self._api()
-        existing = (await api.list_trackings(push.order_id)).data
-        for item in existing if isinstance(existing, list) else []:
-            if (
-                isinstance(item, dict)
-                and str(item.get("tracking_number", "")).strip() == push.tracking_number.strip()
-            ):
-                self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
-                return f"tracking:{item.get('tracking_id')}"
-        body = {"tracking_number": push.tracking_number, "date_shipped": self._today()}
-        if push.tracking_url:
-            body |= {"custom_tracking_provider": push.carrier, "custom_tracking_link": push.tracking_url}
-        else:
-            body["tracking_provider"] = push.carrier
-        created = (await api.create_tracking(push.order_id, body)).data
-        return f"tracking:{created.get('tracking_id') if isinstance(created, dict) else None}"
+    async def _order_for_push(self, order_id: str) -> dict[str, Any]:
+        """The order's status and line items (for a note's item names and the completion check)."""
+        order = (await self._api().get_order(order_id, {"_fields": PUSH_ORDER_FIELDS})).data
+        if not isinstance(order, dict):
+            raise RetriableAdapterError("order is not a JSON object")
+        return order
 
-    async def _ensure_tracking_note(self, push: ShipmentPush, order: dict[str, Any]) -> str:
+    async def _existing_tracking(self, push: ShipmentPush) -> str | None:
+        """The parcel's tracking item (by number) or note (by `Ref: key`) already on the order, if any."""
         api = self._api()
-        notes = (await api.list_notes(push.order_id)).data
+        if self._options.tracking == "shipment_tracking":
+            items = (await api.list_trackings(push.order_id)).data
+            for item in items if isinstance(items, list) else []:
+                if (
+                    isinstance(item, dict)
+                    and str(item.get("tracking_number", "")).strip() == push.tracking_number.strip()
+                ):
+                    self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
+                    return f"tracking:{item.get('tracking_id')}"
+            return None
+        notes = (await api.list_notes(push.order_id, {"_fields": "id,note"})).data
         for note in notes if isinstance(notes, list) else []:
             if isinstance(note, dict) and push.key in str(note.get("note", "")):
                 self._log.info("tracking_already_present", order_id=push.order_id, push_key=push.key)
                 return f"note:{note.get('id')}"
+        return None
+
+    async def _write_tracking(self, push: ShipmentPush, order: dict[str, Any] | None) -> str:
+        api = self._api()
+        if self._options.tracking == "shipment_tracking":
+            body = {"tracking_number": push.tracking_number, "date_shipped": self._today()}
+            if push.tracking_url:
+                body |= {"custom_tracking_provider": push.carrier, "custom_tracking_link": push.tracking_url}
+            else:
+                body["tracking_provider"] = push.carrier
+            created = (await api.create_tracking(push.order_id, body)).data
+            return f"tracking:{created.get('tracking_id') if isinstance(created, dict) else None}"
         customer_note = self._options.notify_customer and push.notify_customer
-        note = tracking_note(push, order)
+        note = tracking_note(push, order or {})
         created = (await api.create_note(push.order_id, note, customer_note=customer_note)).data
         return f"note:{created.get('id') if isinstance(created, dict) else None}"
 
-    async def _ensure_completed(self, order_id: str, order: dict[str, Any]) -> None:
+    async def _complete(self, order_id: str, order: dict[str, Any]) -> None:
+        """Mark the order completed, unless its status (as last listed, or read) says to leave it alone."""
         status = order.get("status")
         if status in LEAVE_ALONE_STATUSES:
             if status != "completed":
                 self._log.warning("order_not_completed", order_id=order_id, status=status)
             return
-        await self._api().update_order(order_id, {"status": "completed"})
+        await self._api().update_order(order_id, {"status": "completed"}, {"_fields": "id,status"})
 
     def _today(self) -> str:
         return datetime.fromtimestamp(self._context.clock(), UTC).strftime("%Y-%m-%d")

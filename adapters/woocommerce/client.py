@@ -107,14 +107,16 @@ class WooCommerceClient:
     async def list_orders(self, params: Mapping[str, str]) -> Response:
         return await self.request("GET", CORE, "orders", params=params)
 
-    async def get_order(self, order_id: str) -> Response:
-        return await self.request("GET", CORE, f"orders/{order_id}")
+    async def get_order(self, order_id: str, params: Mapping[str, str] | None = None) -> Response:
+        return await self.request("GET", CORE, f"orders/{order_id}", params=params)
 
-    async def update_order(self, order_id: str, fields: Mapping[str, Any]) -> Response:
-        return await self.request("PUT", CORE, f"orders/{order_id}", body=dict(fields))
+    async def update_order(
+        self, order_id: str, changes: Mapping[str, Any], params: Mapping[str, str] | None = None
+    ) -> Response:
+        return await self.request("PUT", CORE, f"orders/{order_id}", params=params, body=dict(changes))
 
-    async def list_notes(self, order_id: str) -> Response:
-        return await self.request("GET", CORE, f"orders/{order_id}/notes")
+    async def list_notes(self, order_id: str, params: Mapping[str, str] | None = None) -> Response:
+        return await self.request("GET", CORE, f"orders/{order_id}/notes", params=params)
 
     async def create_note(self, order_id: str, note: str, *, customer_note: bool) -> Response:
         return await self.request(

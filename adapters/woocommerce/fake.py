@@ -14,6 +14,9 @@ Implements `relay.testing.vendor.FakeStorefront`. What it emulates, from the pub
   of a listing sorted by modification, as on a real store; adding a note does not touch the order.
 * `GET|POST /wp-json/wc-shipment-tracking/v3/orders/{id}/shipment-trackings` (201 + `Location`), unless
   built with `shipment_tracking=False`: then those routes answer 404 `rest_no_route`.
+* WordPress's global `_fields` parameter (comma-separated or `_fields[]=`) on every route: a successful
+  answer keeps only those top-level fields (of each item, for a collection); errors are not filtered.
+  Dotted sub-field paths (`billing.email`, WordPress 5.3+) are not emulated: they keep nothing.
 * Consumer key/secret by HTTP Basic auth or `consumer_key`/`consumer_secret` query parameters; an unknown
   or missing key gets WooCommerce's 401 `woocommerce_rest_cannot_*`, a wrong secret 401
   `woocommerce_rest_authentication_error`.
@@ -333,6 +336,12 @@ class FakeWooCommerce:
             response: web.StreamResponse = await handler(request)
         except WooError as exc:
             return exc.response()
+        fields = _fields_param(request.query)
+        if fields is not None and isinstance(response, web.Response) and response.text is not None:
+            # WordPress's `_fields` (rest_filter_response_fields): every successful answer, each item of a
+            # collection, keeps only the named top-level fields; errors are left whole.
+            body = _only_fields(json.loads(response.text), fields)
+            return _json(body, status=response.status, headers=_kept_headers(response))
         return response
 
     def _fault(self, status: int, retry_after: float | None) -> web.Response:
@@ -614,6 +623,28 @@ def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None
 def _json_number(amount: Decimal) -> float | int:
     """WooCommerce renders `price` as a JSON number (PHP float or int)."""
     return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
+def _fields_param(query: Any) -> list[str] | None:
+    """The requested `_fields` (comma-separated, or repeated as `_fields[]`), or None when absent."""
+    raw = [*query.getall("_fields", []), *query.getall("_fields[]", [])]
+    if not raw:
+        return None
+    return [name.strip() for value in raw for name in value.split(",") if name.strip()]
+
+
+def _only_fields(body: Any, fields: list[str]) -> Any:
+    if isinstance(body, list):
+        return [_only_fields(item, fields) for item in body]
+    if isinstance(body, dict):
+        return {name: value for name, value in body.items() if name in fields}
+    return body
+
+
+def _kept_headers(response: web.Response) -> dict[str, str]:
+    """A filtered answer's own headers (paging, Location), without those `_json` sets again."""
+    dropped = {"content-type", "content-length"}
+    return {k: v for k, v in response.headers.items() if k.lower() not in dropped}
 
 
 def _reason(status: int) -> str:

@@ -431,6 +431,7 @@ class StorefrontContract(_ContractFixtures[FakeStorefront]):
         line_indexes: list[int],
         *,
         quantity: int = 1,
+        prior_attempt_unknown: bool = True,
     ) -> Any:
         line_ids = fake.line_ids(order_id)
         push = ShipmentPush(
@@ -443,9 +444,38 @@ class StorefrontContract(_ContractFixtures[FakeStorefront]):
             tracking_url=f"https://track.example/{tracking}",
             lines=tuple(ShipmentLine(line_id=line_ids[i], quantity=quantity) for i in line_indexes),
             order_fully_shipped=False,
+            prior_attempt_unknown=prior_attempt_unknown,
         )
         async with asyncio.timeout(CALL_BOUND_S):
             return await adapter.push_shipment(push)
+
+    async def test_a_first_attempt_writes_without_looking(
+        self, adapter: StorefrontAdapter, fake: FakeStorefront
+    ) -> None:
+        """`prior_attempt_unknown=False`: nothing of the parcel can be there, so no lookup: one request (an
+        idempotency-keyed write), or fewer than a push that must look first."""
+        order = fake.add_order([SeedLine(sku="A"), SeedLine(sku="B")], updated_at=T0)
+        before = len(fake.requests)
+        await self._push(adapter, fake, order, "1Z-FIRST", [0], prior_attempt_unknown=False)
+        first = len(fake.requests) - before
+        before = len(fake.requests)
+        await self._push(adapter, fake, order, "1Z-LOOKED", [1], prior_attempt_unknown=True)
+        looked = len(fake.requests) - before
+        assert [f.tracking_number for f in fake.fulfilments(order)] == ["1Z-FIRST", "1Z-LOOKED"]
+        assert first == 1 or first < looked, (
+            f"a first attempt made {first} requests, one that looks first {looked}: it looked anyway"
+        )
+
+    async def test_a_retry_after_an_unknown_outcome_looks_and_does_not_duplicate(
+        self, adapter: StorefrontAdapter, fake: FakeStorefront
+    ) -> None:
+        """A first attempt wrote the parcel, then relay crashed before recording it: the next attempt
+        (`prior_attempt_unknown=True`) finds it instead of writing it again."""
+        order = fake.add_order([SeedLine(sku="A"), SeedLine(sku="B")], updated_at=T0)
+        await self._push(adapter, fake, order, "1Z-CRASHED", [0], prior_attempt_unknown=False)
+        await self._push(adapter, fake, order, "1Z-CRASHED", [0], prior_attempt_unknown=True)
+        await self._push(adapter, fake, order, "1Z-CRASHED", [0], prior_attempt_unknown=True)
+        assert [f.tracking_number for f in fake.fulfilments(order)] == ["1Z-CRASHED"]
 
     async def test_partial_shipments_make_one_fulfilment_per_parcel(
         self, adapter: StorefrontAdapter, fake: FakeStorefront

@@ -44,6 +44,7 @@ HIT_RANGES = {
     "after_claim": 4,
     "after_ingest": 5,
     "during_callback": 4,
+    "after_storefront_write": 4,  # inside the storefront adapter: the tracking is written, not yet recorded
 }
 EXTERNAL = "external SIGKILL"
 RUN_BUDGET_S = 1.5
@@ -350,3 +351,52 @@ async def test_random_crashes_with_a_1688_factory_lose_and_duplicate_nothing(tmp
     assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
     assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
     assert made and shipped, "no 1688 order was made or shipped: the loop tests little"
+
+
+# --- issue 15: a first attempt writes without looking; a crash before its commit ----------------------
+
+
+@pytest.mark.parametrize("storefront", ["demo", "woocommerce", "shopify"])
+async def test_crashes_right_after_the_storefront_write_duplicate_no_tracking(
+    tmp_path, fault_seed, storefront
+):
+    """A tracking push's first attempt writes at once, without looking. The daemon is killed between each
+    adapter's storefront write and its commit (`after_storefront_write`), again and again: the claim counted
+    the attempt, so the next one looks first and finds the parcel. The oracle: no parcel twice on the
+    storefront, nothing lost, nothing stuck. Knobs: RELAY_FAULT_RUNS (a tenth of it per storefront)."""
+    rng = random.Random(fault_seed)
+    runs = max(3, env_int("RELAY_FAULT_RUNS", 300) // 10)
+    reached = 0
+    async with World(tmp_path, storefront=storefront) as world:
+        for run in range(runs):
+            for _ in range(rng.randint(1, 3)):
+                world.add_order(rng)
+            daemon = await world.start(crash_at=f"after_storefront_write@{rng.randint(1, 3)}")
+            rc = await daemon.wait(15)
+            if rc is None:
+                rc = await daemon.kill()
+            else:
+                reached += 1
+            assert rc in (-9, 0), f"run {run}: relay exited {rc}\n{world.log_tail()}"
+        daemon = await world.start()
+        assert await world.wait_ready(daemon), world.log_tail()
+        settled = await world.wait_settled(timeout=60 + len(world.seeded) * 0.05)
+        daemon.term()
+        rc = await daemon.wait(30)
+        verdict = world.oracle()
+    record(
+        f"after storefront write: {storefront}",
+        runs=runs,
+        orders=verdict.orders,
+        lost=verdict.lost,
+        duplicated=verdict.duplicated,
+        dup_tracking=verdict.dup_tracking,
+        stuck=verdict.stuck,
+        note=f"reached {reached}/{runs}; seed {fault_seed}",
+    )
+    assert verdict.lost == 0 and verdict.duplicated == 0 and not verdict.problems, (
+        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
+    )
+    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
+    assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
+    assert reached >= runs // 2, f"the crash point was reached {reached}/{runs} times: the loop tests little"

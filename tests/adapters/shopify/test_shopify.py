@@ -40,7 +40,14 @@ from adapters.shopify.fake import FakeShopify, parse_operation, requested_cost
 from relay.contracts import AdapterContext
 from relay.domain.models import Malformed, Order, ShipmentLine, ShipmentPush
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
-from relay.testing.contract import RecordingSleep, SessionTracker, drain, loopback_egress, make_context
+from relay.testing.contract import (
+    RecordingSleep,
+    SessionTracker,
+    drain,
+    loopback_egress,
+    make_context,
+    orders_only,
+)
 from relay.testing.vendor import SeedLine
 
 T0 = 1_790_000_000
@@ -570,3 +577,64 @@ def test_options_defaults_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (options.api_version, options.page_size, options.notify_customer) == (API_VERSION, 10, True)
     assert options.access_token.get_secret_value() == "shpat_from_env"
     assert "shpat_from_env" not in repr(options)
+
+
+# --- requests per push (issue 15) -----------------------------------------------------------------
+
+
+def reads_of(fake: FakeShopify, since: int) -> list[str]:
+    """What each operation since the `since`-th one read: fulfilments, fulfillment orders, or a mutation."""
+    kinds = []
+    for name, variables in fake.operations[since:]:
+        if name == "order":
+            kinds.append("fulfillments" if "trackingFirst" in variables else "fulfillmentOrders")
+        else:
+            kinds.append(name)
+    return kinds
+
+
+async def test_a_first_attempt_reads_fulfillment_orders_and_creates(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+    await adapter.push_shipment(push_for(fake, order, "JD-FIRST", [(0, 1)], prior_attempt_unknown=False))
+    assert reads_of(fake, 0) == ["fulfillmentOrders", "fulfillmentCreate"]
+    assert len(fake.requests) == 2
+    assert [f.tracking_number for f in fake.fulfilments(order)] == ["JD-FIRST"]
+
+
+async def test_a_retry_after_an_unknown_outcome_finds_the_fulfilment(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    order = fake.add_order([SeedLine(sku="A"), SeedLine(sku="B")], updated_at=T0)
+    push = push_for(fake, order, "JD-CRASH", [(0, 1)], prior_attempt_unknown=False)
+    await adapter.push_shipment(push)
+    seen = len(fake.operations)
+    receipt = await adapter.push_shipment(push.model_copy(update={"prior_attempt_unknown": True}))
+    assert reads_of(fake, seen) == ["fulfillments"]
+    assert [f.tracking_number for f in fake.fulfilments(order)] == ["JD-CRASH"]
+    assert receipt.reference and receipt.reference.startswith("gid://shopify/Fulfillment/")
+
+
+async def test_a_failed_read_is_retried_without_a_look(adapter: ShopifyStorefront, fake: FakeShopify) -> None:
+    """Only a sent mutation makes the outcome unknown: a read that failed is simply read again."""
+    order = fake.add_order([SeedLine(sku="A")], updated_at=T0)
+    fake.fail_next(502)
+    await adapter.push_shipment(push_for(fake, order, "JD-502", [(0, 1)], prior_attempt_unknown=False))
+    assert reads_of(fake, 0) == ["fulfillmentOrders", "fulfillmentCreate"]
+    assert len(fake.requests) == 3
+    assert [f.tracking_number for f in fake.fulfilments(order)] == ["JD-502"]
+
+
+async def test_the_last_parcel_fulfils_the_order_in_its_mutation(
+    adapter: ShopifyStorefront, fake: FakeShopify
+) -> None:
+    order = fake.add_order([SeedLine(sku="A"), SeedLine(sku="B")], updated_at=T0)
+    await adapter.push_shipment(push_for(fake, order, "JD-1", [(0, 1)], prior_attempt_unknown=False))
+    [listed] = orders_only(await drain(adapter, None))
+    assert listed.fulfilled is False
+    seen = len(fake.requests)
+    await adapter.push_shipment(push_for(fake, order, "JD-2", [(1, 1)], prior_attempt_unknown=False))
+    assert len(fake.requests) - seen == 2  # the fulfillment orders, the mutation: nothing else
+    [listed] = orders_only(await drain(adapter, None))
+    assert listed.fulfilled is True

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.woocommerce import WooCommerceStorefront
-from adapters.woocommerce.adapter import GROW_AFTER_S
+from adapters.woocommerce.adapter import GROW_AFTER_S, ORDER_FIELDS
 from adapters.woocommerce.client import WooCommerceError
-from adapters.woocommerce.fake import FakeWooCommerce, load_fixture
+from adapters.woocommerce.fake import FakeWooCommerce, WooError, load_fixture
 from relay.contracts import AdapterContext
 from relay.domain.models import Address, Malformed, Order, ShipmentLine, ShipmentPush
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError, Throttled
@@ -40,7 +44,12 @@ def list_calls(fake: FakeWooCommerce) -> list[dict[str, str]]:
 
 
 def push_for(
-    fake: FakeWooCommerce, order_id: str, *, fully: bool = True, url: str | None = None
+    fake: FakeWooCommerce,
+    order_id: str,
+    *,
+    fully: bool = True,
+    url: str | None = None,
+    unknown: bool = True,
 ) -> ShipmentPush:
     line_id = fake.line_ids(order_id)[0]
     return ShipmentPush(
@@ -53,6 +62,7 @@ def push_for(
         tracking_url=url,
         lines=(ShipmentLine(line_id=line_id, quantity=1),),
         order_fully_shipped=fully,
+        prior_attempt_unknown=unknown,
     )
 
 
@@ -89,7 +99,7 @@ async def test_many_orders_in_one_second_still_page_through(
 
     assert [o.external_id for o in flat(await collect(make_adapter()))] == ids
     by_id = [c for c in list_calls(fake) if c["orderby"] == "id"]
-    assert [c["offset"] for c in by_id] == ["0", "3", "6"]
+    assert [c["offset"] for c in by_id] == ["0", "2", "4"]  # each page from the last row read
     assert {(c["modified_after"], c["modified_before"]) for c in by_id} == {
         ("2026-11-02T08:53:19", "2026-11-02T08:53:21")
     }
@@ -116,6 +126,84 @@ async def test_a_2000_order_backlog_sharing_seconds_loses_nothing_while_relay_wr
                 completed += 1
         assert completed > 0
         assert sorted(set(ids) - seen) == []
+    finally:
+        await fake.close()
+
+
+class _Shipping(FakeWooCommerce):
+    """The store while relay's shipper completes orders: before answering each listing by id it completes
+    the next order of `shipping` (which re-stamps it, moving it out of its second). Refuses (400) listing
+    requests after the 50th, so a scan that keeps asking fails instead of hanging."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.shipping: list[str] = []
+
+    async def _list_orders(self, request: web.Request) -> web.Response:
+        if len(list_calls(self)) > 50:
+            raise WooError(400, "stalled", "the listing keeps asking for the same rows")
+        if self.shipping and request.query.get("orderby") == "id":
+            self.set_status(self.shipping.pop(0), "completed")
+        return await super()._list_orders(request)
+
+
+def offsets_in_second(fake: FakeWooCommerce, second: str, after: str) -> list[int]:
+    """The `offset` of every listing by id of the window around one second (GMT, as sent)."""
+    return [
+        int(c["offset"])
+        for c in list_calls(fake)
+        if c["orderby"] == "id" and (c["modified_after"], c["modified_before"]) == (second, after)
+    ]
+
+
+async def test_more_orders_leaving_a_shared_second_than_were_read_do_not_stall_the_scan(
+    make_adapter: Make,
+) -> None:
+    """P3's bench stall: 300 orders share a second; while relay pages that second by id, its shipper
+    completes 250 of them (orders it knows from an earlier poll, most not yet read in this scan), which
+    moves them to a later second. `X-WP-Total` then dropped by more than the rows already read and the
+    scan stepped back to offset 0 against its stale total, forever (one listing request after another,
+    nothing yielded, no error). It must step back, read the 50 left, and go on to the later second."""
+    fake = _Shipping(page_size=100)
+    await fake.start()
+    try:
+        ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0) for _ in range(300)]
+        seen: set[str] = set()
+        shipped = False
+        async for page in make_adapter(page_size=100, store_url=fake.url).fetch_orders(None):
+            seen.update(o.external_id for o in page if isinstance(o, Order))
+            if not shipped and ids[150] in seen:  # mid-scan of the shared second, by id
+                shipped = True
+                for order_id in ids[:250]:
+                    fake.set_status(order_id, "completed")
+        assert shipped
+        assert sorted(set(ids) - seen) == []
+        # Pages overlap by one row (a page starting at a row already read proves none was skipped);
+        # after the 250 left, offset 198 is past the window and the scan steps back to the 50 rows left.
+        assert offsets_in_second(fake, "2026-11-02T08:53:19", "2026-11-02T08:53:21") == [0, 99, 198, 0]
+    finally:
+        await fake.close()
+
+
+async def test_orders_leaving_a_shared_second_at_every_request_do_not_livelock_the_scan(
+    make_adapter: Make,
+) -> None:
+    """P3's repro: the shipper completes the orders of a shared second in id order, one before every
+    listing request of the scan. Stepping back by the drop in `X-WP-Total` alone re-stepped on every
+    answer (each showed one more row gone) until the second was empty; the one-row overlap tells when a
+    page is safe to take, so the scan moves on a page every few requests and loses nothing."""
+    fake = _Shipping(page_size=100)
+    await fake.start()
+    try:
+        ids = [fake.add_order([SeedLine("MUG-1")], updated_at=T0) for _ in range(300)]
+        fake.shipping = ids[:200]
+        seen: set[str] = set()
+        async for page in make_adapter(page_size=100, store_url=fake.url).fetch_orders(None):
+            seen.update(o.external_id for o in page if isinstance(o, Order))
+        assert sorted(set(ids) - seen) == []
+        # Each page's first try starts at a row that has just left (gap possible), the step back holds.
+        offsets = offsets_in_second(fake, "2026-11-02T08:53:19", "2026-11-02T08:53:21")
+        assert offsets == [0, 99, 97, 196, 194, 293, 291]
     finally:
         await fake.close()
 
@@ -595,3 +683,169 @@ async def test_fake_responses_match_fixture_shapes(fake: FakeWooCommerce, make_a
     assert set(note) == set(load_fixture("note.json"))
     assert set(item) == set(load_fixture("shipment_tracking_item.json"))
     assert json.loads(refused.value.body) == load_fixture("error_unauthorized.json")
+
+
+# --- requests per push (issue 15) -----------------------------------------------------------------
+
+
+def push_requests(fake: FakeWooCommerce, since: int) -> list[tuple[str, str]]:
+    """(method, path without the API prefix) of the requests since the `since`-th one."""
+    return [(m, p.removeprefix("/wp-json/")) for m, p in fake.requests[since:]]
+
+
+async def test_a_first_attempt_in_shipment_tracking_mode_is_one_post_and_the_completion(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    adapter = make_adapter(tracking="shipment_tracking")
+    await collect(adapter)  # the poller and the shipper share the adapter: the order was listed
+    listed = len(fake.requests)
+
+    receipt = await adapter.push_shipment(push_for(fake, order_id, unknown=False))
+
+    assert push_requests(fake, listed) == [
+        ("POST", f"wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings"),
+        ("PUT", f"wc/v3/orders/{order_id}"),
+    ]
+    assert receipt.reference == f"tracking:{fake.trackings(order_id)[0]['tracking_id']}"
+    assert fake.status(order_id) == "completed"
+    put = [q for m, path, q in fake.calls if m == "PUT"]
+    assert put == [{"_fields": "id,status"}]
+
+
+@pytest.mark.parametrize("tracking", ["note", "shipment_tracking"])
+async def test_a_first_attempt_for_a_listed_order_reads_nothing(
+    fake: FakeWooCommerce, make_adapter: Make, tracking: str
+) -> None:
+    """The note's item names and the completion's status check come from the listing."""
+    order_id = fake.add_order([SeedLine("MUG-1"), SeedLine("TOTE-1")])
+    adapter = make_adapter(tracking=tracking)
+    await collect(adapter)
+    listed = len(fake.requests)
+
+    await adapter.push_shipment(push_for(fake, order_id, fully=False, unknown=False))
+
+    assert [m for m, _ in push_requests(fake, listed)] == ["POST"]
+    if tracking == "note":
+        (note,) = [n for n in fake.notes(order_id) if n["author"] == "API"]
+        assert f"- 1 x Product MUG-1 (item #{fake.line_ids(order_id)[0]})" in note["note"]
+
+
+async def test_an_order_listed_as_cancelled_is_not_completed(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    fake.cancel(order_id)
+    adapter = make_adapter(tracking="shipment_tracking")
+    await collect(adapter)
+    listed = len(fake.requests)
+
+    await adapter.push_shipment(push_for(fake, order_id, unknown=False))
+
+    assert [m for m, _ in push_requests(fake, listed)] == ["POST"]
+    assert fake.status(order_id) == "cancelled"
+
+
+async def test_an_order_not_listed_is_read_before_it_is_completed(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    fake.cancel(order_id)
+
+    await make_adapter(tracking="shipment_tracking").push_shipment(push_for(fake, order_id, unknown=False))
+
+    assert [m for m, _ in push_requests(fake, 0)] == ["GET", "POST"]
+    assert fake.status(order_id) == "cancelled"
+
+
+async def test_a_first_attempt_in_note_mode_reads_only_status_and_items(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1"), SeedLine("TOTE-1")])
+
+    await make_adapter().push_shipment(push_for(fake, order_id, fully=False, unknown=False))
+
+    assert push_requests(fake, 0) == [
+        ("GET", f"wc/v3/orders/{order_id}"),
+        ("POST", f"wc/v3/orders/{order_id}/notes"),
+    ]
+    assert fake.calls[0][2] == {"_fields": "id,status,line_items"}
+    (note,) = [n for n in fake.notes(order_id) if n["author"] == "API"]
+    assert f"- 1 x Product MUG-1 (item #{fake.line_ids(order_id)[0]})" in note["note"]
+
+
+@pytest.mark.parametrize("tracking", ["note", "shipment_tracking"])
+async def test_a_retry_after_a_crash_finds_the_parcel_and_only_completes(
+    fake: FakeWooCommerce, make_adapter: Make, tracking: str
+) -> None:
+    """The first attempt wrote the parcel and crashed before the completion and the record; the retry
+    (an unknown outcome) looks, writes nothing, and completes the order."""
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    adapter = make_adapter(tracking=tracking)
+    await adapter.push_shipment(push_for(fake, order_id, fully=False, unknown=False))
+    seen = len(fake.requests)
+
+    await adapter.push_shipment(push_for(fake, order_id, unknown=True))
+
+    assert len(fake.fulfilments(order_id)) == 1
+    assert fake.status(order_id) == "completed"
+    assert [m for m, _ in push_requests(fake, seen)] == ["GET", "GET", "PUT"]
+
+
+async def test_a_failed_write_makes_the_in_call_retry_look(fake: FakeWooCommerce, make_adapter: Make) -> None:
+    """A 5xx on the POST may follow a write the store made: the in-call retry looks before writing."""
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    adapter = make_adapter(tracking="shipment_tracking")
+    fake.fail_next(502)
+
+    await adapter.push_shipment(push_for(fake, order_id, fully=False, unknown=False))
+
+    assert push_requests(fake, 0) == [
+        ("POST", f"wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings"),
+        ("GET", f"wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings"),
+        ("POST", f"wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings"),
+    ]
+    assert len(fake.fulfilments(order_id)) == 1
+
+
+async def test_throttled_before_any_write_stays_throttled_after_a_write_it_counts(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
+    """`Throttled` (the attempt does not count, the next may write at once) only when nothing was
+    written; a throttle after the tracking POST is a retriable failure, so the next attempt looks."""
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    adapter = make_adapter(tracking="shipment_tracking")
+    fake.fail_next(429, retry_after=600)
+    with pytest.raises(Throttled):
+        await adapter.push_shipment(push_for(fake, order_id, fully=False, unknown=False))
+    assert fake.fulfilments(order_id) == []
+
+    adapter = make_adapter(tracking="shipment_tracking")
+    fake.fail_next(502)  # the POST (an unknown outcome) ...
+    fake.fail_next(429, retry_after=600)  # ... then the look is throttled
+    with pytest.raises(RetriableAdapterError) as caught:
+        await adapter.push_shipment(push_for(fake, order_id, fully=False, unknown=False))
+    assert not isinstance(caught.value, Throttled)
+
+
+async def test_listing_asks_only_for_the_mapped_fields(fake: FakeWooCommerce, make_adapter: Make) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1")])
+
+    [order] = flat(await collect(make_adapter()))
+
+    assert order.external_id == order_id and order.lines[0].title == "Product MUG-1"
+    assert all(query["_fields"] == ORDER_FIELDS for query in list_calls(fake))
+
+
+async def test_the_fake_filters_top_level_fields_like_wordpress(fake: FakeWooCommerce) -> None:
+    order_id = fake.add_order([SeedLine("MUG-1")])
+    token = base64.b64encode(f"{fake.consumer_key}:{fake.consumer_secret}".encode()).decode()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
+        url = f"{fake.url}/wp-json/wc/v3/orders"
+        async with session.get(f"{url}/{order_id}?_fields=id,status") as resp:
+            assert await resp.json() == {"id": int(order_id), "status": "processing"}
+        async with session.get(url, params={"_fields[]": "id"}) as resp:
+            assert await resp.json() == [{"id": int(order_id)}]
+            assert resp.headers["X-WP-Total"] == "1"
+        async with session.get(f"{url}/999?_fields=id") as resp:
+            assert resp.status == 404 and (await resp.json())["code"]  # errors are not filtered
