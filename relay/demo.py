@@ -136,6 +136,8 @@ class DemoSummary:
     parcels_expected: int
     elapsed_s: float
     problems: tuple[str, ...]
+    storefront_requests: int = 0
+    """Requests the fake storefront received (listing pages and tracking pushes alike)."""
 
     HEADERS = ("", "got", "expected")
 
@@ -148,6 +150,8 @@ class DemoSummary:
             rows.append((f"factory {f.name}: orders held", str(f.held), str(f.expected)))
             rows.append((f"factory {f.name}: deliveries", str(f.deliveries), "-"))
         rows.append(("storefront fulfilments", str(self.fulfilments), str(self.parcels_expected)))
+        per_order = self.storefront_requests / self.orders if self.orders else 0.0
+        rows.append(("storefront requests", f"{self.storefront_requests} ({per_order:.2f}/order)", "-"))
         return rows
 
     def verdict(self) -> list[str]:
@@ -213,7 +217,8 @@ async def run_demo(
             f"database {db_path}",
             file=out,
         )
-        settings = demo_settings(fake, factories, f"sqlite:///{db_path}", registry)
+        url = db_path if "://" in db_path else f"sqlite:///{db_path}"  # a postgresql:// URL is used as is
+        settings = demo_settings(fake, factories, url, registry)
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
             for name, f in factories.items():
                 f.callback_url = app.callback_url(name)
@@ -322,4 +327,5 @@ def _summarize(
         parcels_expected=parcels_expected,
         elapsed_s=elapsed,
         problems=tuple(problems),
+        storefront_requests=len(fake.requests),
     )

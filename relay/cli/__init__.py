@@ -108,7 +108,8 @@ class _RelayGroup(click.Group):
     "--database",
     metavar="URL|PATH",
     default=None,
-    help="Database to use instead of the config's daemon.database (sqlite:///PATH or a file path); "
+    help="Database to use instead of the config's daemon.database (sqlite:///PATH, a file path or "
+    "postgresql://...); "
     "read-only commands then need no config file.",
 )
 @click.version_option(package_name="relay", prog_name="relay", message="%(prog)s %(version)s")
@@ -182,7 +183,7 @@ def _report(exc: Exception) -> int | None:
         return EX_TEMPFAIL
     for kind, code in EXIT_CODES.items():
         if isinstance(exc, kind):
-            hint = "; check daemon.database or --database (`relay migrate` creates it)"
+            hint = "; check daemon.database or --database (`relay migrate` creates a SQLite file; createdb a PostgreSQL database)"
             echo(f"error: {exc}{hint if isinstance(exc, DatabaseMissing) else ''}", err=True)
             return code
     return None

@@ -28,6 +28,11 @@ from relay.store import BackupResult, open_store
 @pass_cli
 def backup(cli: Cli, path: str, force: bool, as_json: bool) -> int:
     url = cli.database_url()
+    if not url.startswith("sqlite:///"):
+        raise CliError(
+            "relay backup copies SQLite databases; back a PostgreSQL database up with pg_dump "
+            f"(`pg_dump --format=custom --file={path} DBNAME`) or the server's base backups and WAL archiving"
+        )
 
     async def act(progress: Callable[[int, int], None] | None) -> BackupResult:
         # Read-only and without the schema check: an old database is backed up before it is migrated.

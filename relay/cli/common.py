@@ -156,7 +156,9 @@ class Cli:
 
 def require_database_directory(url: str) -> None:
     """For the commands that create the database (`run`, `migrate`): its directory must exist, else a
-    `CliError` (EX_CONFIG) naming it, instead of a failure deep inside SQLite."""
+    `CliError` (EX_CONFIG) naming it, instead of a failure deep inside SQLite. Other backends: no check."""
+    if not url.startswith("sqlite:///"):
+        return
     path = url.partition("://")[2][1:]
     if not path or path == ":memory:":
         return

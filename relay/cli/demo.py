@@ -41,8 +41,9 @@ from relay.demo import DemoStopped, DemoSummary, run_demo
 @click.option(
     "--database",
     default=None,
-    metavar="PATH",
-    help="SQLite file to keep (default: a fresh temporary one, removed at the end).",
+    metavar="PATH|URL",
+    help="SQLite file to keep (default: a fresh temporary one, removed at the end), or the URL of an "
+    "empty postgresql:// database.",
 )
 @pass_cli
 def demo(

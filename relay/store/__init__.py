@@ -2,12 +2,12 @@
 
 Every public method is one transaction. Loops hand the store whole batches (a page of orders, a
 group of delivery outcomes) so one commit covers many state changes. Work is claimed under a lease
-(owner + expiry), never by holding a lock across network calls, so several daemons could share one
-database once a networked backend exists.
+(owner + expiry, fenced by a token per claim), never by holding a lock across network calls, so several
+daemons can share one PostgreSQL database (today one active, the others standbys: ADR 13).
 
 Layout (ADR 0007): `Store` below is the contract; `manager.RelayStore` implements it once over a
 `connector.Connector`; the transitions themselves live in `transitions/`; a backend is a connector plus
-its SQL (`sqlite/`). `open_store(url)` picks the backend from the URL scheme.
+its SQL (`sqlite/`, `postgres/`). `open_store(url)` picks the backend from the URL scheme.
 """
 
 from __future__ import annotations
@@ -256,7 +256,8 @@ class Store(Protocol):
         checked (`integrity_check`). An existing `path` raises `FileExistsError` unless `force`; a missing
         database raises `DatabaseMissing`. `progress(done, total)` (pages) is called after each step, from
         another thread. Changes nothing in the database; works on a store opened read-only. Restore: stop
-        the daemon, copy the file back over the database."""
+        the daemon, copy the file back over the database. PostgreSQL: raises `StoreError` naming pg_dump
+        (the server's own tools back it up)."""
         ...
 
     async def next_due(self) -> float | None:
@@ -453,9 +454,23 @@ class ConnectorFactory(Protocol):
     def __call__(self, url: str, *, read_only: bool = False) -> Connector: ...
 
 
-BACKENDS: dict[str, ConnectorFactory] = {"sqlite": sqlite.connector_from_url}
+def _postgres(url: str, *, read_only: bool = False) -> Connector:
+    """The PostgreSQL connector, imported on use: its driver is the optional `relay[postgres]`."""
+    try:
+        from relay.store import postgres  # noqa: PLC0415 (optional dependency)
+    except ImportError as exc:
+        raise ConfigurationError(
+            [("daemon.database", f"a postgresql:// database needs `pip install 'relay[postgres]'` ({exc})")]
+        ) from exc
+    return postgres.connector_from_url(url, read_only=read_only)
+
+
+BACKENDS: dict[str, ConnectorFactory] = {"sqlite": sqlite.connector_from_url, "postgresql": _postgres}
 """URL scheme -> the function that makes that backend's connector from the URL. A backend whose driver is
 an optional dependency registers a function that imports it on use."""
+
+SUPPORTED_URLS = "sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME"
+"""What `daemon.database` may be, for error messages."""
 
 
 def open_store(url: str, *, read_only: bool = False) -> Store:
@@ -470,6 +485,6 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
     backend = BACKENDS.get(scheme) if sep else None
     if backend is None:
         raise ConfigurationError(
-            [("daemon.database", f"unsupported database URL {url!r}; use sqlite:///PATH")]
+            [("daemon.database", f"unsupported database URL {url!r}; use {SUPPORTED_URLS}")]
         )
     return RelayStore(backend(url, read_only=read_only))

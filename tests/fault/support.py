@@ -178,9 +178,12 @@ class World:
         db_dir: Path | None = None,
         config: dict[str, Any] | None = None,
         alibaba1688: bool = False,
+        database_url: str | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.db_path = (db_dir or tmp_path) / "relay.db"
+        # A postgresql:// URL runs the daemons on PostgreSQL (issue 16); the oracle reads it the same way.
+        self.database_url = database_url or f"sqlite:///{self.db_path}"
         self.config_path = tmp_path / "relay.toml"
         self.log_path = tmp_path / "daemon.log"
         self.storefront_kind = storefront
@@ -277,7 +280,7 @@ class World:
     def config(self) -> dict[str, Any]:
         base: dict[str, Any] = {
             "daemon": {
-                "database": f"sqlite:///{self.db_path}",
+                "database": self.database_url,
                 "instance_id": "fault-suite",  # fixed: a restarted daemon frees its predecessor's leases
                 "shutdown_grace_s": 5.0,
                 "lease_s": 60.0,
@@ -399,6 +402,14 @@ class World:
         return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if self.database_url.startswith("postgresql://"):
+            import psycopg
+
+            try:
+                with psycopg.connect(self.database_url, autocommit=True) as conn:
+                    return conn.execute(sql.replace("?", "%s"), params).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []  # not migrated yet
         if not self.db_path.exists():
             return []
         con = self.db()
@@ -557,7 +568,9 @@ class World:
             for message_id in f.acked:
                 if (name, message_id) not in recorded:
                     v.lose(f"callback {name}/{message_id} got 2xx but is not in the shipments table")
-        integrity = self.query("PRAGMA integrity_check")
+        integrity = (
+            [] if self.database_url.startswith("postgresql://") else self.query("PRAGMA integrity_check")
+        )
         if integrity and integrity[0][0] != "ok":
             v.other(f"integrity_check: {integrity}")
         stray = self.query(

@@ -35,8 +35,8 @@ shop2,TEE-RED-M,bolt,,,,0,true
 
 
 @pytest.fixture
-async def store(tmp_path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
     await s.open()
     await s.migrate()
     yield s
@@ -254,7 +254,7 @@ async def test_migration_8_adds_an_empty_catalogue_to_a_version_7_database(tmp_p
     store = open_store(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.migrate() == 8
+        assert await store.migrate() >= 8  # up to the newest version
         assert await store.list_skus() == []
         assert (await store.routing_snapshot()).catalogue_version == 0
         diff = await store.seed_skus_from_config({"A": "acme"}, 1.0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +23,7 @@ from relay.domain.routing import plan_route
 from relay.loops.shipment_poller import ShipmentPoller
 from relay.store import DeliveryOutcome, RouteJob, Store, open_store
 from relay.store.sqlite.connector import MIGRATIONS
+from relay.testing.postgres import raw_sql
 from tests.unit.schema_at import database_at
 from tests.unit.test_order_versions import SKUS, order, parcel, route, view
 
@@ -31,8 +31,8 @@ DEADLINE = datetime(2026, 9, 22, 2, 13, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(tmp_path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
     await s.open()
     await s.migrate()
     yield s
@@ -70,7 +70,7 @@ UNPAID = Placement(
 
 
 async def test_a_placement_records_its_money_exactly_and_flags_the_order_until_paid(
-    tmp_path, store: Store
+    store_url: str, store: Store
 ) -> None:
     lines = (
         OrderLine(line_id="a", sku="A", quantity=2, unit_price=Decimal(1)),
@@ -86,14 +86,8 @@ async def test_a_placement_records_its_money_exactly_and_flags_the_order_until_p
         "acme", [FactoryOrderNotice(factory_order_key=routed.factory_orders[0].key, detail="paid")], 4.0
     )
     paid = await view(store)
-    con = sqlite3.connect(tmp_path / "relay.db")
-    try:
-        stored = con.execute(
-            "SELECT amount, typeof(amount), currency FROM factory_orders ORDER BY id"
-        ).fetchall()
-    finally:
-        con.close()
-    assert stored == [("0.10", "text", "CNY"), (None, "null", None)], "exact decimal TEXT, never a float"
+    stored = raw_sql(store_url, "SELECT amount, currency FROM factory_orders ORDER BY id")
+    assert stored == [("0.10", "CNY"), (None, None)], "exact decimal TEXT, never a float"
     acme = routed.factory_orders[0]
     assert (acme.amount, acme.currency, acme.pay_deadline, acme.attention) == (
         Decimal("0.10"),

@@ -29,7 +29,14 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from relay.domain.models import (
     CANCEL_TRANSITIONS,
@@ -60,6 +67,7 @@ from relay.store import (
     open_store,
 )
 from relay.store.sqlite import QUERIES
+from relay.testing import postgres
 
 SKU_MAP = {"A": "acme", "B": "bolt", "C": "acme"}
 FACTORIES = ["acme", "bolt"]
@@ -79,8 +87,7 @@ class OrderMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.dir = Path(tempfile.mkdtemp(prefix="relay-machine-"))
-        self.path = self.dir / "relay.db"
+        self.url = self.make_database()
         self.now = 1_700_000_000.0
         self.versions: dict[str, list[Order]] = {}  # storefront order id -> every version, oldest first
         self.ingested_max: dict[str, datetime] = {}
@@ -97,7 +104,7 @@ class OrderMachine(RuleBasedStateMachine):
         self.messages = 0
         self.owners = list(OWNERS)  # the current incarnation of each store user
         self.incarnations = [0 for _ in OWNERS]
-        self.stores = [open_store(f"sqlite:///{self.path}") for _ in OWNERS]
+        self.stores = [open_store(self.url) for _ in OWNERS]
         for store in self.stores:
             self.run(store.open())
             self.run(store.migrate())
@@ -109,18 +116,32 @@ class OrderMachine(RuleBasedStateMachine):
     def run(self, coro):
         return self.loop.run_until_complete(coro)
 
+    def make_database(self) -> str:
+        """A fresh database for this example: its URL (a SQLite file; `PostgresOrderMachine`: a schema)."""
+        self.dir = Path(tempfile.mkdtemp(prefix="relay-machine-"))
+        self.path = self.dir / "relay.db"
+        return f"sqlite:///{self.path}"
+
+    def drop_database(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def teardown(self) -> None:
         for store in self.stores:
             self.run(store.close())
         self.loop.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.drop_database()
 
-    def q(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+    def q(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Raw SQL (`?` parameters) beneath the store, to check what it stored."""
         con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             return con.execute(sql, params).fetchall()
         finally:
             con.close()
+
+    def line_totals(self, order_id: int) -> list[tuple]:
+        """The store's own `line_totals_of_orders` query for one order."""
+        return self.q(QUERIES["line_totals_of_orders"].replace(":order_ids", "?"), (f"[{order_id}]",))
 
     # --- storefront side ---------------------------------------------------------------------------
 
@@ -509,7 +530,7 @@ class OrderMachine(RuleBasedStateMachine):
         self.run(self.stores[who].close())
         self.incarnations[who] += 1
         self.owners[who] = f"{OWNERS[who]}#{self.incarnations[who]}"
-        self.stores[who] = open_store(f"sqlite:///{self.path}")
+        self.stores[who] = open_store(self.url)
         self.run(self.stores[who].open())
         self.run(self.stores[who].migrate())
 
@@ -602,7 +623,7 @@ class OrderMachine(RuleBasedStateMachine):
             if state == "completed" and reason == "shipped_after_cancel":
                 continue  # a terminal order is never moved by a late part: it is flagged instead (item 7)
             # the store's own definition
-            totals = self.q(QUERIES["line_totals_of_orders"], {"order_ids": f"[{order_id}]"})
+            totals = self.line_totals(order_id)
             total, shipped = totals[0][1:] if totals else (0, 0)
             pushes = [
                 PushState(s)
@@ -728,3 +749,36 @@ def test_transition_tables_match_the_snapshot_exactly():
         for name, (_, table) in tables.items()
     }
     assert actual == TRANSITIONS_SNAPSHOT
+
+
+class PostgresOrderMachine(OrderMachine):
+    """The same machine, the same invariants, on PostgreSQL: each example on a fresh schema of `server`,
+    looked at through one connection of its own."""
+
+    server = ""
+
+    def make_database(self) -> str:
+        import psycopg
+
+        self.schema, url = postgres.fresh_schema(self.server)
+        self.conn = psycopg.connect(url, autocommit=True)
+        return url
+
+    def drop_database(self) -> None:
+        self.conn.close()
+        postgres.drop_schema(self.server, self.schema)
+
+    def q(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return [tuple(row) for row in self.conn.execute(sql.replace("?", "%s"), params).fetchall()]
+
+    def line_totals(self, order_id: int) -> list[tuple]:
+        from relay.store.postgres import QUERIES as PG_QUERIES
+
+        query = PG_QUERIES["line_totals_of_orders"]
+        return [tuple(row) for row in self.conn.execute(query, {"order_ids": [order_id]}).fetchall()]
+
+
+def test_the_order_machine_on_postgresql(postgres_server: str) -> None:
+    """Two store users on one PostgreSQL database, with the invariants above (issue 16)."""
+    PostgresOrderMachine.server = postgres_server
+    run_state_machine_as_test(PostgresOrderMachine, settings=MACHINE_SETTINGS)

@@ -20,11 +20,11 @@ def test_non_ascii_digit_timestamp_is_a_signature_error_not_a_crash(timestamp):
         verify(["secret"], headers, b"{}", now=0, tolerance_s=300)
 
 
-async def test_cancelling_the_unshipped_rest_of_a_partially_shipped_order_is_legal(tmp_path):
+async def test_cancelling_the_unshipped_rest_of_a_partially_shipped_order_is_legal(store_url):
     """Order split over two factories; one ships and its tracking is pushed; then the storefront cancels.
     Found by the stateful machine: ingest raised IllegalTransition partially_shipped -> completed, so the
     poller's page failed on every poll."""
-    store = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
+    store = open_store(store_url)
     await store.open()
     try:
         await store.migrate()

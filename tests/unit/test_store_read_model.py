@@ -29,8 +29,8 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'relay.db'}")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
     await s.open()
     await s.migrate()
     yield s
@@ -67,10 +67,10 @@ async def test_a_read_only_open_of_a_missing_file_raises_and_creates_nothing(tmp
 
 
 async def test_a_read_only_store_reads_while_the_daemons_store_writes_and_refuses_writes(
-    tmp_path: Path, store: Store
+    store_url: str, store: Store
 ) -> None:
     await shop(store, "shop", 1, "A", T0)
-    reader = open_store(f"sqlite:///{tmp_path / 'relay.db'}", read_only=True)
+    reader = open_store(store_url, read_only=True)
     await reader.open()
     try:
         assert await reader.check_schema() == MIGRATIONS[-1].version
