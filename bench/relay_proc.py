@@ -3,14 +3,16 @@
 The parent drives it over a pipe: `mark` answers this process's CPU seconds, COMMIT count and RSS so the
 parent can take deltas per phase; `stop` stops the App (draining in-flight work) and answers the final
 figures, including peak RSS (VmHWM). COMMITs are counted with sqlite's trace callback on the store's
-own connection, which is the benchmark's instrument only: the store is not changed for it.
+own writer connection, which is the benchmark's instrument only: the store is not changed for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,6 +38,18 @@ class Counter:
             self.commits += 1
 
 
+async def _trace(connector: Any, callback: Callable[[str], None] | None) -> None:
+    """Set sqlite's trace callback on the store's writer connection: on its own thread through
+    `SQLiteConnector.on_writer` (plain sqlite3 on a writer thread), else through aiosqlite's `db`."""
+    on_writer = getattr(connector, "on_writer", None)
+    if on_writer is not None:
+        done = on_writer(lambda db: db.set_trace_callback(callback))
+        if inspect.isawaitable(done):
+            await done
+    else:
+        await connector.db.set_trace_callback(callback)
+
+
 def _figures(counter: Counter, started: float) -> dict[str, Any]:
     return {
         "cpu_s": time.process_time(),
@@ -50,8 +64,6 @@ def _figures(counter: Counter, started: float) -> dict[str, Any]:
 
 async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]) -> None:
     started = time.monotonic()
-    if options.get("uvloop"):
-        pass  # the loop policy is installed in _main before asyncio.run
     from relay import logging as relay_logging
     from relay.app import App
     from relay.config import parse_settings
@@ -64,12 +76,13 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
     counter = Counter()
     try:
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
-            await app.store.connector.db.set_trace_callback(counter)  # type: ignore[attr-defined]
+            await _trace(app.store.connector, counter)
             runner = asyncio.create_task(app.run())
             conn.send(
                 {
                     "inbound_url": app.inbound_url,
                     "startup_s": time.monotonic() - started,
+                    "loop": type(asyncio.get_running_loop()).__module__,
                     **_figures(counter, started),
                 }
             )
@@ -81,18 +94,30 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
                 app.stop()
                 await runner
                 break
-            await app.store.connector.db.set_trace_callback(None)  # type: ignore[attr-defined]
+            await _trace(app.store.connector, None)
         conn.send(_figures(counter, started))
     finally:
         log_stream.close()
 
 
-def _main(conn: Connection, config: dict[str, Any], options: dict[str, Any]) -> None:
-    if options.get("uvloop"):
-        import uvloop
+def _loop_factory(config: dict[str, Any], options: dict[str, Any]) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop `relay run` would use for this config (`[daemon] event_loop`); a relay from before that
+    setting runs on asyncio's, or on uvloop's with the `uvloop` option."""
+    try:
+        from relay.cli.daemon import event_loop_factory
+        from relay.config import DaemonSettings
+    except ImportError:
+        if options.get("uvloop"):
+            import uvloop
 
-        uvloop.install()
-    asyncio.run(_run(conn, config, options))
+            return uvloop.new_event_loop
+        return asyncio.new_event_loop
+    return event_loop_factory(DaemonSettings.model_validate(config["daemon"]))
+
+
+def _main(conn: Connection, config: dict[str, Any], options: dict[str, Any]) -> None:
+    with asyncio.Runner(loop_factory=_loop_factory(config, options)) as runner:
+        runner.run(_run(conn, config, options))
 
 
 class RelayProcess:

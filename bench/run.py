@@ -1,9 +1,12 @@
 """`make bench`: the machine's limits, then the relay end to end on loopback, on a growing database.
 
     python -m bench --orders 5000 --concurrency 64 --scale 10000,100000,1000000
+    python -m bench --storefront woocommerce,shopify --orders 2000 --scale ''
 
-Per setting (a fresh database, then one with 10k / 100k / 1M finished orders already stored), a new relay
-process runs two phases against the same storefront and factory processes:
+Per storefront path (`--storefront`: demo, woocommerce, shopify; the vendor fake runs in its own process
+and the relay uses the real adapter) and per setting (a fresh database; on the demo path also one with
+10k / 100k / 1M finished orders already stored), a new relay process runs two phases against the same
+storefront and factory processes:
 
 * throughput: N orders appear on the storefront at once; orders/s = N / (last tracking push - appearance),
   with the relay's CPU seconds and COMMITs over the phase;
@@ -11,7 +14,10 @@ process runs two phases against the same storefront and factory processes:
   appearance in a poll response (p50/p95/p99), so the poll interval itself is not counted.
 
 Every order is checked afterwards: held once per idempotency key by its factory and its parcel's
-tracking on the storefront exactly once.
+tracking on the storefront exactly once. Each run also reports the storefront requests per order (as
+the fake counted them, by method and route) and `ideal_fraction`: orders/s over the ideal orders/s of
+that path, the raw POST/s measured in the same run over the HTTP exchanges the path needs per order
+(`bench.report.EXCHANGES`).
 """
 
 from __future__ import annotations
@@ -34,10 +40,17 @@ import aiohttp
 
 from bench import limits, seed
 from bench.relay_proc import RelayProcess
+from bench.report import exchanges_per_order
 from bench.servers import FACTORIES, SKU_MAP, ServerProcess, order_lines
+from relay.config import DaemonSettings
 from relay.domain.models import factory_order_key
 
 RESULTS = Path(__file__).parent / "results"
+STOREFRONTS = ("demo", "woocommerce", "shopify")
+STOREFRONT_NAME = {"demo": "shop", "woocommerce": "woo", "shopify": "shopify"}
+"""The `[storefronts.NAME]` of each path (distinct, so factory order keys never collide across paths;
+`shop` is the name `bench/seed.py` stores finished orders under)."""
+MAX_PAGE_SIZE = {"demo": 250, "woocommerce": 100, "shopify": 50}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +83,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="orders/s arriving in the latency phase (env BENCH_RATE; default 200)",
     )
     p.add_argument(
+        "--storefront",
+        action="append",
+        help="storefront path(s) to run, repeatable or comma-separated: demo, woocommerce, shopify "
+        "(env BENCH_STOREFRONT; default all three). Scale settings run on the demo path only.",
+    )
+    p.add_argument(
+        "--real-orders",
+        type=int,
+        default=int(env("BENCH_REAL_ORDERS", "2000")),
+        help="orders per throughput phase on the woocommerce and shopify paths, at most --orders "
+        "(env BENCH_REAL_ORDERS; default 2000: they run at a fraction of the demo path's rate)",
+    )
+    p.add_argument(
+        "--real-rate",
+        type=float,
+        default=float(env("BENCH_REAL_RATE", "50")),
+        help="orders/s arriving in the latency phase of the woocommerce and shopify paths (default 50; "
+        "their latency phase lasts as long as the demo one: latency-orders / rate seconds)",
+    )
+    p.add_argument(
         "--latency-orders",
         type=int,
         default=int(env("BENCH_LATENCY_ORDERS", "1000")),
@@ -82,12 +115,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level", default=env("BENCH_LOG_LEVEL", "info"), choices=["debug", "info", "warning"]
     )
     p.add_argument(
-        "--uvloop",
-        action="store_true",
-        default=env("BENCH_UVLOOP") == "1",
-        help="run the relay process on uvloop (env BENCH_UVLOOP=1)",
+        "--event-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default=env("BENCH_EVENT_LOOP", "auto"),
+        help="the relay's `[daemon] event_loop` (env BENCH_EVENT_LOOP; default auto, as in production). "
+        "A relay tree from before that setting runs on asyncio, or on uvloop when this is `uvloop`.",
     )
     p.add_argument("--workdir", default=env("BENCH_DIR"), help="where the databases go (default: a temp dir)")
+    p.add_argument(
+        "--keep-workdir", action="store_true", help="keep the databases and relay logs (the path is printed)"
+    )
     p.add_argument("--label", default=env("BENCH_LABEL", ""), help="name of the result files")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--skip-limits", action="store_true")
@@ -97,7 +134,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record the relay process with py-spy during each throughput phase (collapsed stacks, "
         "PATH-<setting>.txt; needs `pip install py-spy`)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    chosen = args.storefront or [env("BENCH_STOREFRONT", ",".join(STOREFRONTS))]
+    args.storefront = [k.strip() for text in chosen for k in text.split(",") if k.strip()]
+    unknown = sorted(set(args.storefront) - set(STOREFRONTS))
+    if unknown or not args.storefront:
+        p.error(f"--storefront: {', '.join(unknown) or 'none given'}; choose from {', '.join(STOREFRONTS)}")
+    return args
 
 
 def order_body_size() -> int:
@@ -120,6 +163,8 @@ def order_body_size() -> int:
 def relay_config(
     args: argparse.Namespace, db: Path, storefront: dict[str, Any], factories: dict[str, Any]
 ) -> dict[str, Any]:
+    """The relay's config: the daemon's own settings, bench overrides named in bench/README.md."""
+    adapter = storefront["adapter"]
     return {
         "daemon": {
             "database": f"sqlite:///{db}",
@@ -128,15 +173,15 @@ def relay_config(
             "batch_size": args.batch_size,
             "log_format": "json",
             "log_level": args.log_level,
+            **({"event_loop": args.event_loop} if "event_loop" in DaemonSettings.model_fields else {}),
         },
         "inbound": {"host": "127.0.0.1", "port": 0},
         "egress": {"allow_plain_http": True, "allow_private_addresses": True},
         "storefronts": {
-            "shop": {
-                "adapter": "demo",
-                "url": storefront["url"],
-                "token": storefront["token"],
-                "page_size": args.page_size,
+            STOREFRONT_NAME[adapter]: {
+                "adapter": adapter,
+                **storefront["options"],
+                "page_size": min(args.page_size, MAX_PAGE_SIZE[adapter]),
                 "poll_interval_s": args.poll_interval,
                 "cursor_overlap_s": 0,
             }
@@ -169,6 +214,10 @@ class Bench:
         self.storefront: ServerProcess
         self.factories: ServerProcess
 
+    @property
+    def kind(self) -> str:
+        return str(self.storefront.info["adapter"])
+
     async def get(self, url: str) -> Any:
         async with self.session.get(url) as resp:
             return await resp.json()
@@ -178,19 +227,32 @@ class Bench:
             return await resp.json()
 
     async def phase(self, relay: RelayProcess, count: int, rate: float, timeout: float) -> dict[str, Any]:
-        sf = self.storefront.info["url"]
-        status = await self.get(f"{sf}/_bench/status")
+        control = self.storefront.info["control"]
+        status = await self.get(f"{control}/_bench/status")
         target = status["fulfilled"] + count
+        start = status
         before = relay.mark()
-        seeded = await self.post(f"{sf}/_bench/seed", {"count": count, "rate": rate})
+        seeded = await self.post(f"{control}/_bench/seed", {"count": count, "rate": rate})
         deadline = time.monotonic() + timeout
         while status["fulfilled"] < target and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            status = await self.get(f"{sf}/_bench/status")
+            status = await self.get(f"{control}/_bench/status")
         after = relay.mark()
-        report = await self.get(f"{sf}/_bench/report?first={seeded['first']}")
+        report = await self.get(
+            f"{control}/_bench/report?first={seeded['first']}&since={start['requests']}"
+            f"&since_operations={start['operations']}"
+        )
         factory_report = await self.get(f"{self.factories.info['control']}/_bench/report")
-        return self.figures(count, rate, seeded, before, after, report, factory_report, status["pages"])
+        figures = self.figures(count, rate, seeded, before, after, report, factory_report)
+        figures["poll_pages"] = status["pages"] - start["pages"]
+        figures["storefront_requests"] = status["requests"] - start["requests"]
+        figures["storefront_requests_per_order"] = figures["storefront_requests"] / max(
+            figures["completed"], 1
+        )
+        figures["storefront_requests_by_route"] = report["requests"]
+        if report.get("operations"):
+            figures["storefront_operations"] = report["operations"]
+        return figures
 
     def figures(
         self,
@@ -201,18 +263,18 @@ class Bench:
         after: dict[str, Any],
         report: dict[str, Any],
         factory_report: dict[str, Any],
-        pages: int,
     ) -> dict[str, Any]:
         received: dict[str, float] = {}
         deliveries: dict[str, int] = {}
         for f in factory_report.values():
             received.update(f["received_at"])
             deliveries.update(f["deliveries"])
+        storefront = STOREFRONT_NAME[self.kind]
         added, end_to_end, problems = [], [], []
         last_push = 0.0
         done = 0
         for ext_id, (served, fulfilled, n_fulfilments, n_tracking) in report["orders"].items():
-            keys = [factory_order_key("shop", ext_id, f) for f in FACTORIES]
+            keys = [factory_order_key(storefront, ext_id, f) for f in FACTORIES]
             got = [received[k] for k in keys if k in received]
             if len(got) != 1:
                 problems.append(f"order {ext_id}: held by {len(got)} factories")
@@ -237,11 +299,11 @@ class Bench:
             "end_to_end_latency_ms": {q: percentile(end_to_end, q) for q in (50, 95, 99)},
             "cpu_s": cpu,
             "cpu_s_per_1000": cpu / max(done, 1) * 1000,
+            "cpu_ms_per_order": cpu / max(done, 1) * 1000,
             "commits": after["commits"] - before["commits"],
             "commits_per_order": (after["commits"] - before["commits"]) / max(done, 1),
             "statements_per_order": (after["statements"] - before["statements"]) / max(done, 1),
             "rss_mib_after": after["rss_kib"] / 1024,
-            "poll_pages_total": pages,
             "redeliveries": sum(deliveries.get(k, 1) - 1 for k in deliveries),
             "exactly_once": not problems and done == count,
             "problems": problems[:10],
@@ -250,7 +312,12 @@ class Bench:
     async def setting(self, name: str, stored: int, db: Path, log_path: Path) -> dict[str, Any]:
         a = self.args
         config = relay_config(a, db, self.storefront.info, self.factories.info["factories"])
-        relay = RelayProcess(config, log_path=str(log_path), log_level=a.log_level, uvloop=a.uvloop)
+        relay = RelayProcess(
+            config, log_path=str(log_path), log_level=a.log_level, uvloop=a.event_loop == "uvloop"
+        )
+        rate = a.rate if self.kind == "demo" else a.real_rate
+        orders = a.orders if self.kind == "demo" else min(a.orders, a.real_orders)
+        latency_orders = round(a.latency_orders * rate / a.rate) if a.rate else a.latency_orders
         try:
             await self.post(
                 f"{self.factories.info['control']}/_bench/callbacks",
@@ -270,19 +337,19 @@ class Bench:
                         "--format",
                         "raw",
                         "-o",
-                        f"{a.profile}-{name}.txt",
+                        f"{a.profile}-{self.kind}-{name}.txt",
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)
-            throughput = await self.phase(relay, a.orders, 0, timeout=max(120, a.orders / 20))
+            throughput = await self.phase(relay, orders, 0, timeout=max(120, orders / 10))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
             latency = (
-                await self.phase(relay, a.latency_orders, a.rate, timeout=a.latency_orders / a.rate + 60)
-                if a.latency_orders
+                await self.phase(relay, latency_orders, rate, timeout=latency_orders / rate + 60)
+                if latency_orders
                 else None
             )
         finally:
@@ -293,9 +360,54 @@ class Bench:
             "throughput": throughput,
             "latency": latency,
             "relay_startup_s": relay.ready["startup_s"],
+            "event_loop": relay.ready.get("loop"),
             "peak_rss_mib": final["hwm_kib"] / 1024,
             "rss_mib_end": final["rss_kib"] / 1024,
         }
+
+    async def path(self, kind: str, work: Path, raw_post_s: float | None) -> dict[str, Any]:
+        """One storefront path: its fake in its own process, a fresh database (and, on the demo path, the
+        scale settings), each setting a new relay process."""
+        a = self.args
+        page_size = min(a.page_size, MAX_PAGE_SIZE[kind])
+        self.storefront = ServerProcess("storefront", adapter=kind, page_size=page_size, id_start=1001)
+        exchanges = exchanges_per_order(kind, page_size)
+        ideal = raw_post_s / exchanges if raw_post_s else None
+        run: dict[str, Any] = {
+            "storefront": kind,
+            "page_size": page_size,
+            "exchanges_per_order": exchanges,
+            "ideal_orders_per_s": ideal,
+            "settings": [],
+        }
+        try:
+            db = work / f"relay-{kind}.db"
+            scales = _scales(a.scale) if kind == "demo" else []
+            for name, stored in [("fresh", 0)] + [(_short(n), n) for n in scales]:
+                seeding = None
+                if stored:
+                    seeding = await asyncio.to_thread(seed.seed, db, stored)
+                    print(
+                        f"  seeded to {stored} orders in {seeding['seconds']:.1f} s "
+                        f"({seeding['db_mib']:.0f} MiB)",
+                        file=sys.stderr,
+                    )
+                else:
+                    await seed.migrate(db)
+                row = await self.setting(name, stored, db, work / f"relay-{kind}.log")
+                row["seeding"] = seeding
+                t = row["throughput"]
+                t["ideal_fraction"] = t["orders_per_s"] / ideal if ideal else None
+                run["settings"].append(row)
+                print(
+                    f"  {kind} {name}: {t['orders_per_s']:.0f} orders/s, "
+                    f"{t['storefront_requests_per_order']:.2f} storefront requests/order",
+                    file=sys.stderr,
+                )
+        finally:
+            self.storefront.stop()
+        run["ideal_fraction"] = run["settings"][0]["throughput"]["ideal_fraction"]
+        return run
 
     async def run(self) -> dict[str, Any]:
         a = self.args
@@ -310,39 +422,26 @@ class Bench:
             },
             "args": {k: v for k, v in vars(a).items()},
             "workdir": str(work),
+            "runs": [],
         }
         started = time.monotonic()
         try:
             async with aiohttp.ClientSession() as self.session:
                 if not a.skip_limits:
                     result["limits"] = await self.limits(work)
-                self.storefront = ServerProcess("storefront", page_size=a.page_size, id_start=1001)
+                raw = result["limits"]["post_c"]["per_s"] if "limits" in result else None
                 self.factories = ServerProcess("factories")
                 try:
-                    db = work / "relay.db"
-                    settings = [("fresh", 0)] + [(_short(n), n) for n in _scales(a.scale)]
-                    result["settings"] = []
-                    for name, stored in settings:
-                        seeding = None
-                        if stored:
-                            seeding = await asyncio.to_thread(seed.seed, db, stored)
-                            print(
-                                f"  seeded to {stored} orders in {seeding['seconds']:.1f} s "
-                                f"({seeding['db_mib']:.0f} MiB)",
-                                file=sys.stderr,
-                            )
-                        else:
-                            await seed.migrate(db)
-                        row = await self.setting(name, stored, db, work / "relay.log")
-                        row["seeding"] = seeding
-                        result["settings"].append(row)
-                        print(f"  {name}: {row['throughput']['orders_per_s']:.0f} orders/s", file=sys.stderr)
+                    for kind in a.storefront:
+                        result["runs"].append(await self.path(kind, work, raw))
                 finally:
-                    self.storefront.stop()
                     self.factories.stop()
         finally:
             result["total_s"] = time.monotonic() - started
-            shutil.rmtree(work, ignore_errors=True)
+            if a.keep_workdir:
+                print(f"  databases and relay logs kept in {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
         return result
 
     async def limits(self, work: Path) -> dict[str, Any]:
@@ -387,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chart:   {png}" if png else "chart:   skipped (pip install -e '.[bench]' for matplotlib)")
     ok = all(
         s["throughput"]["exactly_once"] and (s["latency"] is None or s["latency"]["exactly_once"])
-        for s in result["settings"]
+        for run in result["runs"]
+        for s in run["settings"]
     )
     if not ok:
         print("FAILED: an exactly-once check did not hold (see problems in the JSON)")

@@ -1,8 +1,13 @@
 """The servers the benchmark talks to, each run in its own process so it does not share the relay's CPU.
 
-* `storefront`: the demo storefront fake, with an O(log n) listing (orders are kept sorted) and two
-  records: the wall time each order first appears in a poll response, and the wall time of its first
-  fulfilment. Control routes under `/_bench/` seed orders (all at once or at a fixed rate) and report.
+* `storefront`: a storefront fake with two records: the wall time each order first appears in a poll
+  response, and the wall time of its first fulfilment. `adapter="demo"` is the demo fake with an O(log n)
+  listing (orders are kept sorted); `woocommerce` / `shopify` are the vendor fakes found through the
+  `relay.fakes` entry points (FakeWooCommerce, FakeShopify), subclassed here only to stamp those two
+  times and, for Shopify, to find a fulfillment order by id in O(1) and to never throttle (the leaky
+  bucket is not what the bench measures). A control app on its own port (`/_bench/seed`, `/status`,
+  `/report`) seeds orders (all at once or at a fixed rate) and reports, including every request the
+  fake received (`requests`, the `FakeStorefront` protocol's record), counted by method and route.
 * `factories`: one fake factory per name (same process, one port each) that records the wall time of the
   first receipt per idempotency key, and ships every order at once through relay's callback endpoint.
 * `echo`: a trivial aiohttp POST server for the raw round-trip limit.
@@ -20,7 +25,9 @@ import itertools
 import json
 import multiprocessing as mp
 import random
+import re
 import time
+from collections import Counter
 from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
@@ -29,6 +36,7 @@ from aiohttp import web
 
 from adapters.demo.fake import FakeDemoStorefront
 from adapters.webhook.fake import FakeFactory
+from relay.registry import Registry
 from relay.testing.vendor import SeedLine
 
 SKU_MAP = {"TEE-RED-M": "acme", "TEE-BLU-L": "acme", "MUG-WHT": "bolt", "CAP-BLK": "bolt"}
@@ -53,33 +61,27 @@ class BenchStorefront(FakeDemoStorefront):
         self._rows: list[Any] = []
         self.first_served: dict[str, float] = {}
         self.fulfilled_at: dict[str, float] = {}
-        self.fulfilments = 0
         self.pages = 0
-        self._rng = random.Random(7)
-        self._feeder: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/orders", self._list)
         app.router.add_post("/api/orders/{id}/fulfillments", self._fulfil)
-        app.router.add_post("/_bench/seed", self._seed)
-        app.router.add_get("/_bench/status", self._status)
-        app.router.add_get("/_bench/report", self._report)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
-    def add(self) -> None:
+    def bench_add(self, lines: list[SeedLine]) -> str:
         last = self._keys[-1][0] if self._keys else 0.0
-        order_id = self.add_order(
-            order_lines(len(self._rows), self._rng), updated_at=max(time.time(), last + 1e-6)
-        )
+        order_id = self.add_order(lines, updated_at=max(time.time(), last + 1e-6))
         row = self._orders[order_id]
         self._keys.append((row.updated_at, int(row.id)))
         self._rows.append(row)
+        return order_id
 
     async def _list(self, request: web.Request) -> web.Response:
+        self._requests.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response({"error": "invalid token"}, status=401)
         self.pages += 1
@@ -106,14 +108,131 @@ class BenchStorefront(FakeDemoStorefront):
     async def _fulfil(self, request: web.Request) -> web.Response:
         resp = await super()._fulfil(request)
         if resp.status == 201:
-            self.fulfilments += 1
             self.fulfilled_at.setdefault(request.match_info["id"], time.time())
         return resp
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+class _Stamps:
+    """What the vendor-fake subclasses add: first-served and first-fulfilled wall times, listing pages."""
+
+    first_served: dict[str, float]
+    fulfilled_at: dict[str, float]
+    pages: int
+
+    def _stamps(self) -> None:
+        self.first_served, self.fulfilled_at, self.pages = {}, {}, 0
+
+    def _served(self, ids: list[str]) -> None:
+        self.pages += 1
+        now = time.time()
+        for order_id in ids:
+            self.first_served.setdefault(order_id, now)
+
+    def bench_add(self, lines: list[SeedLine]) -> str:
+        return self.add_order(lines)  # type: ignore[attr-defined,no-any-return]
+
+
+class _WooStamps(_Stamps):
+    """FakeWooCommerce: a listing page is a JSON array of orders; every fulfilment goes through `_record`
+    (a Shipment Tracking item or a tracking note)."""
+
+    async def _list_orders(self, request: web.Request) -> web.Response:
+        resp: web.Response = await super()._list_orders(request)  # type: ignore[misc]
+        if resp.status == 200 and resp.text:
+            self._served([str(o["id"]) for o in json.loads(resp.text)])
+        return resp
+
+    def _record(self, order: Any, *args: Any) -> None:
+        super()._record(order, *args)  # type: ignore[misc]
+        self.fulfilled_at.setdefault(str(order.doc["id"]), time.time())
+
+
+class _ShopifyStamps(_Stamps):
+    """FakeShopify: listing nodes carry the order gid; `fulfillmentCreate` names a fulfillment order,
+    looked up here in a dict (the fake scans every order) to stamp its order."""
+
+    _by_fulfillment_order: dict[str, tuple[Any, Any]]
+
+    def _stamps(self) -> None:
+        super()._stamps()
+        self._by_fulfillment_order = {}
+
+    def bench_add(self, lines: list[SeedLine]) -> str:
+        order_id = super().bench_add(lines)
+        order = self._order(order_id)  # type: ignore[attr-defined]
+        for fo in order.fulfillment_orders:
+            self._by_fulfillment_order[f"gid://shopify/FulfillmentOrder/{fo.number}"] = (order, fo)
+        return order_id
+
+    def _find_fulfillment_order(self, fulfillment_order_id: str) -> tuple[Any, Any] | None:
+        return self._by_fulfillment_order.get(fulfillment_order_id)
+
+    def _resolve_orders(self, root: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = super()._resolve_orders(root)  # type: ignore[misc]
+        self._served([node["id"] for node in answer["nodes"]])
+        return answer
+
+    def _resolve_fulfillmentCreate(self, root: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = super()._resolve_fulfillmentCreate(root)  # type: ignore[misc]
+        if answer.get("fulfillment"):
+            groups = (root.args.get("fulfillment") or {}).get("lineItemsByFulfillmentOrder") or []
+            found = self._by_fulfillment_order.get(str(groups[0].get("fulfillmentOrderId")))
+            if found is not None:
+                self.fulfilled_at.setdefault(f"gid://shopify/Order/{found[0].number}", time.time())
+        return answer
+
+
+STOREFRONT_OPTIONS: dict[str, dict[str, Any]] = {
+    "woocommerce": {},
+    # Throttling is the shop's policy, not relay's cost: a bucket that never runs dry.
+    "shopify": {"bucket_size": 1e12, "restore_rate": 1e12},
+}
+"""Constructor options of the vendor fakes in the bench, besides `page_size`."""
+
+
+def vendor_storefront(adapter: str, page_size: int) -> Any:
+    """The `relay.fakes` entry point `adapter`, subclassed with the bench's stamps, constructed."""
+    base = Registry().fake(adapter)
+    mixin = {"woocommerce": _WooStamps, "shopify": _ShopifyStamps}[adapter]
+    cls = type(f"Bench{base.__name__}", (mixin, base), {})
+    fake = cls(page_size=page_size, **STOREFRONT_OPTIONS[adapter])
+    fake._stamps()
+    return fake
+
+
+_ID = re.compile(r"/\d+(?=/|$)")
+
+
+class StorefrontControl:
+    """`/_bench/` routes for one storefront fake in this process: seed, status, report."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self.ids: list[str] = []
+        self._rng = random.Random(7)
+        self._feeder: asyncio.Task[None] | None = None
+
+    def add(self) -> None:
+        self.ids.append(self.fake.bench_add(order_lines(len(self.ids), self._rng)))
+
+    async def start(self) -> tuple[web.AppRunner, str]:
+        app = web.Application()
+        app.router.add_post("/_bench/seed", self._seed)
+        app.router.add_get("/_bench/status", self._status)
+        app.router.add_get("/_bench/report", self._report)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     async def _seed(self, request: web.Request) -> web.Response:
         spec = await request.json()
         count, rate = int(spec["count"]), float(spec.get("rate") or 0)
-        first, at = len(self._rows), time.time()
+        first, at = len(self.ids), time.time()
         if rate <= 0:
             for _ in range(count):
                 self.add()
@@ -133,30 +252,41 @@ class BenchStorefront(FakeDemoStorefront):
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "orders": len(self._rows),
-                "fulfilled": len(self.fulfilled_at),
-                "fulfilments": self.fulfilments,
-                "pages": self.pages,
+                "orders": len(self.ids),
+                "fulfilled": len(self.fake.fulfilled_at),
+                "pages": self.fake.pages,
+                "requests": len(self.fake.requests),
+                "operations": len(getattr(self.fake, "operations", ())),
             }
         )
 
     async def _report(self, request: web.Request) -> web.Response:
+        """Per order since `first`: first served, first fulfilled, fulfilments, distinct tracking
+        numbers; and the requests received since request number `since`, by method and route."""
         first = int(request.query.get("first", 0))
-        rows = self._rows[first:]
-        per_order = {
-            o.id: [
-                self.first_served.get(o.id),
-                self.fulfilled_at.get(o.id),
-                len(o.fulfilments),
-                len({f["tracking_number"] for f in o.fulfilments.values()}),
+        since = int(request.query.get("since", 0))
+        since_operations = int(request.query.get("since_operations", 0))
+        fake = self.fake
+        per_order = {}
+        for order_id in self.ids[first:]:
+            held = fake.fulfilments(order_id)
+            per_order[order_id] = [
+                fake.first_served.get(order_id),
+                fake.fulfilled_at.get(order_id),
+                len(held),
+                len({f.tracking_number for f in held}),
             ]
-            for o in rows
-        }
-        return web.json_response({"orders": per_order, "pages": self.pages})
-
-
-def _ts(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        routes = Counter(f"{method} {_ID.sub('/{id}', path)}" for method, path in fake.requests[since:])
+        # GraphQL (Shopify): every request is one POST; its root fields say what it did.
+        operations = Counter(name for name, _ in getattr(fake, "operations", ())[since_operations:])
+        return web.json_response(
+            {
+                "orders": per_order,
+                "pages": fake.pages,
+                "requests": dict(routes),
+                "operations": dict(operations),
+            }
+        )
 
 
 class BenchFactory(FakeFactory):
@@ -223,10 +353,16 @@ async def _echo_app() -> tuple[web.AppRunner, str]:
 async def _serve(kind: str, conn: Connection, options: dict[str, Any]) -> None:
     closers: list[Any] = []
     if kind == "storefront":
-        sf = BenchStorefront(page_size=options["page_size"], id_start=options["id_start"])
+        adapter = options.get("adapter", "demo")
+        if adapter == "demo":
+            sf = BenchStorefront(page_size=options["page_size"], id_start=options["id_start"])
+        else:
+            sf = vendor_storefront(adapter, options["page_size"])
         await sf.start()
         closers.append(sf.close)
-        conn.send({"url": sf.url, "token": sf.token})
+        runner, control = await StorefrontControl(sf).start()
+        closers.append(runner.cleanup)
+        conn.send({"adapter": adapter, "options": sf.adapter_options(), "control": control})
     elif kind == "factories":
         factories = {name: BenchFactory(name) for name in FACTORIES}
         for f in factories.values():

@@ -9,6 +9,7 @@ every other key belongs to the adapter and is validated against that adapter cla
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -80,13 +81,36 @@ class DaemonSettings(Section):
     batch_size: int = Field(default=200, ge=1, le=10_000)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    """The daemon's event loop: `auto` runs uvloop when it is installed (it is, on Linux and macOS, with
+    relay's own dependencies), else asyncio's; `uvloop` insists on it; `asyncio` never uses it."""
+
+    @field_validator("event_loop")
+    @classmethod
+    def _loop_installed(cls, value: str) -> str:
+        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError(
+                "uvloop is not installed: `pip install uvloop` (on Linux and macOS it comes with relay), "
+                'or use event_loop = "auto" (uvloop when installed, else asyncio)'
+            )
+        return value
 
     @field_validator("database")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH is supported (sqlite:///:memory: for a throwaway store)")
-        return value
+        if value.startswith("sqlite:///"):
+            return value
+        if value.startswith("postgresql://") and len(value) > len("postgresql://"):
+            return value  # the pool parameters are checked when the store is made (relay.store.postgres)
+        what = (
+            f"unsupported database URL scheme {value.partition('://')[0]!r}"
+            if "://" in value
+            else "not a URL"
+        )
+        raise ValueError(
+            f"{what}: use sqlite:///PATH (sqlite:///:memory: for a "
+            "throwaway store) or postgresql://USER@HOST:PORT/DBNAME (PostgreSQL, for several daemons)"
+        )
 
 
 class InboundSettings(Section):

@@ -10,25 +10,60 @@ from typing import Any
 
 import structlog
 
+from relay import exceptions
 from relay.exceptions import scrub
 
 _SECRET_KEY = re.compile(r"secret|token|password|authorization|signature|api[_-]?key|cookie", re.I)
 REDACTED = "[redacted]"
 
+_secret_keys: dict[str, bool] = {}
+"""Field name -> looks like a credential. Field names are few (they are written in the code)."""
+
+_MEMO_MAX_CHARS = 64
+_MEMO_SIZE = 4096
+_memo: dict[str, str] = {}
+_memo_secrets = -1
+"""`scrub` of short strings, remembered: most log values repeat (event names, states, storefront and
+factory names); a remembered answer is dropped as soon as another secret is remembered (`_memo_secrets`
+is the number known when the memo was filled) and the memo is emptied when full."""
+
+
+def _is_secret_key(key: str) -> bool:
+    known = _secret_keys.get(key)
+    if known is None:
+        known = _secret_keys[key] = bool(_SECRET_KEY.search(key))
+        if len(_secret_keys) > _MEMO_SIZE:
+            _secret_keys.clear()
+    return known
+
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Replace the value of any field whose name looks like a credential."""
     for key in list(event):
-        if _SECRET_KEY.search(key):
+        if _is_secret_key(key):
             event[key] = REDACTED
         elif isinstance(event[key], dict):
-            event[key] = {k: (REDACTED if _SECRET_KEY.search(str(k)) else v) for k, v in event[key].items()}
+            event[key] = {k: (REDACTED if _is_secret_key(str(k)) else v) for k, v in event[key].items()}
     return event
+
+
+def _scrub_text(text: str) -> str:
+    global _memo_secrets  # noqa: PLW0603 (the memo is this module's own cache)
+    if len(text) > _MEMO_MAX_CHARS:
+        return scrub(text)
+    secrets = len(exceptions._known)
+    if secrets != _memo_secrets or len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+        _memo_secrets = secrets
+    done = _memo.get(text)
+    if done is None:
+        done = _memo[text] = scrub(text)
+    return done
 
 
 def _scrubbed(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return _scrub_text(value)
     if depth > 8:
         return value
     if isinstance(value, dict):
@@ -57,14 +92,17 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
             scrub_values,
+            # Level and time are relay's own words: added after the scrubbing, which need not read them.
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
+        # A `get_logger()` proxy assembles its logger once, not on every call (no logger is made at import
+        # time in relay, so each is assembled under the configuration of its process or test).
+        cache_logger_on_first_use=True,
     )

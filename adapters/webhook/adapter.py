@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
+import orjson
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from adapters.webhook.client import WebhookClient, WebhookResponse
@@ -53,7 +54,7 @@ def order_created_body(order: FactoryOrder) -> bytes:
     created = order.created_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     data["created_at"] = created
     message = {"type": "order.created", "timestamp": created, "data": data}
-    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+    return canonical_json(message)
 
 
 def order_cancelled_body(order: FactoryOrder, cancelled_at: datetime) -> bytes:
@@ -74,6 +75,20 @@ def order_cancelled_body(order: FactoryOrder, cancelled_at: datetime) -> bytes:
     }
     when = cancelled_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     message = {"type": "order.cancelled", "timestamp": when, "data": data}
+    return canonical_json(message)
+
+
+def canonical_json(message: dict[str, Any]) -> bytes:
+    """Compact JSON, keys sorted, non-ASCII escaped: exactly `json.dumps(message, separators=(",", ":"),
+    sort_keys=True)`, the bytes relay has always sent (so a retry after an upgrade sends the same body),
+    built by orjson when that gives the same bytes: when its output is ASCII without DEL (orjson writes
+    UTF-8 and a raw DEL where `json` writes `\\uXXXX`). Other bodies go through `json`."""
+    try:
+        body = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError, e.g. an integer beyond 64 bits
+        return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+    if body.isascii() and b"\x7f" not in body:
+        return body
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
 
 

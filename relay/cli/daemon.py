@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -23,7 +23,7 @@ from relay.cli.common import (
     require_database_directory,
 )
 from relay.cli.common import run as run_async
-from relay.config import Settings, load_operator_settings
+from relay.config import DaemonSettings, Settings, load_operator_settings
 from relay.loops.order_poller import describe_first_poll
 from relay.registry import Registry
 from relay.store import DaemonLock, open_store
@@ -49,7 +49,21 @@ def run(cli: Cli, once: bool) -> int:
         """SIGHUP: the config's [routing.skus] as it is now, to re-seed the SKU catalogue (README "Routing")."""
         return load_operator_settings(cli.config).sku_map
 
-    return run_async(_run(settings, cli.registry, once=once, reload_sku_map=reload_sku_map))
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.daemon)) as runner:
+        return runner.run(_run(settings, cli.registry, once=once, reload_sku_map=reload_sku_map))
+
+
+def event_loop_factory(daemon: DaemonSettings) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop `[daemon] event_loop` asks for: uvloop's for `uvloop`, and for `auto` when uvloop is
+    installed (the setting's validation already refused `uvloop` without it); asyncio's otherwise."""
+    if daemon.event_loop != "asyncio":
+        try:
+            import uvloop  # noqa: PLC0415 (optional: `auto` falls back to asyncio without it)
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 async def _run(
@@ -77,6 +91,12 @@ async def _run(
     `App` (tests inject a clock or sleep).
     """
     log = structlog.get_logger("relay")
+    loop = asyncio.get_running_loop()
+    log.info(
+        "event_loop",
+        setting=settings.daemon.event_loop,
+        loop=f"{type(loop).__module__}.{type(loop).__name__}",
+    )
     # systemd (`Type=notify`): READY/WATCHDOG/STOPPING for the daemon; a no-op without NOTIFY_SOCKET.
     notifier = Notifier() if once else Notifier.from_environment()
     lock = open_store(settings.daemon.database).daemon_lock()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -82,11 +82,11 @@ class _GuardedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, not necessarily an `asyncio.Transport` instance: uvloop's is not one.
+        self._transport = stream = cast(asyncio.Transport, transport)
         if not self._guard._admit():
-            transport.write(_BUSY_ANSWER)
-            transport.close()
+            stream.write(_BUSY_ANSWER)
+            stream.close()
             return
         self._admitted = True
         loop = asyncio.get_running_loop()

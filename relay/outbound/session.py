@@ -26,6 +26,8 @@ from relay.outbound.policy import SafeResolver, egress_middleware
 from relay.outbound.retries import parse_retry_after
 
 MAX_QUOTED_BODY = 2048
+MAX_CONNECTIONS = 256
+"""Connections one session keeps open at most: the highest `concurrency` a factory may be given."""
 
 
 def new_session(egress: EgressSettings, **kwargs: Any) -> aiohttp.ClientSession:
@@ -34,9 +36,12 @@ def new_session(egress: EgressSettings, **kwargs: Any) -> aiohttp.ClientSession:
         total=kwargs.pop("total_timeout_s", egress.total_timeout_s),
         connect=kwargs.pop("connect_timeout_s", egress.connect_timeout_s),
     )
+    # One session per adapter, so one pool per peer: connections are kept alive and reused (aiohttp's
+    # keep-alive, 15 s idle). The pool holds as many as the highest factory `concurrency` (256): a
+    # delivery never waits inside the session for a connection, a wait its total timeout would count.
     connector = aiohttp.TCPConnector(
         resolver=SafeResolver(allow_private=egress.allow_private_addresses),
-        limit=kwargs.pop("limit", 100),
+        limit=kwargs.pop("limit", MAX_CONNECTIONS),
         ttl_dns_cache=60,
     )
     middleware = egress_middleware(
