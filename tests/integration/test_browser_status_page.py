@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,12 @@ def open_page(url: str, screenshot: Path) -> dict[str, Any]:
         "--window-size=1280,1400",
     ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # Chromium keeps its profile and singleton socket under TMPDIR: a short-lived directory of the test's
+    # (short: a unix socket path has ~100 bytes), so a run leaves nothing behind in /tmp.
+    scratch = tempfile.TemporaryDirectory(prefix="relay-chromium-")
+    options.add_argument(f"--user-data-dir={scratch.name}/profile")
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch.name})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.get(url)
         WebDriverWait(driver, 8).until(
@@ -81,6 +87,7 @@ def open_page(url: str, screenshot: Path) -> dict[str, Any]:
         }
     finally:
         driver.quit()
+        scratch.cleanup()
 
 
 def png_size(path: Path) -> tuple[int, int]:
