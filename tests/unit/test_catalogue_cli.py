@@ -8,25 +8,7 @@ import json
 import pytest
 
 from relay.cli import EX_FAILURE, main
-
-CONFIG = """
-[daemon]
-database = "sqlite:///{db}"
-[storefronts.shop]
-adapter = "demo"
-url = "https://shop.example"
-token = "t"
-[factories.acme]
-adapter = "webhook"
-url = "https://acme.example/orders"
-signing_secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
-callback_secrets = ["c"]
-[factories.bolt]
-adapter = "webhook"
-url = "https://bolt.example/orders"
-signing_secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
-callback_secrets = ["c"]
-"""
+from tests.unit.cli_config import CONFIG
 
 GOOD = """sku,factory,unit_cost,currency,priority
 MUG-WHT,bolt,3.10,EUR,0

@@ -5,25 +5,7 @@ from __future__ import annotations
 import json
 
 from relay.cli import EX_CONFIG, EX_FAILURE, EX_NOINPUT, main
-
-CONFIG = """
-[daemon]
-database = "sqlite:///{db}"
-[storefronts.shop]
-adapter = "demo"
-url = "https://shop.example"
-token = "t"
-[factories.acme]
-adapter = "webhook"
-url = "https://acme.example/orders"
-signing_secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
-callback_secrets = ["c"]
-[factories.bolt]
-adapter = "webhook"
-url = "https://bolt.example/orders"
-signing_secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
-callback_secrets = ["c"]
-"""
+from tests.unit.cli_config import CONFIG
 
 
 def test_disable_list_enable_round_trip(tmp_path, capsys):
