@@ -30,8 +30,8 @@ class EventTap:
 
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
-        self._by_id: list[Mapping[str, Any]] = []
-        self._by_external_id: list[Mapping[str, Any]] = []
+        # The state-changing events in the order they were written; True: keyed by external id.
+        self._kept: list[tuple[bool, Mapping[str, Any]]] = []
 
     async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
         """See `Transaction.fetch`."""
@@ -61,32 +61,39 @@ class EventTap:
         await self.tx.execute_statement(statement)
 
     def _keep(self, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        if query == EVENT_BY_ID:
-            self._by_id.extend(r for r in rows if _changes_state(r))
-        elif query == EVENT_BY_EXTERNAL_ID:
-            self._by_external_id.extend(r for r in rows if _changes_state(r))
+        if query in (EVENT_BY_ID, EVENT_BY_EXTERNAL_ID):
+            by_external_id = query == EVENT_BY_EXTERNAL_ID
+            self._kept.extend((by_external_id, r) for r in rows if _changes_state(r))
 
     async def resolve(self) -> list[StateChange]:
         """The kept events as `StateChange`s, in the order they were written (inside the transaction)."""
-        changes: list[StateChange] = []
-        if self._by_external_id:
-            wanted: dict[str, set[str]] = defaultdict(set)
-            for r in self._by_external_id:
+        if not self._kept:
+            return []
+        wanted: dict[str, set[str]] = defaultdict(set)
+        order_ids: set[int] = set()
+        for by_external_id, r in self._kept:
+            if by_external_id:
                 wanted[str(r["storefront"])].add(str(r["external_id"]))
-            refs: dict[tuple[str, str], Row] = {}
-            for storefront, external_ids in wanted.items():
-                for row in await self.tx.fetch(
-                    "order_refs_by_external_ids", storefront=storefront, external_ids=sorted(external_ids)
-                ):
-                    refs[(storefront, row["external_id"])] = row
-            for r in self._by_external_id:
-                ref = refs.get((str(r["storefront"]), str(r["external_id"])))
-                if ref is not None:
-                    changes.append(_change(r, ref))
-        if self._by_id:
-            ids = sorted({int(r["order_id"]) for r in self._by_id})
-            by_id = {row["id"]: row for row in await self.tx.fetch("order_refs", order_ids=ids)}
-            changes.extend(_change(r, by_id[r["order_id"]]) for r in self._by_id if r["order_id"] in by_id)
+            else:
+                order_ids.add(int(r["order_id"]))
+        by_ref: dict[tuple[str, str], Row] = {}
+        for storefront, external_ids in wanted.items():
+            for row in await self.tx.fetch(
+                "order_refs_by_external_ids", storefront=storefront, external_ids=sorted(external_ids)
+            ):
+                by_ref[(storefront, row["external_id"])] = row
+        by_id: dict[int, Row] = {}
+        if order_ids:
+            by_id = {row["id"]: row for row in await self.tx.fetch("order_refs", order_ids=sorted(order_ids))}
+        changes: list[StateChange] = []
+        for by_external_id, r in self._kept:
+            ref = (
+                by_ref.get((str(r["storefront"]), str(r["external_id"])))
+                if by_external_id
+                else by_id.get(int(r["order_id"]))
+            )
+            if ref is not None:
+                changes.append(_change(r, ref))
         return changes
 
 
