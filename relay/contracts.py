@@ -68,7 +68,7 @@ class AdapterContext:
 
     `new_session` returns an aiohttp session that enforces the egress policy (no redirects, address
     checks, timeouts, response size cap); adapters must use it for every request and close it in
-    `aclose()`. `sleep` is injectable so in-call retries (tenacity) run instantly in tests.
+    `aclose()`. `sleep` is injectable so in-call retries (`relay.outbound.retries`) run instantly in tests.
     """
 
     new_session: Callable[..., aiohttp.ClientSession]
@@ -92,7 +92,7 @@ class StorefrontAdapter(Protocol):
     def fetch_orders(self, since: datetime | None) -> AsyncIterator[OrderPage]:
         """Yield pages of orders updated at or after `since` (all orders when None), draining pagination.
 
-        In-call retries of throttled or failing pages belong here (tenacity, honouring Retry-After).
+        In-call retries of throttled or failing pages belong here (`relay.outbound.retries`, honouring Retry-After).
         Raise `RetriableAdapterError` when the listing cannot be completed now, `AuthError` on 401/403.
         """
         ...

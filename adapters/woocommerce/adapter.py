@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -631,10 +632,13 @@ def _gmt(value: Any) -> datetime:
 
 
 def _decimal(value: Any) -> Decimal:
-    """Money from WooCommerce JSON: strings ("29.35") or numbers already parsed as Decimal/int."""
+    """Money from WooCommerce JSON: strings ("29.35") or numbers as the client parsed them (int, Decimal,
+    or a float that holds the number sent exactly: `repr` gives it back; see `adapters.woocommerce.client`)."""
     if isinstance(value, bool) or value is None:
         raise TypeError(f"not an amount: {value!r}")
     if isinstance(value, float):
+        if 0 < abs(value) < sys.float_info.min:  # subnormal: the float may have lost digits
+            raise ValueError(f"not an amount: {value!r}")
         value = repr(value)
     amount = Decimal(value)
     if not amount.is_finite():

@@ -1,7 +1,11 @@
 """A thin WooCommerce REST client: HTTP in, parsed JSON and headers out. Knows nothing about relay.
 
-Monetary numbers are parsed as `Decimal` straight from the JSON text (`parse_float=Decimal`), so a
-line item's `price` (a JSON number in WooCommerce) never passes through a float.
+Monetary numbers are exact. WooCommerce sends amounts as strings ("29.35"), except a line item's `price`,
+a JSON number. A body is parsed with orjson when none of its numbers has more than 15 significant digits
+(no run of 16 digits and dots in the body): a float then holds exactly the number that was sent, and
+`Decimal(repr(value))` gives it back (any decimal of at most 15 significant digits in the normal range
+survives the round trip through a float; PHP, like Python, prints the shortest such text). Otherwise, or
+when orjson refuses the body, it is parsed with `json.loads(parse_float=Decimal)`, straight from the text.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import orjson
 
 API_PREFIX = "wp-json"
 CORE = "wc/v3"
@@ -32,6 +37,28 @@ class WooCommerceError(Exception):
         super().__init__(f"HTTP {status}" + (f" {self.code}: {self.message}" if self.code else ""))
 
 
+_DIGITS_AS_ZERO = bytes(
+    ord("0") if b in b"0123456789." else ord("x") if b == ord("0") else b for b in range(256)
+)
+"""A `bytes.translate` table: digits and the decimal point become `0`, no other byte does."""
+_LONG_NUMBER = b"0" * 16
+"""16 digits and dots in a row: a number that may not survive a float (or text that looks like one)."""
+
+
+def parse_json(body: bytes, charset: str = "utf-8") -> Any:
+    """The JSON value of `body` with exact numbers (see the module docstring); `ValueError` if not JSON."""
+    if charset.lower() in ("utf-8", "utf8") and _LONG_NUMBER not in body.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # NaN, integers beyond 64 bits, invalid UTF-8, ...: as the standard parser says
+    try:
+        text = body.decode(charset, errors="replace")
+    except LookupError:
+        text = body.decode("utf-8", errors="replace")
+    return json.loads(text, parse_float=Decimal)
+
+
 @dataclass(frozen=True)
 class Response:
     data: Any
@@ -48,6 +75,14 @@ def _error_fields(body: str) -> tuple[str | None, str | None]:
         return None, None
     code, message = parsed.get("code"), parsed.get("message")
     return (code if isinstance(code, str) else None), (message if isinstance(message, str) else None)
+
+
+def _text(raw: bytes, resp: aiohttp.ClientResponse) -> str:
+    """A body as text for an error, in the response's charset (UTF-8 when it names none or an unknown one)."""
+    try:
+        return raw.decode(resp.charset or "utf-8", errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")
 
 
 class WooCommerceClient:
@@ -81,28 +116,30 @@ class WooCommerceClient:
     ) -> Response:
         """One request. Raise `WooCommerceError` on non-2xx; aiohttp errors and timeouts propagate."""
         query = dict(params or {})
-        auth_header = {}
         if self._query_string_auth:
             query.update(consumer_key=self._key, consumer_secret=self._secret)
-        else:
-            auth_header["Authorization"] = self._authorization
+        headers = {"Authorization": self._authorization} if not self._query_string_auth else {}
+        data = None
+        if body is not None:
+            data = orjson.dumps(body)
+            headers["Content-Type"] = "application/json"
         async with self._session.request(
             method,
             f"{self._root}/{namespace}/{path}",
             params=query,
-            json=body,
-            headers=auth_header,
+            data=data,
+            headers=headers,
             allow_redirects=False,
         ) as resp:
-            text = await resp.text(errors="replace")
-            headers = resp.headers.copy()  # case-insensitive, outlives the response
+            raw = await resp.read()
+            answer = resp.headers.copy()  # case-insensitive, outlives the response
             if not 200 <= resp.status < 300:
-                raise WooCommerceError(resp.status, text, headers)
+                raise WooCommerceError(resp.status, _text(raw, resp), answer)
         try:
-            data = json.loads(text, parse_float=Decimal) if text.strip() else None
+            parsed = parse_json(raw, resp.charset or "utf-8") if raw.strip() else None
         except ValueError:
-            raise WooCommerceError(resp.status, text, headers) from None
-        return Response(data, headers)
+            raise WooCommerceError(resp.status, _text(raw, resp), answer) from None
+        return Response(parsed, answer)
 
     async def list_orders(self, params: Mapping[str, str]) -> Response:
         return await self.request("GET", CORE, "orders", params=params)

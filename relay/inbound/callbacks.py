@@ -125,7 +125,8 @@ class FactoryCallbacks:
         if result.verdict is ShipmentVerdict.DUPLICATE:
             log.info("callback_duplicate", detail=result.detail)
             return web.json_response({"status": "duplicate"})
-        log.info("shipment_recorded", tracking_number=event.data.tracking_number)
+        # Debug: the order's info line is its state change (`order_state_changed`).
+        log.debug("shipment_recorded", tracking_number=event.data.tracking_number)
         self.on_shipment()
         return web.json_response({"status": "accepted"})
 

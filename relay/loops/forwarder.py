@@ -243,7 +243,7 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         crash_point("before_factory_post")
         placement = await adapter.submit(job.order)
         crash_point("after_factory_post")
-        log.info("order_placed", reference=placement.reference)
+        log.debug("order_placed", reference=placement.reference)  # info: the order's state change
         return DeliveryOutcome(
             job,
             FactoryOrderState.PLACED,

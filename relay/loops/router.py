@@ -80,7 +80,7 @@ class Router(Loop):
             elif plan.cancel:
                 self.log.info("order_cancelled", order_id=plan.order_id)
             else:
-                self.log.info(
+                self.log.debug(  # info: order_state_changed (with `factories`)
                     "order_routed",
                     order_id=plan.order_id,
                     factories=[fo.factory for fo in plan.factory_orders],

@@ -125,7 +125,7 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
                 response=response,
             )
         self.push_health[job.storefront].ok(self.clock())
-        log.info("tracking_pushed", tracking_number=job.push.tracking_number, reference=receipt.reference)
+        log.debug("tracking_pushed", tracking_number=job.push.tracking_number, reference=receipt.reference)
         return PushOutcome(job, PushState.DONE, reference=receipt.reference)
 
     async def commit(self, outcomes: list[PushOutcome]) -> None:

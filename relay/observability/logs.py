@@ -1,8 +1,10 @@
 """One log line per committed order state change (`order_state_changed`), fed by `Store.observe`.
 
 Each line carries relay's id (`order_id`), the storefront and its order number (`number`), `from_state`
-(None for a new order) and `to_state`, the history event's `kind`, and its `reason` / `cause` / `factory`
-when it has one. Held and failed orders are logged at warning level (a person is needed), the rest at info.
+(None for a new order) and `to_state`, the history event's `kind`, and its `reason` / `cause` / `factory` /
+`factories` (a routed order's factory -> idempotency key) when it has one. Held and failed orders are logged
+at warning level (a person is needed), the rest at info. This is the one info line per order state change:
+the loops log each attempt's own details (`order_placed`, `shipment_recorded`, `tracking_pushed`) at debug.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from relay.domain.models import OrderState
 from relay.store.records import StateChange
 
 NEEDS_A_PERSON = frozenset({OrderState.HELD, OrderState.FAILED})
-_DETAIL_KEYS = ("reason", "cause", "factory")
+_DETAIL_KEYS = ("reason", "cause", "factory", "factories")
 
 
 def log_state_changes(log: Any, changes: Sequence[StateChange]) -> None:

@@ -9,10 +9,11 @@ egress policy forbids (see `relay.outbound.policy`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp.client_middlewares import ClientMiddlewareType
 
 from relay.config import EgressSettings
 from relay.exceptions import (
@@ -30,8 +31,11 @@ MAX_CONNECTIONS = 256
 """Connections one session keeps open at most: the highest `concurrency` a factory may be given."""
 
 
-def new_session(egress: EgressSettings, **kwargs: Any) -> aiohttp.ClientSession:
-    """An aiohttp session bound to the egress policy. Callers close it."""
+def new_session(
+    egress: EgressSettings, *, middlewares: Sequence[ClientMiddlewareType] = (), **kwargs: Any
+) -> aiohttp.ClientSession:
+    """An aiohttp session bound to the egress policy. Callers close it. `middlewares` run outside the
+    egress middleware, first outermost (e.g. `Metrics.request_timer`)."""
     timeout = aiohttp.ClientTimeout(
         total=kwargs.pop("total_timeout_s", egress.total_timeout_s),
         connect=kwargs.pop("connect_timeout_s", egress.connect_timeout_s),
@@ -50,7 +54,11 @@ def new_session(egress: EgressSettings, **kwargs: Any) -> aiohttp.ClientSession:
         max_response_bytes=egress.max_response_bytes,
     )
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, middlewares=(middleware,), raise_for_status=False, **kwargs
+        connector=connector,
+        timeout=timeout,
+        middlewares=(*middlewares, middleware),
+        raise_for_status=False,
+        **kwargs,
     )
 
 
