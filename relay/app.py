@@ -56,7 +56,7 @@ from relay.observability.metrics import CounterSample, Metrics
 from relay.observability.status_page import StatusPage
 from relay.outbound.session import new_session
 from relay.registry import FACTORIES, STOREFRONTS, Registry
-from relay.store import SkuDiff, StateChange, Store, open_store
+from relay.store import SkuDiff, StateChange, Store, open_store, wakeups
 from relay.supervisor import LoopCrashed, Supervisor
 from relay.systemd import Notifier
 
@@ -83,13 +83,15 @@ class App:
         # catalogue; without it SIGHUP re-applies the seed the daemon started with.
         self.reload_sku_map = reload_sku_map or (lambda: settings.sku_map)
         self._reseeding: set[asyncio.Task[Any]] = set()
+        self._notifying: set[asyncio.Task[Any]] = set()  # wake-ups sent to the other daemons
         self.registry = registry or Registry()
         self.clock = clock
         self.sleep = sleep
         self.install_signal_handlers = install_signal_handlers
         self.log = structlog.get_logger("relay")
         # Leases are owned per process incarnation (ADR 11): a restarted or second process never takes
-        # another one's leases for its own. `exclusive`: this process holds the database's daemon lock.
+        # another one's leases for its own. `exclusive`: this process holds the database's exclusive daemon
+        # lock (SQLite's), so no other daemon is alive; on PostgreSQL every daemon works (ADR 14).
         self.owner = f"{settings.daemon.instance_id}/{os.getpid()}-{secrets.token_hex(4)}"
         self.exclusive = exclusive
         # systemd's READY/WATCHDOG/STOPPING (`relay run` passes one from the environment; else a no-op).
@@ -136,7 +138,8 @@ class App:
         self.store.observe(self._state_changed)
         version = await self.store.migrate()
         if self.exclusive:
-            # The daemon lock is ours: no other daemon is alive, every lease left is orphaned (a crash).
+            # The exclusive daemon lock is ours: no other daemon is alive, every lease left (outbox claims,
+            # poller leases) is orphaned by a crash.
             freed = await self.store.release_all_leases()
             if freed:
                 self.log.info("orphaned_leases_released", count=freed)
@@ -226,6 +229,8 @@ class App:
                 start_from=sf.start_from,
                 clock=self.clock,
                 log=self.log.bind(loop="poller"),
+                owner=self.owner,
+                lease_s=d.poller_lease_s,
                 on_orders=self.router.wake,
             )
             for name, sf in s.storefronts.items()
@@ -238,6 +243,8 @@ class App:
                 interval=s.factories[name].shipment_poll_interval_s,
                 clock=self.clock,
                 log=self.log.bind(loop="factory_poller"),
+                owner=self.owner,
+                lease_s=d.poller_lease_s,
                 on_shipments=self.shipper.wake,
             )
             for name, adapter in self.factories.items()
@@ -261,6 +268,8 @@ class App:
             if rules
             else []
         )  # the tracking watchdog: factories with a no_tracking / tracking_stalled threshold only
+        # Work another daemon on the database committed wakes the loops here that do it (PostgreSQL).
+        await self.store.on_wakeup(self.wake_for)
         self.metrics.prepare(self.storefronts, self.factories)
         if s.inbound.enabled:
             await self._start_inbound()
@@ -271,8 +280,8 @@ class App:
         """`base` for one adapter: its log bound to its name, its sessions timed per peer (`/metrics`)."""
 
         def session(**kwargs: Any) -> Any:
-            traces = [*kwargs.pop("trace_configs", ()), self.metrics.trace_config(role, name)]
-            return new_session(self.settings.egress, trace_configs=traces, **kwargs)
+            timers = [self.metrics.request_timer(role, name), *kwargs.pop("middlewares", ())]
+            return new_session(self.settings.egress, middlewares=timers, **kwargs)
 
         return replace(base, new_session=session, log=self.log.bind(**{role: name}))
 
@@ -370,9 +379,39 @@ class App:
         self.log.info("admin_listening", url=self.admin_url, status_page=s.admin.status_page)
 
     def wake_shipment_poller(self, factory: str) -> None:
-        """Poll `factory` for shipments now (a push message said something changed there)."""
+        """Poll `factory` for shipments now (a push message said something changed there): this daemon's
+        poller, and through the store every other daemon's (the one holding the factory's poller lease
+        polls)."""
         for poller in self.factory_pollers:
             if poller.factory == factory:
+                poller.wake()
+        task = asyncio.get_running_loop().create_task(
+            self._notify({wakeups.poll(factory)}), name="relay:notify"
+        )
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self, topics: set[str]) -> None:
+        try:
+            await self.store.notify(topics)
+        except StoreError as exc:  # a hint only: the other daemons' timers still run
+            self.log.warning("wakeup_not_sent", topics=sorted(topics), error=str(exc))
+
+    def wake_for(self, topics: set[str]) -> None:
+        """Another daemon on the database committed work (`relay.store.wakeups` topics): wake the loops
+        here that do it; `*` wakes them all. A woken loop reads the store, so a spurious wake costs a pass."""
+        every = wakeups.ALL in topics
+        if every or wakeups.ROUTE in topics:
+            self.router.wake()
+        factories = wakeups.names(topics, "forward")
+        if factories is None or not factories.isdisjoint(self.factories):
+            self.forwarder.wake()
+        storefronts = wakeups.names(topics, "ship")
+        if storefronts is None or not storefronts.isdisjoint(self.storefronts):
+            self.shipper.wake()
+        polled = wakeups.names(topics, "poll")
+        for poller in self.factory_pollers:
+            if polled is None or poller.factory in polled:
                 poller.wake()
 
     def push_url(self, factory: str) -> str:

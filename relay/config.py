@@ -78,6 +78,9 @@ class DaemonSettings(Section):
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     lease_s: float = Field(default=120.0, gt=0)
+    poller_lease_s: float = Field(default=30.0, gt=0)
+    """A poller's lease on its storefront or polled factory (ADR 14): another daemon takes the poll over
+    at most this long after the holder died or hung."""
     batch_size: int = Field(default=200, ge=1, le=10_000)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

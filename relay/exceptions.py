@@ -13,7 +13,8 @@ Bad records inside an otherwise good page are not exceptions: adapters yield `mo
     │   ├── UnsupportedDatabaseVersion
     │   ├── DatabaseMissing         a read-only open of a database file that does not exist
     │   ├── DatabaseNeedsMigration  the database is older than the code: run `relay migrate`
-    │   └── ReadOnlyStore           a write on a store opened read-only
+    │   ├── ReadOnlyStore           a write on a store opened read-only
+    │   └── LeaseLost               a poller's fenced write: another daemon took its lease since
     └── AdapterError                a call to a storefront or factory failed
         ├── RetriableAdapterError
         │   ├── ResponseTooLarge    the answer exceeded egress.max_response_bytes
@@ -79,6 +80,10 @@ class DatabaseNeedsMigration(StoreError):
 
 class ReadOnlyStore(StoreError):
     """The store was opened read-only: it takes no writes."""
+
+
+class LeaseLost(StoreError):
+    """The poller's lease was taken by another daemon since: its write was refused, nothing changed."""
 
 
 class AdapterError(RelayError):

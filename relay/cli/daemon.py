@@ -77,18 +77,21 @@ async def _run(
     """The daemon: 0 after a stop (SIGTERM/SIGINT), EX_SOFTWARE after a loop crashed and the rest was shut
     down cleanly (`loop_crashed` is logged), so `Restart=on-failure` restarts it.
 
-    One daemon per database (ADR 11): the run holds the store's daemon lock (SQLite: `flock` on
-    `<database>.lock`, freed by the OS when the process dies). When another daemon holds it,
-    `database_locked_by_another_daemon` is logged with the holder (pid, host) and this one waits as a hot
-    standby, trying every `standby_poll_s`, until the lock is free (the other stopped or died), then starts;
-    SIGTERM/SIGINT while waiting exit 0. Holding the lock, start-up frees every lease left in the database:
-    no other daemon is alive to hold one.
+    The run holds the store's daemon lock (`DaemonLock`). SQLite's is exclusive, one daemon per file (ADR
+    11): a `flock` on `<database>.lock`, freed by the OS when the process dies. When another daemon holds
+    it, `database_locked_by_another_daemon` is logged with the holder (pid, host) and this one waits as a
+    hot standby, trying every `standby_poll_s`, until the lock is free (the other stopped or died), then
+    starts; SIGTERM/SIGINT while waiting exit 0. Holding an exclusive lock, start-up frees every lease left
+    in the database: no other daemon is alive to hold one. PostgreSQL's is shared (ADR 14): every daemon
+    works at once, each polling the storefronts and factories whose poller lease it gets, and frees no
+    lease but its own.
 
     `once`: one pass; 0 if every component worked, EX_TEMPFAIL if any failed during it (a storefront or
     factory unreachable or refusing credentials, the store unavailable), even if the others did their
     work: `once_failed` is logged and the failed components are named on stderr. Next to a running daemon
-    it does nothing and exits EX_TEMPFAIL (`database_locked_by_another_daemon`). `app_options` go to
-    `App` (tests inject a clock or sleep).
+    on SQLite it does nothing and exits EX_TEMPFAIL (`database_locked_by_another_daemon`); on PostgreSQL it
+    works next to the daemons, polling only what no running daemon holds the poller lease of. `app_options`
+    go to `App` (tests inject a clock or sleep).
     """
     log = structlog.get_logger("relay")
     loop = asyncio.get_running_loop()
@@ -130,7 +133,9 @@ async def _run(
             await asyncio.wait([watchdog])
         log.info("database_lock_acquired", database=database, after_standby=True)
     try:
-        return await _run_locked(settings, registry, once=once, notifier=notifier, **app_options)
+        return await _run_locked(
+            settings, registry, once=once, notifier=notifier, exclusive=lock.exclusive, **app_options
+        )
     finally:
         await lock.release()
 
@@ -161,8 +166,10 @@ async def _standby(lock: DaemonLock, poll_s: float) -> bool:
                     signal.signal(sig, previous)
 
 
-async def _run_locked(settings: Settings, registry: Registry, *, once: bool, **app_options: Any) -> int:
-    async with App(settings, registry=registry, exclusive=True, **app_options) as app:
+async def _run_locked(
+    settings: Settings, registry: Registry, *, once: bool, exclusive: bool, **app_options: Any
+) -> int:
+    async with App(settings, registry=registry, exclusive=exclusive, **app_options) as app:
         if once:
             failed = await app.run_once()
             if failed:

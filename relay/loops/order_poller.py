@@ -19,10 +19,24 @@ stores it as the cursor before listing, so a crash mid-listing resumes from ther
 before the start point (`cursor_overlap_s` included) while this process runs; with "now", a restart
 before the cursor moved on may re-read up to `cursor_overlap_s` + `CURSOR_MARGIN_S` before it. An order
 already fulfilled on the storefront is recorded as completed and never routed (`Store.ingest`).
+
+Because the stored cursor stays `CURSOR_MARGIN_S` behind, a poll from it lists the last minute again. So
+only a *sweep* does (the first poll, then one at least every `CURSOR_MARGIN_S`); the polls in between
+list from the newest stamp this process has listed (capped at relay's clock when that poll began), less
+the overlap, so a poll lists what is new rather than a minute of orders every time (issue 15: at 200
+orders/s that re-listing and re-ingesting was most of the relay's work and of an order's added latency).
+The sweep keeps the margin's promise: an order a wrong stamp made the poller skip is listed by the next
+sweep, a minute late at worst, never lost.
+
+One poller per storefront across every daemon on the database (ADR 14): a pass polls only under the
+storefront's lease (`storefront:<name>`, `relay.loops.poller_lease`); every ingest is fenced by it, so a
+poller that lost it (paused past it, another daemon took over) records nothing and stops the pass. The lease
+is released when the poller stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,10 +44,11 @@ from typing import Any
 from relay.config import parse_start_from
 from relay.contracts import StorefrontAdapter
 from relay.domain.models import Malformed, Order
-from relay.exceptions import AuthError, RetriableAdapterError, describe
+from relay.exceptions import AuthError, LeaseLost, RetriableAdapterError, describe
 from relay.faults import crash_point
 from relay.loops.base import Loop
-from relay.store import Store
+from relay.loops.poller_lease import PollerLeaseKeeper
+from relay.store import IngestResult, PollerLease, Store
 
 CURSOR_MARGIN_S = 60.0
 """The stored cursor stays at least this far behind relay's clock; stamps further ahead are logged."""
@@ -65,10 +80,15 @@ class OrderPoller(Loop):
         overlap_s: float,
         clock: Callable[[], float],
         log: Any,
+        owner: str,
+        lease_s: float,
         on_orders: Callable[[], None] = lambda: None,
         start_from: str = "now",
     ) -> None:
         super().__init__(interval=interval, clock=clock, log=log.bind(storefront=adapter.name))
+        self.lease = PollerLeaseKeeper(
+            store, f"storefront:{adapter.name}", owner=owner, lease_s=lease_s, clock=clock, log=self.log
+        )
         self.start_from = start_from
         # No poll reads before this: the configured date, or (for "now") the start this process recorded.
         self._floor: datetime | None = None if start_from.strip().lower() == "now" else self._start(0.0)
@@ -79,11 +99,32 @@ class OrderPoller(Loop):
         self.future_stamps = 0
         """Future stamps seen since start (each order and stamp counted once)."""
         self._future_seen: set[tuple[str, datetime]] = set()
+        # The newest stamp this process listed and handed to the store (at most relay's clock at the
+        # poll's start), and when the next sweep from the stored cursor is due (module docstring).
+        self._listed: datetime | None = None
+        self._sweep_at = 0.0
+        self._token = 0  # the lease token of the last pass (a new one: this poller just took the storefront)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The loop (`Loop.run`); its lease is released when it stops."""
+        try:
+            await super().run(stopping)
+        finally:
+            await self.lease.release()
 
     async def run_pass(self) -> bool:
-        """One poll; its outcome is recorded once per pass (`Store.record_poll`) for `relay status`."""
+        """One poll under the storefront's lease; nothing without it (another daemon polls). Its outcome is
+        recorded once per pass (`Store.record_poll`) for `relay status`."""
+        lease = await self.lease.hold()
+        if lease is None:
+            return False
+        if lease.token != self._token:  # a new holder sweeps from the stored cursor
+            self._token, self._listed = lease.token, None
         try:
-            await self.poll_once()
+            await self.poll_once(lease)
+        except LeaseLost as exc:
+            self.lease.lost(exc)
+            return False
         except AuthError as exc:
             self.health.failed(self.clock(), exc, "storefront_auth_failed")
             await self.store.record_poll(self.adapter.name, False, describe(exc), self.clock())
@@ -94,19 +135,26 @@ class OrderPoller(Loop):
             await self.store.record_poll(self.adapter.name, True, None, self.clock())
         return False
 
-    async def poll_once(self) -> int:
-        """Drain one listing. Returns how many orders were new or changed."""
+    async def poll_once(self, lease: PollerLease) -> int:
+        """Drain one listing, every write fenced by `lease` (`LeaseLost` when another daemon took it).
+        Returns how many orders were new or changed."""
         now = self.clock()
         limit = datetime.fromtimestamp(now - CURSOR_MARGIN_S, UTC)
         self._forget_past_stamps(limit)
         stored = await self.store.get_cursor(self.adapter.name)
         if stored is None:
-            stored = await self._first_start(now, limit)
+            stored = await self._first_start(now, limit, lease)
         cursor = min(stored, limit)  # a cursor stored in the future is not trusted
-        since = cursor - self.overlap
+        start = cursor
+        if self._listed is not None and now < self._sweep_at:
+            start = max(cursor, self._listed)  # not the last minute again: from what was listed
+        else:
+            self._sweep_at = now + CURSOR_MARGIN_S  # a sweep: from the stored cursor
+        since = start - self.overlap
         if self._floor is not None and since < self._floor:
             since = self._floor
         newest: datetime | None = cursor
+        listed, heard = self._listed, datetime.fromtimestamp(now, UTC)
         changed = pages = 0
         async for page in self.adapter.fetch_orders(since):
             pages += 1
@@ -117,32 +165,44 @@ class OrderPoller(Loop):
                 stamp = min(order.updated_at, limit).astimezone(UTC)  # one offset: the store compares text
                 if newest is None or stamp > newest:
                     newest = stamp
-            result = await self.store.ingest(
-                self.adapter.name, orders, malformed, newest if self.adapter.is_sorted else None, self.clock()
-            )
+                seen = min(order.updated_at, heard).astimezone(UTC)
+                if listed is None or seen > listed:
+                    listed = seen
+            result = await self._ingest(orders, malformed, newest if self.adapter.is_sorted else None, lease)
             crash_point("after_ingest")
             for bad in malformed:
                 self.log.warning("order_quarantined", external_id=bad.external_id, reason=bad.reason)
             if result.new or result.requeued or result.cancelled:
                 changed += result.new + result.requeued + result.cancelled
                 self.on_orders()
+            self.lease.check()  # before the next page is asked for
         if not self.adapter.is_sorted and newest is not None and newest != cursor:
-            await self.store.ingest(self.adapter.name, [], [], newest, self.clock())
+            await self._ingest([], [], newest, lease)
+        self._listed = listed  # the whole listing is in the store
         self.health.ok(self.clock())
         if changed:
             self.log.info("orders_polled", changed=changed, pages=pages)
         return changed
 
+    async def _ingest(
+        self, orders: list[Order], malformed: list[Malformed], cursor: datetime | None, lease: PollerLease
+    ) -> IngestResult:
+        """`Store.ingest`, fenced by `lease` (which it renews)."""
+        now = self.clock()
+        result = await self.store.ingest(self.adapter.name, orders, malformed, cursor, now, fence=lease)
+        self.lease.renewed(lease, now)
+        return result
+
     def _start(self, now: float) -> datetime:
         return parse_start_from(self.start_from, now=now)
 
-    async def _first_start(self, now: float, limit: datetime) -> datetime:
+    async def _first_start(self, now: float, limit: datetime, lease: PollerLease) -> datetime:
         """No cursor yet: record the start point as the cursor (before listing) and log it."""
         start = min(self._start(now), limit)
         if self._floor is None:
             self._floor = start
         self.log.info("first_poll", start_from=self.start_from, since=start.isoformat())
-        await self.store.ingest(self.adapter.name, [], [], start, self.clock())
+        await self._ingest([], [], start, lease)
         return start
 
     def _check_stamp(self, order: Order, now: float) -> None:

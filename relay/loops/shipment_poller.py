@@ -6,18 +6,26 @@ crash before the cursor was stored) has no second effect. The cursor is stored a
 parcels and notices (payment due or expired, paid, duplicates: `Store.apply_factory_notices`) are
 recorded. Parcels the store rejects (unknown order, lines not in the factory order) are logged and
 skipped: there is no one to answer 4xx to.
+
+One poller per polled factory across every daemon on the database (ADR 14): a pass polls only under the
+factory's lease (`factory:<name>`, `relay.loops.poller_lease`), and the page's notices and cursor are
+written fenced by it: a poller that lost it records nothing more and stops the pass. Its parcels are not
+fenced: each is recorded once by its message id whoever records it, and a parcel the factory reported is a
+fact no newer outcome undoes. The lease is released when the poller stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from relay.contracts import ShipmentSource
 from relay.domain.models import Shipment
-from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
+from relay.exceptions import AuthError, FatalAdapterError, LeaseLost, RetriableAdapterError
 from relay.loops.base import Loop
-from relay.store import ShipmentVerdict, Store
+from relay.loops.poller_lease import PollerLeaseKeeper
+from relay.store import PollerLease, ShipmentVerdict, Store
 
 
 def polled_message_id(shipment: Shipment) -> str:
@@ -37,18 +45,36 @@ class ShipmentPoller(Loop):
         interval: float,
         clock: Callable[[], float],
         log: Any,
+        owner: str,
+        lease_s: float,
         on_shipments: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(interval=interval, clock=clock, log=log.bind(factory=factory))
+        self.lease = PollerLeaseKeeper(
+            store, f"factory:{factory}", owner=owner, lease_s=lease_s, clock=clock, log=self.log
+        )
         self.store = store
         self.factory = factory
         self.source = source
         self.adapter = source  # `App.health` names a failing loop by its adapter
         self.on_shipments = on_shipments
 
-    async def run_pass(self) -> bool:
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The loop (`Loop.run`); its lease is released when it stops."""
         try:
-            await self.poll_once()
+            await super().run(stopping)
+        finally:
+            await self.lease.release()
+
+    async def run_pass(self) -> bool:
+        """One poll under the factory's lease; nothing without it (another daemon polls)."""
+        lease = await self.lease.hold()
+        if lease is None:
+            return False
+        try:
+            await self.poll_once(lease)
+        except LeaseLost as exc:
+            self.lease.lost(exc)
         except AuthError as exc:
             self.health.failed(self.clock(), exc, "factory_auth_failed")
         except RetriableAdapterError as exc:
@@ -57,8 +83,9 @@ class ShipmentPoller(Loop):
             self.health.failed(self.clock(), exc, "factory_listing_rejected")
         return False
 
-    async def poll_once(self) -> int:
-        """Drain the listing from the stored cursor. Returns how many parcels were new."""
+    async def poll_once(self, lease: PollerLease) -> int:
+        """Drain the listing from the stored cursor, notices and cursor fenced by `lease` (`LeaseLost` when
+        another daemon took it). Returns how many parcels were new."""
         cursor = await self.store.get_factory_cursor(self.factory)
         accepted = 0
         async for page in self.source.fetch_shipments(cursor):
@@ -78,15 +105,20 @@ class ShipmentPoller(Loop):
                         shipment_id=shipment.shipment_id,
                     )
             if page.notices:
-                applied = await self.store.apply_factory_notices(self.factory, page.notices, self.clock())
+                now = self.clock()
+                applied = await self.store.apply_factory_notices(self.factory, page.notices, now, fence=lease)
+                self.lease.renewed(lease, now)
                 if applied:
                     self.log.info("factory_notices_applied", applied=applied)
             if page.cursor is not None and page.cursor != cursor:
-                await self.store.set_factory_cursor(self.factory, page.cursor, self.clock())
+                now = self.clock()
+                await self.store.set_factory_cursor(self.factory, page.cursor, now, fence=lease)
+                self.lease.renewed(lease, now)
                 cursor = page.cursor
             if new:
                 accepted += new
                 self.on_shipments()
+            self.lease.check()  # before the next page is asked for
         self.health.ok(self.clock())
         if accepted:
             self.log.info("shipments_polled", accepted=accepted)

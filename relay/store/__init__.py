@@ -3,7 +3,8 @@
 Every public method is one transaction. Loops hand the store whole batches (a page of orders, a
 group of delivery outcomes) so one commit covers many state changes. Work is claimed under a lease
 (owner + expiry, fenced by a token per claim), never by holding a lock across network calls, so several
-daemons can share one PostgreSQL database (today one active, the others standbys: ADR 13).
+daemons can share one PostgreSQL database, all of them active; each storefront and polled factory is
+polled by one of them at a time, under a poller lease whose token fences the poller's writes (ADR 14).
 
 Layout (ADR 0007): `Store` below is the contract; `manager.RelayStore` implements it once over a
 `connector.Connector`; the transitions themselves live in `transitions/`; a backend is a connector plus
@@ -12,7 +13,7 @@ its SQL (`sqlite/`, `postgres/`). `open_store(url)` picks the backend from the U
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -37,6 +38,7 @@ from relay.store.records import (
     OrderRecord,
     OrderSummary,
     OrderView,
+    PollerLease,
     PushJob,
     PushOutcome,
     RouteJob,
@@ -72,6 +74,7 @@ __all__ = [
     "OrderRecord",
     "OrderSummary",
     "OrderView",
+    "PollerLease",
     "PruneReport",
     "PushJob",
     "PushOutcome",
@@ -138,6 +141,17 @@ class Store(Protocol):
         None stops it. The listener runs in the committing task: it must be quick and must not raise."""
         ...
 
+    async def on_wakeup(self, callback: Callable[[set[str]], None]) -> None:
+        """Hand `callback` the wake-up topics (`relay.store.wakeups`) of the transactions OTHER daemons on
+        this database commit, until closed (`*` when some may have been missed); returns once listening.
+        For a daemon's App only. SQLite: nothing (one daemon per file). Not a transaction; quick, no raise."""
+        ...
+
+    async def notify(self, topics: Collection[str]) -> None:
+        """Send wake-up `topics` to the other daemons now, writing nothing (a push message asks for a poll).
+        SQLite: nothing."""
+        ...
+
     # --- poll: cursors and ingest --------------------------------------------------------------------
 
     async def get_cursor(self, storefront: str) -> datetime | None:
@@ -151,10 +165,31 @@ class Store(Protocol):
         malformed: Sequence[Malformed],
         cursor: datetime | None,
         now: float,
+        *,
+        fence: PollerLease | None = None,
     ) -> IngestResult:
         """Record one page in one transaction: new orders, changes to known ones (an unrouted order takes
         its new lines, a held one goes back to routing, a storefront cancellation cancels its factory
-        orders), quarantined records, and the cursor (which only moves forward). Returns the counts."""
+        orders), quarantined records, and the cursor (which only moves forward). Returns the counts.
+
+        `fence`: the poller's lease. If another owner took it since (its token moved), raises `LeaseLost`
+        and changes nothing; otherwise the lease is renewed to `now + fence.lease_s` in the same
+        transaction."""
+        ...
+
+    # --- poller leases (ADR 14) ----------------------------------------------------------------------
+
+    async def acquire_poller_lease(
+        self, name: str, owner: str, lease_s: float, now: float
+    ) -> PollerLease | None:
+        """Take lease `name` (`storefront:<name>`, `factory:<name>`) for `owner` until `now + lease_s`
+        when it is free, expired (by `now`, relay's clock) or already `owner`'s (then renewed, same token;
+        a new owner adds 1 to the token). None, writing nothing, when another owner holds it live."""
+        ...
+
+    async def release_poller_lease(self, lease: PollerLease) -> None:
+        """Free `lease` (another daemon may take it at once), if it is still this one: a lease taken over
+        since is left to its new owner."""
         ...
 
     # --- route ---------------------------------------------------------------------------------------
@@ -235,16 +270,19 @@ class Store(Protocol):
     # --- housekeeping --------------------------------------------------------------------------------
 
     async def release_leases(self, owner: str) -> None:
-        """Free every lease held by `owner` (a process's own leases: owners are per incarnation)."""
+        """Free every lease held by `owner` (a process's own leases: owners are per incarnation), outbox
+        claims and poller leases alike."""
         ...
 
     async def release_all_leases(self) -> int:
-        """Free every lease, whoever holds it; how many. Only for the holder of `daemon_lock()`, at start-up:
-        no other daemon can be alive, so every lease is orphaned (ADR 11)."""
+        """Free every lease (outbox claims and poller leases), whoever holds it; how many. Only for the
+        holder of an exclusive `daemon_lock()` (SQLite), at start-up: no other daemon can be alive, so every
+        lease is orphaned (ADR 11, ADR 14)."""
         ...
 
     def daemon_lock(self) -> DaemonLock:
-        """The backend's lock that keeps a second daemon off this database (not taken yet)."""
+        """The backend's daemon lock (not taken yet): exclusive on SQLite (one daemon per file), shared on
+        PostgreSQL (every daemon active; `DaemonLock.exclusive`)."""
         ...
 
     async def backup(
@@ -311,18 +349,27 @@ class Store(Protocol):
         """The opaque cursor of `factory`'s shipment listing, or None before its first page. Read only."""
         ...
 
-    async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None:
-        """Store `factory`'s shipment-listing cursor (after that page's shipments are recorded)."""
+    async def set_factory_cursor(
+        self, factory: str, cursor: str, now: float, *, fence: PollerLease | None = None
+    ) -> None:
+        """Store `factory`'s shipment-listing cursor (after that page's shipments are recorded). `fence`:
+        as `ingest`'s (`LeaseLost`, nothing changed, when the poller's lease was taken over)."""
         ...
 
     async def apply_factory_notices(
-        self, factory: str, notices: Sequence[FactoryOrderNotice], now: float
+        self,
+        factory: str,
+        notices: Sequence[FactoryOrderNotice],
+        now: float,
+        *,
+        fence: PollerLease | None = None,
     ) -> int:
         """Record what a polled factory reported about its orders besides parcels, in one transaction with
         an order event per change: `awaiting_payment` / `payment_expired` are kept on the placed factory
         order and flag its order (not sticky: cleared once it is paid, ships or is cancelled), a notice
         without a reason (paid) clears them, any other reason (`duplicate_at_factory`) flags the order.
-        Notices for unknown factory orders, or that change nothing, are skipped. Returns how many applied."""
+        Notices for unknown factory orders, or that change nothing, are skipped. Returns how many applied.
+        `fence`: as `ingest`'s."""
         ...
 
     # --- the SKU catalogue (relay.store.transitions.catalogue) ---------------------------------------

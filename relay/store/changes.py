@@ -60,6 +60,10 @@ class EventTap:
         """See `Transaction.execute_statement`."""
         await self.tx.execute_statement(statement)
 
+    def notify(self, topic: str, /) -> None:
+        """See `Transaction.notify`."""
+        self.tx.notify(topic)
+
     def _keep(self, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if query in (EVENT_BY_ID, EVENT_BY_EXTERNAL_ID):
             by_external_id = query == EVENT_BY_EXTERNAL_ID

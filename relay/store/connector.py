@@ -12,7 +12,7 @@ is handed over as a Python sequence; the connector adapts it to its SQL (SQLite:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol, TypeVar
@@ -60,6 +60,11 @@ class Transaction(Protocol):
         """Run one raw statement of a migration script (migrations only; everything else is named)."""
         ...
 
+    def notify(self, topic: str, /) -> None:
+        """Wake the other daemons on this database for `topic` (`relay.store.wakeups`) once this transaction
+        commits; nothing is sent if it rolls back. A backend with one daemon per database ignores it."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -70,13 +75,17 @@ class Migration:
 
 
 class DaemonLock(Protocol):
-    """Keeps a second daemon off one database while the first one lives (ADR 11).
+    """What `relay run` holds while it works on a database (ADR 11, ADR 14).
 
-    How is the backend's business: SQLite takes an exclusive `flock` on a sidecar `<database>.lock` file
-    (the OS releases it when the holder dies); PostgreSQL holds a session-level advisory lock on a
-    connection of its own (released when its session ends; ADR 13). Whoever holds it may treat every lease in the
-    database as orphaned at start-up: no other daemon can be alive.
+    How is the backend's business. SQLite's is exclusive: a `flock` on a sidecar `<database>.lock` file
+    (the OS releases it when the holder dies) keeps a second daemon off the file, which waits as a standby.
+    PostgreSQL's is shared: it keeps no one off, every daemon works (leases and fencing share the work).
+    The holder of an exclusive lock may treat every lease in the database as orphaned at start-up: no other
+    daemon can be alive.
     """
+
+    exclusive: bool
+    """True when holding it keeps every other daemon off the database (then start-up frees every lease)."""
 
     async def try_acquire(self) -> bool:
         """Take the lock without waiting; True if this process holds it (also when it already did)."""
@@ -117,15 +126,27 @@ class Connector(Protocol):
         """Disconnect; a no-op when not open."""
         ...
 
-    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /, *, urgent: bool = False) -> T:
         """`await fn(tx)` in one write transaction (SQLite: `BEGIN IMMEDIATE` ... `COMMIT`, all on the
-        writer's thread) and its result; rolled back, and the error raised, if it raises."""
+        writer's thread) and its result; rolled back, and the error raised, if it raises. `urgent`: the
+        unit is on an order's way to its factory; a connector may take it ahead of other waiting writes
+        (SQLite takes the two kinds in turn), never so that the others starve."""
         ...
 
     async def run_read(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
         """`await fn(tx)` for reads, without taking the write lock in the database. It never opens a write
         transaction, and never shares a connection with a running `run_write` (SQLite: a query-only
         connection on a thread of its own)."""
+        ...
+
+    async def on_wakeup(self, callback: Callable[[set[str]], None], /) -> None:
+        """Hand `callback` (on the caller's loop) the topics of every transaction other processes commit
+        with `Transaction.notify`, until closed; `relay.store.wakeups.ALL` when some may have been missed.
+        Returns once listening. A backend with one daemon per database has nothing to listen to."""
+        ...
+
+    async def notify(self, topics: Collection[str], /) -> None:
+        """Send `topics` to the other daemons now, outside any transaction (nothing is written)."""
         ...
 
     def daemon_lock(self) -> DaemonLock:

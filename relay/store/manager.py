@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import TypeVar
@@ -23,6 +23,7 @@ from relay.store.records import (
     OrderQuery,
     OrderSummary,
     OrderView,
+    PollerLease,
     PushJob,
     PushOutcome,
     RouteJob,
@@ -40,6 +41,7 @@ from relay.store.transitions import factories as factories_tx
 from relay.store.transitions import operators as operators_tx
 from relay.store.transitions import orders as orders_tx
 from relay.store.transitions import outbox as outbox_tx
+from relay.store.transitions import pollers as pollers_tx
 from relay.store.transitions import repairs as repairs_tx
 from relay.store.transitions import reports as reports_tx
 from relay.store.transitions import retention as retention_tx
@@ -63,14 +65,23 @@ class RelayStore:
         """See `Store.observe`."""
         self._observer = listener
 
-    async def _write(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
-        """`fn` as one write transaction (`Connector.run_write`). The `mid_transaction` crash point sits
-        after its work, before COMMIT. With an observer, the state changes it made are handed over after
-        the COMMIT (`changes`), on the caller's loop."""
+    async def on_wakeup(self, callback: Callable[[set[str]], None]) -> None:
+        """See `Store.on_wakeup`."""
+        await self.connector.on_wakeup(callback)
+
+    async def notify(self, topics: Collection[str]) -> None:
+        """See `Store.notify`."""
+        await self.connector.notify(topics)
+
+    async def _write(self, fn: Callable[[Transaction], Awaitable[T]], *, urgent: bool = False) -> T:
+        """`fn` as one write transaction (`Connector.run_write`; `urgent` for the writes on an order's way
+        to its factory: ingest, routing, delivery claims). The `mid_transaction` crash point sits after its
+        work, before COMMIT. With an observer, the state changes it made are handed over after the COMMIT
+        (`changes`), on the caller's loop."""
         observer = self._observer
         if observer is None:
-            return await self.connector.run_write(lambda tx: _unit(tx, fn))
-        result, changes = await self.connector.run_write(lambda tx: _observed_unit(tx, fn))
+            return await self.connector.run_write(lambda tx: _unit(tx, fn), urgent=urgent)
+        result, changes = await self.connector.run_write(lambda tx: _observed_unit(tx, fn), urgent=urgent)
         if changes:
             observer(changes)
         return result
@@ -157,23 +168,43 @@ class RelayStore:
         malformed: Sequence[Malformed],
         cursor: datetime | None,
         now: float,
+        *,
+        fence: PollerLease | None = None,
     ) -> IngestResult:
         """See `Store.ingest`."""
-        return await self._write(
-            lambda tx: orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now)
-        )
+
+        async def unit(tx: Transaction) -> IngestResult:
+            if fence is not None:
+                await pollers_tx.fence(tx, fence, now)
+            return await orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now)
+
+        return await self._write(unit, urgent=True)
+
+    async def acquire_poller_lease(
+        self, name: str, owner: str, lease_s: float, now: float
+    ) -> PollerLease | None:
+        """See `Store.acquire_poller_lease`. A read first: a standby's pass finds it held and writes nothing."""
+        held = await self._read(lambda tx: pollers_tx.holder(tx, name))
+        if held is not None and held[0] not in (None, owner) and held[1] > now:
+            return None
+        return await self._write(lambda tx: pollers_tx.acquire(tx, name, owner, lease_s, now))
+
+    async def release_poller_lease(self, lease: PollerLease) -> None:
+        """See `Store.release_poller_lease`."""
+        await self._write(lambda tx: pollers_tx.release(tx, lease))
 
     async def claim_orders_to_route(
         self, owner: str, now: float, lease_s: float, limit: int
     ) -> list[RouteJob]:
         """See `Store.claim_orders_to_route`."""
         return await self._write(
-            lambda tx: orders_tx.claim_orders_to_route(tx, owner, now, lease_s=lease_s, limit=limit)
+            lambda tx: orders_tx.claim_orders_to_route(tx, owner, now, lease_s=lease_s, limit=limit),
+            urgent=True,
         )
 
     async def apply_routing(self, plans: Sequence[RoutePlan], now: float) -> int:
         """See `Store.apply_routing`."""
-        return await self._write(lambda tx: orders_tx.apply_routing(tx, plans, now))
+        return await self._write(lambda tx: orders_tx.apply_routing(tx, plans, now), urgent=True)
 
     # --- outbox --------------------------------------------------------------------------------------
 
@@ -182,7 +213,8 @@ class RelayStore:
     ) -> list[DeliveryJob]:
         """See `Store.claim_deliveries`."""
         return await self._write(
-            lambda tx: outbox_tx.claim_deliveries(tx, owner, factories, now, lease_s=lease_s, limit=limit)
+            lambda tx: outbox_tx.claim_deliveries(tx, owner, factories, now, lease_s=lease_s, limit=limit),
+            urgent=True,
         )
 
     async def record_deliveries(
@@ -304,17 +336,36 @@ class RelayStore:
         """See `Store.get_factory_cursor`."""
         return await self._read(lambda tx: factories_tx.get_factory_cursor(tx, factory))
 
-    async def set_factory_cursor(self, factory: str, cursor: str, now: float) -> None:
+    async def set_factory_cursor(
+        self, factory: str, cursor: str, now: float, *, fence: PollerLease | None = None
+    ) -> None:
         """See `Store.set_factory_cursor`."""
-        await self._write(lambda tx: factories_tx.set_factory_cursor(tx, factory, cursor, now))
+
+        async def unit(tx: Transaction) -> None:
+            if fence is not None:
+                await pollers_tx.fence(tx, fence, now)
+            await factories_tx.set_factory_cursor(tx, factory, cursor, now)
+
+        await self._write(unit)
 
     async def apply_factory_notices(
-        self, factory: str, notices: Sequence[FactoryOrderNotice], now: float
+        self,
+        factory: str,
+        notices: Sequence[FactoryOrderNotice],
+        now: float,
+        *,
+        fence: PollerLease | None = None,
     ) -> int:
         """See `Store.apply_factory_notices`."""
         if not notices:
             return 0
-        return await self._write(lambda tx: factories_tx.apply_factory_notices(tx, factory, notices, now))
+
+        async def unit(tx: Transaction) -> int:
+            if fence is not None:
+                await pollers_tx.fence(tx, fence, now)
+            return await factories_tx.apply_factory_notices(tx, factory, notices, now)
+
+        return await self._write(unit)
 
     # --- the SKU catalogue ----------------------------------------------------------------------------
 

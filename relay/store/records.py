@@ -40,6 +40,20 @@ class IngestResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PollerLease:
+    """A poller's lease (`Store.acquire_poller_lease`, ADR 14): `name` (`storefront:<name>`,
+    `factory:<name>`) is held by `owner` until `expires_at` (relay's clock) under fencing `token`, which
+    grows each time a new owner takes it. A write fenced by it (`fence=`) is refused with `LeaseLost` once
+    the token moved, and renews the lease to `now + lease_s`."""
+
+    name: str
+    owner: str
+    token: int
+    expires_at: float
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class RouteJob:
     """A received order claimed for routing."""
 

@@ -1,11 +1,10 @@
-"""What only the PostgreSQL backend has: its daemon lock's session, its writer lock's timeout, a missing
-database (issue 16, ADR 13)."""
+"""What only the PostgreSQL backend has: its shared daemon lock, its writer lock's timeout, a missing
+database (issue 16, ADR 13, ADR 14)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import urllib.parse
 
 import psycopg
@@ -13,32 +12,18 @@ import pytest
 
 from relay.exceptions import DatabaseMissing, StoreUnavailable
 from relay.store import open_store
-from relay.store.postgres.connector import WRITER_LOCK_CLASS, AdvisoryDaemonLock, lock_key, parse_url
+from relay.store.postgres.connector import WRITER_LOCK_CLASS, lock_key, parse_url
 
 
-async def test_a_daemon_whose_lock_session_is_cut_stops_itself_and_another_takes_over(
-    postgres_url: str,
-) -> None:
-    conninfo, _ = parse_url(postgres_url)
-    lock = AdvisoryDaemonLock(conninfo, check_s=0.05)
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stopped.set)
-    try:
-        assert await lock.try_acquire()
-        holder = await AdvisoryDaemonLock(conninfo).holder()
-        assert holder is not None and holder.startswith("relay pid=")
-        assert lock._conn is not None
-        session = lock._conn.info.backend_pid
-        with psycopg.connect(conninfo, autocommit=True) as admin:  # the server restarts, or the network cuts
-            admin.execute("SELECT pg_terminate_backend(%s)", (session,))
-        await asyncio.wait_for(stopped.wait(), timeout=30)  # SIGTERM to itself: an orderly stop
-        standby = AdvisoryDaemonLock(conninfo)
-        assert await standby.try_acquire()  # a standby takes over
-        await standby.release()
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        await lock.release()
+async def test_the_daemon_lock_is_shared_every_daemon_works(postgres_url: str) -> None:
+    """ADR 14: PostgreSQL's daemon lock keeps no daemon off (every daemon is active), so none may treat
+    another's leases as orphaned at start-up."""
+    first, second = open_store(postgres_url).daemon_lock(), open_store(postgres_url).daemon_lock()
+    assert await first.try_acquire() and await second.try_acquire()
+    assert not first.exclusive and not second.exclusive
+    assert await second.holder() is None
+    await first.release()
+    await second.release()
 
 
 async def test_a_write_that_waits_too_long_for_the_writer_lock_is_unavailable(postgres_url: str) -> None:

@@ -163,9 +163,16 @@ async def test_the_poller_applies_a_pages_notices_before_storing_its_cursor(stor
 
     with capture_logs() as logs:
         poller = ShipmentPoller(
-            store, "acme", Source(), interval=1, clock=lambda: 3.0, log=structlog.get_logger()
+            store,
+            "acme",
+            Source(),
+            interval=1,
+            clock=lambda: 3.0,
+            log=structlog.get_logger(),
+            owner="test",
+            lease_s=30,
         )
-        await poller.poll_once()
+        await poller.run_pass()
     assert [e["applied"] for e in logs if e["event"] == "factory_notices_applied"] == [1]
     paid = await view(store)
     assert await store.get_factory_cursor("acme") == "c1"

@@ -13,8 +13,9 @@ per store method.
 * Reads: `run_read()` is a READ ONLY transaction on a pooled connection, concurrent with writes (MVCC).
 * Read-only stores (`read_only=True`): every `run_write()` raises `ReadOnlyStore`; reads as above. Nothing
   migrates them.
-* `daemon_lock()`: a session-level `pg_try_advisory_lock` held on a dedicated connection (not pooled),
-  released by the server when that session ends (the daemon died, or its connection was cut).
+* `daemon_lock()`: shared (`SharedDaemonLock`): every daemon on the database is active (ADR 14).
+* Wake-ups (`wakeups`): a write transaction's `tx.notify` topics go out with one `pg_notify` before its
+  COMMIT (none without topics); a daemon's `on_wakeup` listens on a connection of its own.
 
 Every advisory lock key is (a relay lock class, a hash of the connection's schema): two relay databases in
 two schemas of one PostgreSQL database do not share locks.
@@ -30,16 +31,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
+import secrets
 import socket
 import urllib.parse
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-import structlog
 from psycopg.rows import dict_row
 
 from relay.exceptions import (
@@ -58,19 +58,18 @@ from relay.store.connector import (
     load_migrations,
     load_queries,
 )
+from relay.store.postgres import wakeups
+from relay.store.postgres.wakeups import WakeupListener
 from relay.store.records import BackupResult
 
 WRITER_LOCK_CLASS = 0x52_4C_57  # "RLW": the writer (and migration) lock, per transaction
-DAEMON_LOCK_CLASS = 0x52_4C_44  # "RLD": the daemon lock, per session
 LOCK_TIMEOUT_MS = 5000
-KEEPALIVES = (
-    "SET tcp_keepalives_idle = 10",
-    "SET tcp_keepalives_interval = 5",
-    "SET tcp_keepalives_count = 3",
-)
-"""The daemon lock's session: the server ends it (releasing the lock) ~25 s after the holder's machine
-stopped answering, not after the OS default of two hours. Ignored on a Unix socket."""
+IDLE_IN_TRANSACTION_MS = 3000
+"""A session idle inside a transaction this long is ended by the server, its locks released: a daemon
+paused (SIGSTOP) or wedged mid-transaction, holding the writer lock, stalls the other daemons' writes at
+most this long (less than `LOCK_TIMEOUT_MS`, so their waits succeed). Its unit, resumed, is unavailable."""
 POOL_PARAMETERS = ("pool_min_size", "pool_max_size", "pool_timeout")
+_NOTIFY = "SELECT pg_notify(%s, %s)"
 
 T = TypeVar("T")
 
@@ -78,9 +77,10 @@ _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 # SQLSTATE classes and codes that mean "not now" rather than "bug": connection failures (08), too many
 # connections / out of resources (53), the server shutting down (57P01-03), lock timeouts and deadlocks,
-# serialization failures, a read-only server (25006: a standby after failover).
+# serialization failures, a read-only server (25006: a standby after failover), a session ended for idling in
+# a transaction (25P03: the process was paused).
 _UNAVAILABLE_CLASSES = ("08", "53", "57P", "58")
-_UNAVAILABLE_CODES = ("40001", "40P01", "55P03", "57014", "25006")
+_UNAVAILABLE_CODES = ("40001", "40P01", "55P03", "57014", "25006", "25P03")
 
 
 def to_psycopg(query: str) -> str:
@@ -172,10 +172,11 @@ def describe(url: str) -> str:
 class PostgresTransaction:
     """Named queries on one pooled connection inside its transaction (`relay.store.connector.Transaction`)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "topics")
 
     def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]]) -> None:
         self._conn = conn
+        self.topics: set[str] = set()
 
     async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
         """Every row of `query`."""
@@ -213,107 +214,29 @@ class PostgresTransaction:
         """One statement of a migration script (no parameters: `%` is not a placeholder)."""
         await self._conn.execute(statement.encode())
 
+    def notify(self, topic: str, /) -> None:
+        """Keep `topic` for the NOTIFY sent just before this transaction's COMMIT (`wakeups`)."""
+        self.topics.add(topic)
 
-class AdvisoryDaemonLock:
-    """A session-level advisory lock on a dedicated connection (`relay.store.connector.DaemonLock`).
 
-    The key is (DAEMON_LOCK_CLASS, the schema's hash), read on the lock's own connection, so the lock works
-    on a store that is not open. The holder's connection carries `application_name = relay pid=... host=...`,
-    which `holder()` reads back from `pg_stat_activity`, so a refused daemon can say who holds it.
+class SharedDaemonLock:
+    """PostgreSQL's daemon lock (`relay.store.connector.DaemonLock`): shared, it keeps no daemon off the
+    database (ADR 14). Every daemon on PostgreSQL is active: outbox claims are leased and fenced per row
+    (ADR 11, 13), each storefront and polled factory is polled by one daemon at a time under a poller lease
+    (ADR 14), so no daemon may treat another's leases as orphaned (`exclusive` is False)."""
 
-    The server releases the lock when the session ends, also when only the connection was lost (a server
-    restart, a network cut) while this process lives on: then another daemon may take over. So the holder
-    checks its session every `check_s` seconds, and when the session is gone it logs
-    `daemon_lock_lost` and sends itself SIGTERM: the daemon stops in order (in-flight sends drain, fencing
-    makes any late outcome harmless) and, restarted, waits as a standby.
-    """
-
-    def __init__(self, conninfo: str, *, check_s: float = 5.0) -> None:
-        self._conninfo = conninfo
-        self._check_s = check_s
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._watch: asyncio.Task[None] | None = None
-
-    async def _key(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        cursor = await conn.execute("SELECT current_schema()")
-        row = await cursor.fetchone()
-        if row is None or row[0] is None:
-            raise StoreError("the database URL's search_path names no existing schema")
-        return lock_key(str(row[0]))
+    exclusive = False
 
     async def try_acquire(self) -> bool:
-        """Take the lock if it is free; True if this process holds it now."""
-        if self._conn is not None:
-            return True
-        name = f"relay pid={os.getpid()} host={socket.gethostname()}"[:63]
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, application_name=name
-            )
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        try:
-            for setting in KEEPALIVES:  # the server notices a vanished holder's machine within ~25 s
-                await conn.execute(setting)
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", (DAEMON_LOCK_CLASS, await self._key(conn))
-            )
-            row = await cursor.fetchone()
-        except BaseException as exc:
-            await conn.close()
-            if isinstance(exc, psycopg.Error):
-                raise translate(exc) from exc
-            raise
-        if not (row and row[0]):
-            await conn.close()
-            return False
-        self._conn = conn
-        self._watch = asyncio.create_task(self._watch_session(conn))
+        """Always True: nothing to wait for."""
         return True
 
-    async def _watch_session(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        while True:
-            await asyncio.sleep(self._check_s)
-            try:
-                await conn.execute("SELECT 1")
-            except psycopg.Error as exc:
-                structlog.get_logger("relay").error(
-                    "daemon_lock_lost",
-                    error=str(exc),
-                    hint="stopping: restarted, this daemon waits as a standby",
-                )
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
     async def holder(self) -> str | None:
-        """The holding session's application name, client and start time, or None when nobody holds it."""
-        try:
-            async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
-                cursor = await conn.execute(
-                    "SELECT a.application_name, a.client_addr, extract(epoch FROM a.backend_start)"
-                    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND l.granted AND l.database = ("
-                    "   SELECT oid FROM pg_database WHERE datname = current_database())"
-                    " AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
-                    (DAEMON_LOCK_CLASS, await self._key(conn)),
-                )
-                row = await cursor.fetchone()
-        except psycopg.Error:
-            return None
-        if row is None:
-            return None
-        name, addr, since = row
-        return f"{name or 'unknown'} client={addr or 'local'} since={float(since or 0):.0f}"
+        """None: nobody holds the database for themselves."""
+        return None
 
     async def release(self) -> None:
-        """Give the lock up by ending its session; a no-op when not held."""
-        if self._watch is not None:
-            watch, self._watch = self._watch, None
-            watch.cancel()
-            await asyncio.wait([watch])
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()  # the session ends: the server releases its advisory locks
+        """Nothing to give up."""
 
 
 class PostgresConnector:
@@ -327,6 +250,9 @@ class PostgresConnector:
         self.conninfo, self.pool_settings = parse_url(url)
         self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
         self._key: int | None = None
+        self.sender = secrets.token_hex(8)
+        """This store's id in its wake-up notifications: its own are ignored (`wakeups`)."""
+        self._listener: WakeupListener | None = None
 
     async def open(self) -> None:
         """Check that the database answers (one connection: a missing database raises `DatabaseMissing`,
@@ -371,9 +297,13 @@ class PostgresConnector:
     @staticmethod
     async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+        await conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
 
     async def close(self) -> None:
-        """Close the pool; a no-op when not open."""
+        """Stop listening for wake-ups and close the pool; a no-op when not open."""
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -385,10 +315,35 @@ class PostgresConnector:
             raise StoreError("store is not open")
         return self._key
 
-    def daemon_lock(self) -> AdvisoryDaemonLock:
-        """The session-level advisory lock that keeps a second daemon off this database (the store need
-        not be open)."""
-        return AdvisoryDaemonLock(self.conninfo)
+    async def on_wakeup(self, callback: Callable[[set[str]], None], /) -> None:
+        """`LISTEN` on the schema's channel on a connection of its own (`wakeups.WakeupListener`), handing
+        `callback` the topics other stores' transactions notified; returns once listening. Only daemons
+        call it: read-only commands never open that connection."""
+        if self._listener is not None:
+            self._listener.callback = callback
+            return
+        listener = WakeupListener(self.conninfo, wakeups.channel(self.key), self.sender, callback)
+        try:
+            await listener.start()
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        self._listener = listener
+
+    async def notify(self, topics: Collection[str], /) -> None:
+        """One `pg_notify` on a pooled connection, outside any transaction (no writer lock)."""
+        if not topics:
+            return
+        if self._pool is None:
+            raise StoreError("store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(_NOTIFY, (wakeups.channel(self.key), wakeups.payload(self.sender, topics)))
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise translate(exc) from exc
+
+    def daemon_lock(self) -> SharedDaemonLock:
+        """The shared daemon lock: every daemon on PostgreSQL works (ADR 14)."""
+        return SharedDaemonLock()
 
     async def backup(
         self, path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None
@@ -400,9 +355,10 @@ class PostgresConnector:
             "archiving"
         )
 
-    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /, *, urgent: bool = False) -> T:
         """`await fn(tx)` in one write transaction under the writer lock; rolled back, and the error
-        raised, if it raises. Raises `ReadOnlyStore` on a store opened read-only."""
+        raised, if it raises. Raises `ReadOnlyStore` on a store opened read-only. `urgent` changes nothing
+        here: the writer lock's waiters, from every daemon, are the server's to order."""
         if self.read_only:
             raise ReadOnlyStore(f"database {describe(self.url)} was opened read-only: no change was made")
         return await _to_the_end(self._unit(fn, read_only=False))
@@ -423,7 +379,13 @@ class PostgresConnector:
                         await conn.execute(
                             "SELECT pg_advisory_xact_lock(%s, %s)", (WRITER_LOCK_CLASS, self.key)
                         )
-                    return await fn(PostgresTransaction(conn))
+                    tx = PostgresTransaction(conn)
+                    result = await fn(tx)
+                    if tx.topics:  # delivered by the COMMIT, dropped by a ROLLBACK
+                        await conn.execute(
+                            _NOTIFY, (wakeups.channel(self.key), wakeups.payload(self.sender, tx.topics))
+                        )
+                    return result
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise translate(exc) from exc
 

@@ -740,3 +740,37 @@ ORDER BY f.order_id, f.id;
 -- name: tracking_flagged_orders
 SELECT id, state, attention_reason FROM orders
 WHERE attention_reason IS NOT NULL AND attention_reason IN ('no_tracking', 'tracking_stalled');
+
+-- --- poller leases (issue 16, ADR 14: one poller per storefront and per polled factory) -------------------
+
+-- name: get_poller_lease
+SELECT name, owner, token, expires_at FROM poller_leases WHERE name = :name;
+
+-- name: acquire_poller_lease
+-- Free (released or never taken), expired, or already ours: take it (a new owner adds 1 to the token) or
+-- renew it; otherwise no row is returned.
+INSERT INTO poller_leases (name, owner, token, expires_at, acquired_at)
+VALUES (:name, :owner, 1, :expires_at, :now)
+ON CONFLICT (name) DO UPDATE SET
+    token = CASE WHEN poller_leases.owner = excluded.owner THEN poller_leases.token ELSE poller_leases.token + 1 END,
+    acquired_at = CASE WHEN poller_leases.owner = excluded.owner THEN poller_leases.acquired_at
+                       ELSE excluded.acquired_at END,
+    owner = excluded.owner,
+    expires_at = excluded.expires_at
+WHERE poller_leases.owner IS NULL OR poller_leases.owner = excluded.owner
+   OR poller_leases.expires_at <= excluded.acquired_at
+RETURNING name, owner, token, expires_at;
+
+-- name: renew_poller_lease
+-- The fence of a poller's write: its lease still holds its token (no one took it since); renewed.
+UPDATE poller_leases SET expires_at = GREATEST(expires_at, :expires_at)
+WHERE name = :name AND owner = :owner AND token = :token;
+
+-- name: release_poller_lease
+UPDATE poller_leases SET owner = NULL WHERE name = :name AND owner = :owner AND token = :token;
+
+-- name: release_poller_leases
+UPDATE poller_leases SET owner = NULL WHERE owner = :owner;
+
+-- name: release_all_poller_leases
+UPDATE poller_leases SET owner = NULL WHERE owner IS NOT NULL;

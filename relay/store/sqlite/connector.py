@@ -12,8 +12,9 @@ is closed, rolled back and fails with `StoreError`: nothing on the connection's 
 caller's loop.
 
 Transactions cannot nest, by construction (issue 11, item 13): a thread runs its units one at a time, in
-submission order, and a unit ends its transaction (COMMIT, or ROLLBACK on any error) before the thread
-takes the next. A caller cancelled while its unit waits in the queue withdraws it (it never starts); one
+submission order (urgent writes, on an order's way to its factory, are taken in turn with the rest, so
+they do not queue behind a backlog of outcomes and callbacks: `_Jobs`), and a unit ends its transaction
+(COMMIT, or ROLLBACK on any error) before the thread takes the next. A caller cancelled while its unit waits in the queue withdraws it (it never starts); one
 cancelled while its unit runs waits for the unit's end (commit or rollback) before the cancellation goes on,
 so nothing of a cancelled caller's transaction is left running when it returns. A unit that waited longer
 than the busy timeout for the writer (another process held the database long enough for work to queue up
@@ -27,16 +28,16 @@ exclusive `flock` on `<database>.lock`, released by the OS when the process dies
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import json
 import os
-import queue
 import socket
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
@@ -140,6 +141,9 @@ class SQLiteTransaction:
         """One statement of a migration script."""
         self._db.execute(statement)
 
+    def notify(self, topic: str, /) -> None:
+        """Nothing: one daemon per file, whose loops wake each other in process."""
+
 
 def drive(unit: Awaitable[T]) -> T:
     """Run `unit` to its end synchronously. It may await only what never suspends (a `SQLiteTransaction`):
@@ -187,16 +191,52 @@ def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | No
         done.set_exception(error)
 
 
+class _Jobs:
+    """The calls waiting for a connection's thread, of two kinds: *urgent* ones (on an order's way to its
+    factory: `Connector.run_write(urgent=True)`) and the rest (outcomes, callbacks, claims of pushes, ...).
+    Each kind is taken in the order it was handed over; while both wait they are taken in turn, so an
+    urgent call waits for at most one other call besides the one running, and the rest are never starved.
+    `get()` answers None once closed and empty."""
+
+    def __init__(self) -> None:
+        self._urgent: collections.deque[_Job[Any]] = collections.deque()
+        self._rest: collections.deque[_Job[Any]] = collections.deque()
+        self._urgent_next = True
+        self._closed = False
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, job: _Job[Any], *, urgent: bool) -> None:
+        with self._ready:
+            (self._urgent if urgent else self._rest).append(job)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def get(self) -> _Job[Any] | None:
+        with self._ready:
+            while not (self._urgent or self._rest or self._closed):
+                self._ready.wait()
+            if self._urgent and (self._urgent_next or not self._rest):
+                self._urgent_next = not self._rest
+                return self._urgent.popleft()
+            self._urgent_next = True
+            return self._rest.popleft() if self._rest else None
+
+
 class _Connection:
     """One `sqlite3` connection and the thread that owns it: every call on the connection runs on that
-    thread, one at a time, in the order they were handed over (`call`)."""
+    thread, one at a time, in the order they were handed over (`call`), urgent calls taken in turn with
+    the rest (`_Jobs`)."""
 
     def __init__(
         self, name: str, connect: Callable[[], sqlite3.Connection], wait_limit_s: float | None
     ) -> None:
         self._connect = connect
         self._wait_limit_s = wait_limit_s
-        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._jobs = _Jobs()
         self._db: sqlite3.Connection | None = None
         self._stopped = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
@@ -223,13 +263,14 @@ class _Connection:
         if self._db is not None:
             self._db.close()
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn(connection)` on the connection's thread (the first call connects). Cancelled while it waits
-        in the queue, it is withdrawn; cancelled while it runs, it is awaited to its end first."""
+    async def call(self, fn: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+        """`fn(connection)` on the connection's thread (the first call connects); `urgent`: taken in turn
+        with the rest (`_Jobs`). Cancelled while it waits in the queue, it is withdrawn; cancelled while
+        it runs, it is awaited to its end first."""
         if self._stopped:
             raise StoreError("store is not open")
         job = _Job(fn, asyncio.get_running_loop())
-        self._jobs.put(job)
+        self._jobs.put(job, urgent=urgent)
         try:
             return await asyncio.shield(job.done)
         except asyncio.CancelledError:
@@ -246,7 +287,7 @@ class _Connection:
         if self._stopped:
             return
         self._stopped = True
-        self._jobs.put(None)
+        self._jobs.close()
         await asyncio.to_thread(self._thread.join)
 
 
@@ -255,6 +296,8 @@ class FlockDaemonLock:
 
     The holder writes `pid=... host=... since=...` into the file, so a refused daemon can say who holds it.
     """
+
+    exclusive = True
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -302,6 +345,8 @@ class FlockDaemonLock:
 
 class NoDaemonLock:
     """For a `:memory:` database, which no other process can open: always free."""
+
+    exclusive = True
 
     async def try_acquire(self) -> bool:
         return True
@@ -395,13 +440,14 @@ class SQLiteConnector:
             writer, self._writer = self._writer, None
             await writer.stop()
 
-    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
+    async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /, *, urgent: bool = False) -> T:
         """See `Connector.run_write`: `BEGIN IMMEDIATE`, `fn(tx)`, `COMMIT` in one call on the writer's
-        thread; `ROLLBACK` if anything raises (driver errors translated). Raises `ReadOnlyStore` on a store
-        opened read-only."""
+        thread; `ROLLBACK` if anything raises (driver errors translated). An `urgent` unit is taken in
+        turn with the others waiting for the writer (`_Jobs`). Raises `ReadOnlyStore` on a store opened
+        read-only."""
         if self.read_only:
             raise ReadOnlyStore(f"database {self.path} was opened read-only: no change was made")
-        return await self._open(self._writer).call(lambda db: _transaction(db, fn))
+        return await self._open(self._writer).call(lambda db: _transaction(db, fn), urgent=urgent)
 
     async def run_read(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
         """See `Connector.run_read`: `fn(tx)` on the read connection's thread, autocommit (each statement
@@ -419,6 +465,12 @@ class SQLiteConnector:
         if connection is None:
             raise StoreError("store is not open")
         return connection
+
+    async def on_wakeup(self, callback: Callable[[set[str]], None], /) -> None:
+        """Nothing to listen to: no other daemon works on the file (`daemon_lock`)."""
+
+    async def notify(self, topics: Collection[str], /) -> None:
+        """Nothing: no other daemon works on the file."""
 
     def daemon_lock(self) -> FlockDaemonLock | NoDaemonLock:
         """The lock that keeps a second daemon off this file (`<database>.lock`)."""

@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from relay.domain import routing  # a module: routing itself imports the store's records
 from relay.domain.models import FactoryOrder, Order, OrderLine, factory_order_key
+from relay.store import wakeups
 from relay.store.connector import Row, Transaction
 from relay.store.records import (
     SKU_FROM_CONFIG,
@@ -219,6 +220,7 @@ async def fall_back(
         await tx.execute_many(
             "assign_line", [{"key": new.key, "order_id": order_id, "line_id": ln.line_id} for ln in lines]
         )
+        tx.notify(wakeups.forward(factory))
     events.append(
         event(
             order_id,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from relay.domain.models import FactoryOrderNotice, FactoryOrderState
 from relay.exceptions import scrub
+from relay.store import wakeups
 from relay.store.connector import Transaction
 from relay.store.records import ANSWER_CHARS, FactoryStatus
 from relay.store.transitions import EventRow, event
@@ -21,8 +22,12 @@ async def disable_factory(tx: Transaction, name: str, reason: str, now: float) -
 
 
 async def enable_factory(tx: Transaction, name: str, now: float) -> bool:
-    """Resume deliveries to `name`; False if it was not disabled."""
-    return bool(await tx.execute("enable_factory", name=name, now=now))
+    """Resume deliveries to `name` (whatever waited for it is due: any daemon's forwarder); False if it was
+    not disabled."""
+    enabled = bool(await tx.execute("enable_factory", name=name, now=now))
+    if enabled:
+        tx.notify(wakeups.forward(name))
+    return enabled
 
 
 async def list_factories(tx: Transaction) -> list[FactoryStatus]:

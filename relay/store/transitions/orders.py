@@ -21,6 +21,7 @@ from relay.domain.models import (
     check_transition,
     derive_order_state,
 )
+from relay.store import wakeups
 from relay.store.connector import Row, Scalar, Transaction
 from relay.store.records import IngestResult, RouteJob, RoutePlan
 from relay.store.transitions import EventRow, event
@@ -127,6 +128,8 @@ async def ingest(
         await tx.execute_many("insert_order", inserts)
         await tx.execute_many("insert_order_line", lines)
         await tx.execute_many("insert_event_by_external_id", new_events)
+        if any(row["state"] == OrderState.RECEIVED for row in inserts):
+            tx.notify(wakeups.ROUTE)
     if malformed:
         await tx.execute_many(
             "quarantine",
@@ -385,6 +388,8 @@ async def cancel_factory_orders(
         )
     if notices:
         await tx.execute_many("insert_cancellation", notices)
+        for notice in notices:
+            tx.notify(wakeups.forward(str(notice["factory"])))
     await refresh_orders(tx, [order_id], now, events, cause="cancelled")
 
 
@@ -496,6 +501,7 @@ async def apply_routing(tx: Transaction, plans: Sequence[RoutePlan], now: float)
         if reason:
             detail = {"reason": reason.value, "detail": plan.detail}
         for fo in plan.factory_orders:
+            tx.notify(wakeups.forward(fo.factory))  # sent with the COMMIT that inserts it
             fo_rows.append(
                 {
                     "order_id": plan.order_id,
@@ -640,6 +646,9 @@ async def sync_payment_flags(
 async def set_order_state(
     tx: Transaction, order_id: int, current: OrderState, target: OrderState, now: float
 ) -> None:
-    """Move one order from `current` to `target` (checked), clearing its lease."""
+    """Move one order from `current` to `target` (checked), clearing its lease. Back to `received`, it is
+    the router's again: any daemon's (`wakeups.ROUTE`)."""
     check_transition(ORDER_TRANSITIONS, current, target, subject=f"order {order_id}")
     await tx.execute("set_order_state", state=target, reason=None, detail=None, now=now, order_id=order_id)
+    if target is OrderState.RECEIVED:
+        tx.notify(wakeups.ROUTE)

@@ -18,6 +18,7 @@ from relay.domain.models import (
     ShipmentPush,
     check_transition,
 )
+from relay.store import wakeups
 from relay.store.connector import Scalar, Transaction
 from relay.store.records import (
     ORDER_CANCELLED,
@@ -458,13 +459,18 @@ _LEASE_RELEASES = (
     "release_delivery_leases",
     "release_cancellation_leases",
     "release_push_leases",
+    "release_poller_leases",
 )
 
 
 async def release_leases(tx: Transaction, owner: str) -> None:
-    """Free every lease held by `owner`."""
+    """Free every lease held by `owner`: outbox claims and poller leases. What was freed is any daemon's
+    to take now (`wakeups.ALL`: a daemon stopping hands its claimed work over at once)."""
+    freed = 0
     for query in _LEASE_RELEASES:
-        await tx.execute(query, owner=owner)
+        freed += await tx.execute(query, owner=owner)
+    if freed:
+        tx.notify(wakeups.ALL)
 
 
 async def release_all_leases(tx: Transaction) -> int:
@@ -476,6 +482,7 @@ async def release_all_leases(tx: Transaction) -> int:
         "release_all_delivery_leases",
         "release_all_cancellation_leases",
         "release_all_push_leases",
+        "release_all_poller_leases",
     ):
         freed += await tx.execute(query)
     return freed

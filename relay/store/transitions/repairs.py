@@ -10,6 +10,7 @@ from relay.domain.models import (
     check_transition,
 )
 from relay.exceptions import IllegalTransition
+from relay.store import wakeups
 from relay.store.connector import Transaction
 from relay.store.transitions import EventRow, event
 from relay.store.transitions.catalogue import waive_guards
@@ -36,10 +37,14 @@ async def retry_order(tx: Transaction, order_id: int, now: float) -> list[str]:
     for fo in await tx.fetch("factory_orders_of_order", order_id=order_id):
         if fo["state"] == FactoryOrderState.DEAD:
             await tx.execute("requeue_dead_factory_order", now=now, id=fo["id"])
+            tx.notify(wakeups.forward(fo["factory"]))
             events.append(event(order_id, now, "operator_retry", factory=fo["factory"], actor="operator"))
             changed.append(f"factory order for {fo['factory']} requeued")
     pushes = await tx.execute("requeue_dead_pushes", now=now, order_id=order_id)
     if pushes:
+        stored = await tx.fetch_one("find_order", order_id=order_id)
+        if stored is not None:
+            tx.notify(wakeups.ship(stored["storefront"]))
         changed.append(f"{pushes} tracking push(es) requeued")
         events.append(event(order_id, now, "operator_retry", pushes=pushes, actor="operator"))
     if state is not OrderState.HELD:
@@ -63,6 +68,7 @@ async def replay_order(tx: Transaction, order_id: int, now: float) -> list[str]:
                 subject=f"factory order {fo['id']}",
             )
             await tx.execute("replay_factory_order", now=now, id=fo["id"])
+            tx.notify(wakeups.forward(fo["factory"]))
             events.append(event(order_id, now, "operator_replay", factory=fo["factory"], actor="operator"))
             changed.append(f"factory order for {fo['factory']} will be re-sent with the same key")
     if not changed:

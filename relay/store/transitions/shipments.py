@@ -19,6 +19,7 @@ from relay.domain.models import (
     check_transition,
     shipment_push_key,
 )
+from relay.store import wakeups
 from relay.store.connector import Row, Scalar, Transaction
 from relay.store.records import ShipmentResult, ShipmentVerdict
 from relay.store.transitions import EventRow, event
@@ -106,6 +107,8 @@ class _Writes:
         await tx.execute_many("insert_shipment", self.shipments)
         await tx.execute_many("add_shipped_quantity", self.shipped)
         await tx.execute_many("insert_push_for_parcel", self.pushes)
+        for push in self.pushes:
+            tx.notify(wakeups.ship(str(push["storefront"])))
         await tx.execute_many("set_factory_order_shipped", self.factory_orders)
         for fo_id in sorted(self.cancelled_rest):
             await tx.execute("cancel_unshipped_rest", factory_order_id=fo_id)
