@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict relay adapters
 
 # Crash, fault and bad-input suite (tests/fault, marker `fault`). Knobs: RELAY_FAULT_RUNS (crash-loop
-# runs, default 300; the two-daemon loop runs a quarter of it per storefront, the 1688 loop a fifth), RELAY_FAULT_SEED (replay a run), RELAY_FAULT_EXAMPLES (state-machine examples).
+# runs, default 300; the several-daemon loop runs a quarter of it per row, the 1688 loop a fifth), RELAY_FAULT_SEED (replay a run), RELAY_FAULT_EXAMPLES (state-machine examples).
 fault: $(STAMP)
 	$(BIN)/pytest tests/fault -m fault --timeout=1800 $(ARGS)
 

@@ -17,6 +17,9 @@ Kinds (after Toxiproxy's names):
   reset_peer  forward `after_bytes` bytes in `direction`, then reset both sides (TCP RST)
   limit_data  forward `after_bytes` bytes in `direction`, then close both sides cleanly
   slicer      forward in `size`-byte slices, `seconds` apart (slow drip)
+
+`Balancer` is the same proxy in front of several upstreams, round-robin per connection (an L4 load
+balancer in front of several daemons): an upstream that refuses the connection is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _CHUNK = 65536
@@ -114,6 +119,8 @@ class FaultProxy:
         self._tasks.add(task)
         try:
             await self._serve(creader, cwriter)
+        except asyncio.CancelledError:
+            pass  # close() ends the connections still open; asyncio's streams would log it as an error
         finally:
             self._tasks.discard(task)
 
@@ -123,7 +130,7 @@ class FaultProxy:
         if toxic is not None:
             self.toxics_applied[toxic.kind] = self.toxics_applied.get(toxic.kind, 0) + 1
         try:
-            ureader, uwriter = await asyncio.open_connection(*self.upstream)
+            ureader, uwriter = await self._open_upstream()
         except OSError:
             _rst(cwriter)
             return
@@ -133,6 +140,7 @@ class FaultProxy:
         down = asyncio.create_task(
             self._pipe(ureader, cwriter, toxic if toxic and toxic.direction == "downstream" else None)
         )
+        cut: BaseException | None = None
         try:
             done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
             cut = next((t.exception() for t in done if isinstance(t.exception(), _Cut)), None)
@@ -153,6 +161,9 @@ class FaultProxy:
             for w in (cwriter, uwriter):
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(*self.upstream)
 
     @staticmethod
     async def _forward(writer: asyncio.StreamWriter, data: bytes, toxic: Toxic | None, sent: int) -> None:
@@ -200,3 +211,28 @@ class FaultProxy:
         if writer.can_write_eof():
             with contextlib.suppress(OSError):
                 writer.write_eof()
+
+
+class Balancer(FaultProxy):
+    """Forwards each new connection to the next of `upstreams` in turn that accepts it (round-robin;
+    refused ones are skipped, none accepting resets the client). `per_upstream` counts connections."""
+
+    def __init__(self, upstreams: Sequence[tuple[str, int]], *, host: str = "127.0.0.1") -> None:
+        if not upstreams:
+            raise ValueError("a balancer needs at least one upstream")
+        super().__init__(*upstreams[0], host=host)
+        self.upstreams = list(upstreams)
+        self.per_upstream: Counter[tuple[str, int]] = Counter()
+        self._turn = 0
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        for _ in range(len(self.upstreams)):
+            target = self.upstreams[self._turn % len(self.upstreams)]
+            self._turn += 1
+            try:
+                opened = await asyncio.open_connection(*target)
+            except OSError:
+                continue
+            self.per_upstream[target] += 1
+            return opened
+        raise ConnectionRefusedError(f"no upstream of {self.upstreams} accepts connections")

@@ -23,8 +23,10 @@ parcels' waybill numbers on the storefront once each.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -35,12 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
 from adapters.alibaba1688.adapter import parse_trailer
 from adapters.alibaba1688.fake import Fake1688Gateway
 from adapters.webhook.fake import FakeFactory
 from relay.domain.models import factory_order_key
 from relay.registry import Registry
-from relay.testing.faultproxy import FaultProxy
+from relay.testing.faultproxy import Balancer, FaultProxy, Toxic
 from relay.testing.harness import merge, to_toml
 from relay.testing.vendor import SeedLine
 
@@ -50,6 +55,7 @@ ALI = "ali"
 ALI_SKUS = {"HOODIE-GRY-XL": ALI, "POSTER-A2": ALI}
 """SKUs a 1688 factory (`World(alibaba1688=True)`) makes: its fake maps them to 1688 offers."""
 FAST_RETRY = [0, 0.2, 0.5] + [1.0] * 60  # never dead-letters within a test, never waits long
+FRESH_S = 0.5  # a relay process sends nothing this soon after it was spawned (imports, store, loops)
 
 
 def free_port() -> int:
@@ -72,12 +78,28 @@ def free_port() -> int:
 
 
 class Daemon:
-    """One relay process. Output is appended to the world's log file."""
+    """One relay process. Output is appended to the world's log file. `slot` is the daemon instance it
+    runs as (`World(daemons=N)`: its own config, `instance_id` and inbound port); `started_at` and
+    `ended_at` (monotonic, the exit seen by a watcher task) bound its life."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, crash_at: str | None) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, crash_at: str | None, *, slot: int = 0, port: int = 0
+    ) -> None:
         self.proc = proc
         self.crash_at = crash_at
         self.killed_by_us = False
+        self.slot = slot
+        self.port = port
+        self.started_at = time.monotonic()
+        self.ended_at: float | None = None
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        await self.proc.wait()
+        self.ended_at = time.monotonic()
+
+    def alive_at(self, t: float) -> bool:
+        return self.started_at <= t and (self.ended_at is None or t <= self.ended_at)
 
     @property
     def pid(self) -> int:
@@ -151,6 +173,173 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Hit:
+    """One request a fake received: the daemon slot it came through (None: a port of no slot), what it was
+    (`list`, `push`, `look` on a storefront; `deliver` at a factory), when it was handled (monotonic)."""
+
+    slot: int | None
+    kind: str
+    start: float
+    end: float
+
+
+async def add_site(runner: web.AppRunner) -> int:
+    """Listen on one more loopback port with an aiohttp runner's application; the port."""
+    before = set(runner.addresses)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    (address,) = set(runner.addresses) - before
+    return int(address[1])
+
+
+class _Slots:
+    """Per-slot ports on a fake (`listen`) and a record of the requests by the slot they came through
+    (`hits`). Listing requests take `list_delay_s` longer (a real shop's listing is not instant): without
+    poller leases, daemons polling side by side then overlap at the storefront."""
+
+    _runner: web.AppRunner | None
+    url: str
+    list_delay_s = 0.0
+
+    def _slots_init(self) -> None:
+        self.hits: list[Hit] = []
+        self.slot_ports: dict[int, int] = {}
+
+    async def listen(self, slots: int) -> list[int]:
+        """One port per slot (slot 0: the port the fake already serves); their numbers."""
+        assert self._runner is not None
+        ports = [int(self.url.split(":")[2].split("/")[0])]
+        ports += [await add_site(self._runner) for _ in range(slots - 1)]
+        self.slot_ports = {port: i for i, port in enumerate(ports)}
+        return ports
+
+    async def _timed(self, request: web.Request, kind: str, handler: Any) -> Any:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        slot = self.slot_ports.get(sockname[1]) if sockname else None
+        start = time.monotonic()
+        try:
+            if kind == "list" and self.list_delay_s:
+                await asyncio.sleep(self.list_delay_s)
+            return await handler(request)
+        finally:
+            self.hits.append(Hit(slot, kind, start, time.monotonic()))
+
+
+class _DemoSlots(_Slots):
+    async def _list(self, request: web.Request) -> Any:
+        return await self._timed(request, "list", super()._list)  # type: ignore[misc]
+
+    async def _fulfil(self, request: web.Request) -> Any:
+        return await self._timed(request, "push", super()._fulfil)  # type: ignore[misc]
+
+
+class _WooSlots(_Slots):
+    async def _route(self, request: web.Request) -> Any:
+        if request.method == "GET":
+            kind = "list" if request.path.rstrip("/") == "/wp-json/wc/v3/orders" else "look"
+        else:
+            kind = "push"
+        return await self._timed(request, kind, super()._route)  # type: ignore[misc]
+
+
+class _ShopifySlots(_Slots):
+    async def _graphql(self, request: web.Request) -> Any:
+        try:
+            query = str((await request.json())["query"])
+        except (ValueError, KeyError, TypeError):
+            query = ""
+        if query.lstrip().startswith("mutation"):
+            kind = "push"
+        else:
+            kind = "list" if re.search(r"\borders\s*\(", query) else "look"
+        return await self._timed(request, kind, super()._graphql)  # type: ignore[misc]
+
+
+SLOTTED = {"demo": _DemoSlots, "woocommerce": _WooSlots, "shopify": _ShopifySlots}
+
+
+@dataclass
+class Hold:
+    """A message (`key`: its webhook-id) the factory keeps unanswered until `release`: `arrived` is set once
+    it came in (through `slot`); released, it is refused with `status` without being acted on, or taken as
+    usual (`status` None)."""
+
+    key: str
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: int | None = None
+    status: int | None = None
+
+    def release(self, status: int | None = None) -> None:
+        self.status = status
+        self.released.set()
+
+
+class SlottedFactory(FakeFactory):
+    """The webhook fake factory with per-slot ports (`listen`) and every order message it received
+    (`order.created`, `order.cancelled`) recorded by the slot it came through (`hits`, kind `deliver`)."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(name, **options)
+        self.hits: list[Hit] = []
+        self.slot_ports: dict[int, int] = {}
+        self.holds: list[Hold] = []
+
+    def hold(self, key: str) -> Hold:
+        """Hold the next delivery of message `key` that is not held yet (holds are used in order)."""
+        held = Hold(key)
+        self.holds.append(held)
+        return held
+
+    async def close(self) -> None:
+        for held in self.holds:
+            held.released.set()
+        await super().close()
+
+    async def listen(self, slots: int) -> list[int]:
+        """One port per slot (slot 0: the fake's own); callbacks then open a new connection each, so a
+        balancer in front of the daemons spreads them."""
+        assert self._runner is not None and self._session is not None
+        ports = [int(self.url.split(":")[2].split("/")[0])]
+        ports += [await add_site(self._runner) for _ in range(slots - 1)]
+        self.slot_ports = {port: i for i, port in enumerate(ports)}
+        await self._session.close()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True), timeout=aiohttp.ClientTimeout(total=10)
+        )
+        return ports
+
+    async def _receive(self, request: web.Request) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        slot = self.slot_ports.get(sockname[1]) if sockname else None
+        start = time.monotonic()
+        try:
+            key = request.headers.get("webhook-id")
+            held = next((h for h in self.holds if h.key == key and not h.arrived.is_set()), None)
+            if held is not None:
+                held.slot = slot
+                held.arrived.set()
+                await held.released.wait()
+                if held.status is not None:
+                    return web.json_response({"error": "refused while held"}, status=held.status)
+            return await super()._receive(request)
+        finally:
+            self.hits.append(Hit(slot, "deliver", start, time.monotonic()))
+
+
+def overlapping(hits: list[Hit]) -> list[tuple[Hit, Hit]]:
+    """Pairs of hits from two different slots whose handling overlapped in time."""
+    ordered = sorted(hits, key=lambda h: h.start)
+    pairs = []
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1 :]:
+            if b.start >= a.end:
+                break
+            if a.slot != b.slot:
+                pairs.append((a, b))
+    return pairs
+
+
+@dataclass(frozen=True)
 class HeldAt1688:
     """A 1688 order as the oracle compares it with the webhook fakes' held orders."""
 
@@ -164,7 +353,14 @@ class World:
     """Fakes + config + database for one fault scenario.
 
     `storefront` names the storefront adapter whose fake serves the shop (`Registry().fake(name)`: demo,
-    woocommerce, shopify); `ship_after_s` may give each factory its own delay."""
+    woocommerce, shopify); `ship_after_s` may give each factory its own delay.
+
+    `daemons=N` (N > 1) prepares N daemon slots, as N hosts would run `relay run`: slot i has its own
+    config file, `instance_id` (`fault-suite-i`) and inbound port, and reaches the storefront and each
+    factory (through its own fault proxy, with `proxy_factories`) on ports of its own, so the fakes record
+    which slot every request came through (`hits`; listings take `list_delay_s`, by default 50 ms with
+    several slots, none with one). The factories' callbacks
+    (and 1688's pushes) go through a round-robin `Balancer` in front of the slots' inbound ports."""
 
     def __init__(
         self,
@@ -179,7 +375,12 @@ class World:
         config: dict[str, Any] | None = None,
         alibaba1688: bool = False,
         database_url: str | None = None,
+        daemons: int = 1,
+        list_delay_s: float | None = None,
     ) -> None:
+        if daemons > 1 and proxy_storefront:
+            raise ValueError("a storefront proxy serves one daemon slot only")
+        self.slots = daemons
         self.tmp_path = tmp_path
         self.db_path = (db_dir or tmp_path) / "relay.db"
         # A postgresql:// URL runs the daemons on PostgreSQL (issue 16); the oracle reads it the same way.
@@ -187,12 +388,17 @@ class World:
         self.config_path = tmp_path / "relay.toml"
         self.log_path = tmp_path / "daemon.log"
         self.storefront_kind = storefront
-        self.storefront: Any = Registry().fake(storefront)(page_size=20)
+        base = Registry().fake(storefront)
+        if list_delay_s is None:
+            list_delay_s = 0.05 if daemons > 1 else 0.0
+        slotted = type(f"Slotted{base.__name__}", (SLOTTED[storefront], base), {"list_delay_s": list_delay_s})
+        self.storefront: Any = slotted(page_size=20)
+        self.storefront._slots_init()
         delays = (
             ship_after_s if isinstance(ship_after_s, dict) else dict.fromkeys(("acme", "bolt"), ship_after_s)
         )
         self.factories = {
-            name: FakeFactory(name, ship_after_s=delays[name], split_parcels=split_parcels)
+            name: SlottedFactory(name, ship_after_s=delays[name], split_parcels=split_parcels)
             for name in ("acme", "bolt")
         }
         for f in self.factories.values():
@@ -215,7 +421,12 @@ class World:
         self.proxy_factories = proxy_factories
         self.proxy_storefront = proxy_storefront
         self.proxies: dict[str, FaultProxy] = {}
-        self.port = free_port()
+        # Per slot: the factories' fault proxies (slot 0's are `proxies`), storefront and factory URLs.
+        self.slot_proxies: list[dict[str, FaultProxy]] = [self.proxies]
+        self.slot_urls: list[dict[str, str]] = []
+        self.balancer: Balancer | None = None
+        self.ports = [free_port() for _ in range(daemons)]
+        self.port = self.ports[0]
         self.extra = config or {}
         self.seeded: dict[str, list[SeedLine]] = {}
         self.cancelled: set[str] = set()  # orders the workload cancelled on the storefront
@@ -224,17 +435,32 @@ class World:
 
     async def __aenter__(self) -> World:
         await self.storefront.start()
+        inbound = f"http://127.0.0.1:{self.port}"
+        if self.slots > 1:
+            self.balancer = Balancer([("127.0.0.1", port) for port in self.ports])
+            await self.balancer.start()
+            inbound = self.balancer.url()
+            self.slot_urls = [
+                {"storefront": f"http://127.0.0.1:{port}"}
+                for port in await self.storefront.listen(self.slots)
+            ]
+            self.slot_proxies += [{} for _ in range(self.slots - 1)]
         for name, f in self.factories.items():
             await f.start()
-            f.callback_url = f"http://127.0.0.1:{self.port}/v1/factories/{name}/events"
-            if self.proxy_factories:
-                host, port = f.url.split("//")[1].split("/")[0].split(":")
-                self.proxies[name] = FaultProxy(host, int(port))
-                await self.proxies[name].start()
+            f.callback_url = f"{inbound}/v1/factories/{name}/events"
+            ports = await f.listen(self.slots) if self.slots > 1 else [int(f.url.split(":")[2].split("/")[0])]
+            for slot, port in enumerate(ports):
+                url = f"http://127.0.0.1:{port}/orders"
+                if self.proxy_factories:
+                    proxy = self.slot_proxies[slot][name] = FaultProxy("127.0.0.1", port)
+                    await proxy.start()
+                    url = proxy.url("/orders")
+                if self.slots > 1:
+                    self.slot_urls[slot][name] = url
         if self.ali is not None:
             await self.ali.start()
             # 1688 pushes "paid" and "sent" to the daemon (when one is up), each message twice.
-            self.ali.push_url = f"http://127.0.0.1:{self.port}/v1/factories/{ALI}/push"
+            self.ali.push_url = f"{inbound}/v1/factories/{ALI}/push"
             self.ali.push_repeats = 2
         if self.proxy_storefront:
             host, port = self.storefront.url.split("//")[1].split("/")[0].split(":")
@@ -247,8 +473,11 @@ class World:
         for d in self.daemons:
             if d.alive():
                 await d.kill()
-        for p in self.proxies.values():
-            await p.close()
+        for proxies in self.slot_proxies:
+            for p in proxies.values():
+                await p.close()
+        if self.balancer is not None:
+            await self.balancer.close()
         for f in self.factories.values():
             await f.close()
         if self.ali is not None:
@@ -277,7 +506,8 @@ class World:
             "poll_interval_s": 1.0,
         }
 
-    def config(self) -> dict[str, Any]:
+    def config(self, slot: int = 0) -> dict[str, Any]:
+        """The config of daemon slot `slot` (one config for all when `daemons` is 1)."""
         base: dict[str, Any] = {
             "daemon": {
                 "database": self.database_url,
@@ -314,27 +544,53 @@ class World:
                 "shipment_poll_interval_s": 0.3,
                 "retry": {"schedule_s": FAST_RETRY, "jitter": 0.1},
             }
-        return merge(base, self.extra)
+        config = merge(base, self.extra)
+        if self.slots > 1:
+            urls = self.slot_urls[slot]
+            shop = config["storefronts"]["shop"]
+            own = {k: urls["storefront"] for k, v in shop.items() if v == self.storefront.url}
+            config = merge(
+                config,
+                {
+                    "daemon": {"instance_id": f"fault-suite-{slot}"},
+                    "inbound": {"port": self.ports[slot]},
+                    "storefronts": {"shop": own},
+                    "factories": {name: {"url": urls[name]} for name in self.factories},
+                },
+            )
+        return config
+
+    def config_path_of(self, slot: int) -> Path:
+        return self.config_path if slot == 0 else self.tmp_path / f"relay-{slot}.toml"
 
     def write_config(self, **extra: Any) -> None:
         if extra:
             self.extra = merge(self.extra, extra)
-        self.config_path.write_text(to_toml(self.config()), encoding="utf-8")
+        for slot in range(self.slots):
+            self.config_path_of(slot).write_text(to_toml(self.config(slot)), encoding="utf-8")
 
-    async def start(self, *args: str, crash_at: str | None = None, command: str = "run") -> Daemon:
+    def set_toxic(self, factory: str, toxic: Toxic | None) -> None:
+        """The default toxic of `factory`'s fault proxies, every slot's."""
+        for proxies in self.slot_proxies:
+            proxies[factory].default = toxic
+
+    async def start(
+        self, *args: str, crash_at: str | None = None, command: str = "run", slot: int = 0
+    ) -> Daemon:
         env = {k: v for k, v in os.environ.items() if k != "RELAY_CRASH_AT"}
         if crash_at:
             env["RELAY_CRASH_AT"] = crash_at
         with self.log_path.open("a", encoding="utf-8") as log:
             log.write(
-                f"\n=== {time.strftime('%H:%M:%S')} relay {command} {' '.join(args)} crash_at={crash_at}\n"
+                f"\n=== {time.strftime('%H:%M:%S')} relay {command} {' '.join(args)} crash_at={crash_at}"
+                f" slot={slot}\n"
             )
         log = self.log_path.open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
                 RELAY,
                 "-c",
-                str(self.config_path),
+                str(self.config_path_of(slot)),
                 command,
                 *args,
                 env=env,
@@ -344,7 +600,7 @@ class World:
             )
         finally:
             log.close()
-        daemon = Daemon(proc, crash_at)
+        daemon = Daemon(proc, crash_at, slot=slot, port=self.ports[slot])
         self.daemons.append(daemon)
         return daemon
 
@@ -353,7 +609,7 @@ class World:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and daemon.alive():
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                _, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
@@ -435,6 +691,45 @@ class World:
             " FROM orders o WHERE o.storefront = 'shop'"
         )
         return {ext: (state, reason, owed) for ext, state, reason, owed in rows}
+
+    # --- which daemon did what (`daemons=N`) ---------------------------------------------------------
+
+    def process_of(self, hit: Hit) -> Daemon | None:
+        """The daemon process of `hit`'s slot that sent it: the slot's last one started before it, None
+        when that one started less than `FRESH_S` before it (the request may be a late one of the
+        process before, killed with it written: no relay process sends anything that soon after spawn)."""
+        started = [d for d in self.daemons if d.slot == hit.slot and d.started_at <= hit.start]
+        if not started or (len(started) > 1 and hit.start - started[-1].started_at < FRESH_S):
+            return None
+        return started[-1]
+
+    def co_active(self, hits: list[Hit]) -> int:
+        """Pairs of daemon processes that were both alive while each of them made one of `hits` (use hits
+        on direct connections: a fault proxy's latency can deliver a dead process's request much later).
+
+        One active daemon at a time (a lock, standbys) makes this 0: the lock passes from one process
+        to another only when its holder dies, so the process that worked first was dead when the other
+        worked. Process lives are bounded by their start and their exit as seen by a watcher task."""
+        by_process: dict[int, tuple[Daemon, list[float]]] = {}
+        for hit in hits:
+            daemon = self.process_of(hit)
+            if daemon is not None:
+                by_process.setdefault(id(daemon), (daemon, []))[1].append(hit.start)
+        pairs = 0
+        for (a, times_a), (b, times_b) in itertools.combinations(by_process.values(), 2):
+            if a.slot == b.slot:
+                continue
+            low = max(a.started_at, b.started_at)
+            high = min(a.ended_at or float("inf"), b.ended_at or float("inf"))
+            if any(low <= t <= high for t in times_a) and any(low <= t <= high for t in times_b):
+                pairs += 1
+        return pairs
+
+    def storefront_hits(self, kind: str) -> list[Hit]:
+        return [h for h in self.storefront.hits if h.kind == kind]
+
+    def factory_hits(self) -> list[Hit]:
+        return [h for f in self.factories.values() for h in f.hits]
 
     # --- convergence and the oracle -----------------------------------------------------------------
 

@@ -7,12 +7,13 @@ ship as soon as they hold an order and retry their callbacks until answered, so 
 between a callback's commit and its 2xx, and during tracking pushes. After the last run a clean daemon
 settles everything; the oracle then checks the whole history.
 
-The second loop (`test_two_daemons_random_kills_cancellations_and_edits`) runs two daemons on one database
-against the WooCommerce and Shopify fakes, with cancellations and edits in the workload (see its docstring).
+The second loop (`test_daemons_random_kills_cancellations_and_edits`) runs several daemons on one database
+against the WooCommerce and Shopify fakes, with cancellations and edits in the workload (see its docstring):
+two on SQLite (one active, one standby), three on PostgreSQL (all active).
 The third (`test_random_crashes_with_a_1688_factory_lose_and_duplicate_nothing`) adds a 1688 seller (the
 fake gateway, with its own faults and push messages) to the factories and cancellations to the workload.
 
-Knobs: RELAY_FAULT_RUNS (default 300; the two-daemon loop runs a quarter of it per storefront, the 1688
+Knobs: RELAY_FAULT_RUNS (default 300; the several-daemon loop runs a quarter of it per row, the 1688
 loop a fifth), RELAY_FAULT_SEED.
 """
 
@@ -32,7 +33,7 @@ from relay.faults import POINTS
 from relay.store.sqlite import MIGRATIONS
 from relay.testing.faultproxy import Toxic
 from tests.fault.summary import env_int, record
-from tests.fault.support import World
+from tests.fault.support import World, overlapping
 
 # Crash points with the range of hit counts to draw from (how often each is reached per second varies).
 HIT_RANGES = {
@@ -129,11 +130,12 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
     assert reached_total >= runs // 4, "crash points were hardly ever reached: the loop tests little"
 
 
-# --- two daemons on one database, WooCommerce and Shopify, cancellations and edits ------------------------
+# --- several daemons on one database, WooCommerce and Shopify, cancellations and edits -----------------
 
-# Crash points drawn for the two-daemon loop (the migration ones are exercised above).
+# Crash points drawn for the several-daemon loop (the migration ones are exercised above).
 PAIR_POINTS = list(HIT_RANGES)
-PAIR_RUN_S = (0.3, 2.0)  # how long both daemons run before the next kill
+PAIR_RUN_S = (0.3, 2.0)  # how long the daemons run before the next kill
+FINAL_ORDERS = 10  # orders the shop takes once the clean daemons are all up
 
 
 def shop_step(world: World, rng: random.Random, *, edits: bool = True) -> None:
@@ -151,26 +153,91 @@ def shop_step(world: World, rng: random.Random, *, edits: bool = True) -> None:
             world.edit_order(rng, oid)
 
 
-@pytest.mark.parametrize("storefront", ["woocommerce", "shopify"])
-async def test_two_daemons_random_kills_cancellations_and_edits(tmp_path, fault_seed, storefront):
-    """`relay run` twice on one database (as an operator would start it twice, or a supervisor restarts it
-    while the old one still runs), against the WooCommerce / Shopify fakes. Each run the shop takes new
-    orders, cancels some (at any time: before routing, while in flight, after a partial shipment) and edits
-    the quantities of others (sometimes twice within one second); then one daemon, or both, is SIGKILLed
-    (at an armed crash point, or from outside) and restarted. Factory `bolt` ships only after a second and
-    sits behind a proxy that makes some of its answers slow, with a short lease, so claimed sends wait out
-    their lease. After the last run one clean daemon settles everything and the oracle checks: nothing
-    lost, nothing held twice at a factory, no parcel on the storefront twice, every cancellation reached
-    its factory (or the order is flagged), every factory makes the current quantities (or the order is
-    flagged), and no order is left in a non-final state without a reason.
+async def start_maybe_armed(world: World, rng: random.Random, *, slot: int) -> Any:
+    """Start slot `slot`'s daemon, half of the time with a random crash point armed."""
+    if rng.random() < 0.5:
+        kind = rng.choice(PAIR_POINTS)
+        return await world.start(crash_at=f"{kind}@{rng.randint(1, HIT_RANGES[kind])}", slot=slot)
+    return await world.start(slot=slot)
 
-    Knobs: RELAY_FAULT_RUNS (this loop runs a quarter of it per storefront), RELAY_FAULT_SEED.
+
+async def settle(
+    world: World, rng: random.Random, multi_active: bool, *, per_order_s: float
+) -> tuple[bool, tuple[Any, ...]]:
+    """One clean daemon per slot (with one active daemon at a time, the others wait as standbys); once all
+    are up, the shop takes a last batch of orders; they settle everything, then all stop on SIGTERM:
+    (settled, their exit codes)."""
+    clean = [await world.start(slot=0)]
+    assert await world.wait_ready(clean[0]), world.log_tail()
+    waiting = world.log_text().count("database_locked_by_another_daemon")
+    clean += [await world.start(slot=i) for i in range(1, world.slots)]
+    if multi_active:
+        for daemon in clean[1:]:
+            assert await world.wait_ready(daemon), world.log_tail()
+    for _ in range(FINAL_ORDERS):
+        world.add_order(rng)
+    settled = await world.wait_settled(timeout=90 + len(world.seeded) * per_order_s)
+    for _ in range(100):  # SIGTERM a standby only once it waits (not while Python still starts)
+        standing_by = world.log_text().count("database_locked_by_another_daemon") - waiting
+        if multi_active or standing_by >= world.slots - 1 or not all(d.alive() for d in clean):
+            break
+        await asyncio.sleep(0.1)
+    for daemon in reversed(clean):
+        daemon.term()
+    return settled, tuple([await daemon.wait(30) for daemon in clean])
+
+
+# (fault-table row, database, daemons, storefront). SQLite: one active daemon, the other a hot standby on
+# the database's lock. PostgreSQL: every daemon active, one poller per storefront by lease (ADR 14).
+FLEETS = [
+    pytest.param("two daemons: woocommerce", "sqlite", 2, "woocommerce", id="sqlite-2-woocommerce"),
+    pytest.param("two daemons: shopify", "sqlite", 2, "shopify", id="sqlite-2-shopify"),
+    pytest.param(
+        "three daemons on PostgreSQL: woocommerce",
+        "postgresql",
+        3,
+        "woocommerce",
+        id="postgresql-3-woocommerce",
+    ),
+]
+
+
+@pytest.mark.parametrize(("row", "backend", "daemons", "storefront"), FLEETS)
+async def test_daemons_random_kills_cancellations_and_edits(
+    request, tmp_path, fault_seed, row, backend, daemons, storefront
+):
+    """`relay run` N times on one database (as an operator runs it on N hosts, or a supervisor restarts
+    it while the old one still runs), each with its own `instance_id` and inbound port, the factories'
+    callbacks spread over them by a round-robin balancer, against the WooCommerce / Shopify fakes. Each
+    run the shop takes new orders, cancels some (at any time: before routing, while in flight, after a
+    partial shipment) and edits the quantities of others (sometimes twice within one second); then one
+    daemon, several or all are SIGKILLed (at an armed crash point, or from outside) and restarted. Factory
+    `bolt` ships only after a second and sits behind proxies that make some of its answers slow, with a
+    short lease, so claimed sends wait out their lease. After the last run N clean daemons settle
+    everything and the oracle checks: nothing lost, nothing held twice at a factory, no parcel on the
+    storefront twice, every cancellation reached its factory (or the order is flagged), every factory makes
+    the current quantities (or the order is flagged), and no order is left in a non-final state without a
+    reason. The storefront's listings never came from two daemons at overlapping times.
+
+    On SQLite one daemon works and the other waits as a standby on the database's lock: no two live
+    daemons ever both pushed. On PostgreSQL
+    every daemon works (short poller leases, so a killed poller's storefront is taken over within 2 s),
+    and the loop checks they really did at once: two daemon processes each pushed tracking to the
+    storefront while both were alive (`World.co_active`; 0 with one active daemon at a time). Pushes are
+    what spreads: each daemon pushes the parcels whose callbacks the balancer gave it, while the poller's
+    holder tends to route and deliver what it ingests itself (the note counts factory messages per
+    daemon; they go through latency proxies, which can hand a killed daemon's request over late, so
+    they do not tell which daemons worked at once).
+
+    Knobs: RELAY_FAULT_RUNS (this loop runs a quarter of it per row), RELAY_FAULT_SEED.
     """
     rng = random.Random(fault_seed)
     runs = max(4, env_int("RELAY_FAULT_RUNS", 300) // 4)
     kills = {"external": 0, "crash point": 0}
+    multi_active = backend == "postgresql"
+    database_url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     config = {
-        "daemon": {"lease_s": 4.0},
+        "daemon": {"lease_s": 4.0, "poller_lease_s": 2.0},
         "factories": {"bolt": {"concurrency": 2}},
     }
     async with World(
@@ -179,57 +246,44 @@ async def test_two_daemons_random_kills_cancellations_and_edits(tmp_path, fault_
         ship_after_s={"acme": 0.0, "bolt": 1.0},
         proxy_factories=True,
         config=config,
+        database_url=database_url,
+        daemons=daemons,
     ) as world:
-        slots: list[Any] = [None, None]
+        slots: list[Any] = [None] * daemons
         for run in range(runs):
             shop_step(world, rng)
             # A slow factory now and then: its answers take longer than the rest of the run.
-            world.proxies["bolt"].default = (
-                Toxic.latency(rng.uniform(0.2, 0.8), direction="upstream") if rng.random() < 0.3 else None
+            world.set_toxic(
+                "bolt",
+                Toxic.latency(rng.uniform(0.2, 0.8), direction="upstream") if rng.random() < 0.3 else None,
             )
-            # Both daemons run (the second waits as a standby while the first holds the database).
+            # Every daemon runs (on SQLite all but one wait as standbys while one holds the database).
             for i, daemon in enumerate(slots):
                 if daemon is None or not daemon.alive():
-                    if rng.random() < 0.5:
-                        kind = rng.choice(PAIR_POINTS)
-                        slots[i] = await world.start(crash_at=f"{kind}@{rng.randint(1, HIT_RANGES[kind])}")
-                    else:
-                        slots[i] = await world.start()
+                    slots[i] = await start_maybe_armed(world, rng, slot=i)
             await asyncio.sleep(rng.uniform(*PAIR_RUN_S))
-            for i in rng.sample([0, 1], rng.choice([1, 1, 2])):
+            for i in rng.sample(range(daemons), rng.choice([*[1] * daemons, *range(2, daemons + 1)])):
                 daemon = slots[i]
-                if daemon.alive():
-                    kills["external"] += 1
-                    rc = await daemon.kill()
-                else:
-                    kills["crash point"] += 1
-                    rc = await daemon.wait()
+                kills["external" if daemon.alive() else "crash point"] += 1
+                rc = await daemon.kill()
                 assert rc in (-9, 0), f"run {run}: relay exited {rc}\n{world.log_tail()}"
         for daemon in slots:
             if daemon is not None:
                 rc = await daemon.kill()
                 assert rc in (-9, 0), f"relay exited {rc}\n{world.log_tail()}"
-        world.proxies["bolt"].default = None
+        world.set_toxic("bolt", None)
 
-        # One clean daemon and a standby next to it settle everything, then both stop on SIGTERM.
-        daemon = await world.start()
-        assert await world.wait_ready(daemon), world.log_tail()
-        waiting = world.log_text().count("database_locked_by_another_daemon")
-        standby = await world.start()
         # Shopify's cost bucket paces tracking pushes (two lookups and a mutation each): allow for it.
-        per_order_s = 1.5 if storefront == "shopify" else 0.1
-        settled = await world.wait_settled(timeout=90 + len(world.seeded) * per_order_s)
-        for _ in range(100):  # SIGTERM only once it waits as a standby (not while Python still starts)
-            if world.log_text().count("database_locked_by_another_daemon") > waiting or not standby.alive():
-                break
-            await asyncio.sleep(0.1)
-        standby.term()
-        daemon.term()
-        rcs = (await daemon.wait(30), await standby.wait(30))
+        settled, rcs = await settle(
+            world, rng, multi_active, per_order_s=1.5 if storefront == "shopify" else 0.1
+        )
         verdict = world.oracle()
+        overlaps = overlapping(world.storefront_hits("list"))
+        pushes = world.co_active(world.storefront_hits("push"))
+        delivered = Counter(h.slot for h in world.factory_hits())
 
     record(
-        f"two daemons: {storefront}",
+        row,
         runs=runs,
         orders=verdict.orders,
         lost=verdict.lost,
@@ -238,14 +292,20 @@ async def test_two_daemons_random_kills_cancellations_and_edits(tmp_path, fault_
         stuck=verdict.stuck,
         note=(
             f"{len(world.cancelled)} cancelled, {len(world.edited)} edited; kills: {kills['external']} "
-            f"external, {kills['crash point']} at crash points; seed {fault_seed}"
+            f"external, {kills['crash point']} at crash points; pairs of live daemons that both pushed: "
+            f"{pushes}; factory messages per daemon: {dict(sorted(delivered.items()))}; seed {fault_seed}"
         ),
     )
     assert not verdict.problems, (
         f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
     )
     assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
-    assert rcs == (0, 0), f"clean daemons exited {rcs} on SIGTERM\n{world.log_tail()}"
+    assert rcs == (0,) * daemons, f"clean daemons exited {rcs} on SIGTERM\n{world.log_tail()}"
+    assert not overlaps, f"seed {fault_seed}: two daemons listed the storefront at once: {overlaps[:3]}"
+    if multi_active:
+        assert pushes, f"seed {fault_seed}: no two live daemons both pushed tracking to the storefront"
+    else:  # the database's lock: a standby works only once the active daemon died
+        assert not pushes, f"seed {fault_seed}: {pushes} pairs of live daemons both pushed on SQLite"
 
 
 # --- a 1688 factory among the factories --------------------------------------------------------------
