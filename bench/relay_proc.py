@@ -2,8 +2,14 @@
 
 The parent drives it over a pipe: `mark` answers this process's CPU seconds, COMMIT count and RSS so the
 parent can take deltas per phase; `stop` stops the App (draining in-flight work) and answers the final
-figures, including peak RSS (VmHWM). COMMITs are counted with sqlite's trace callback on the store's
-own writer connection, which is the benchmark's instrument only: the store is not changed for it.
+figures, including peak RSS (VmHWM). On SQLite COMMITs (and statements) are counted with sqlite's trace
+callback on the store's own writer connection; on PostgreSQL every `run_write` of the store's connector is
+one write transaction, one COMMIT (`run_read`s, READ ONLY transactions, are counted apart as `reads`), by
+wrapping the two methods of this process's connector object. Both are the benchmark's instruments only:
+the store is not changed for them.
+
+`Fleet` runs several relay processes on one database (PostgreSQL, every daemon active) and sums their
+figures.
 """
 
 from __future__ import annotations
@@ -30,12 +36,29 @@ class Counter:
 
     def __init__(self) -> None:
         self.commits = 0
-        self.statements = 0
+        self.statements: int | None = 0
+        self.reads: int | None = None
 
     def __call__(self, sql: str) -> None:
-        self.statements += 1
+        self.statements = (self.statements or 0) + 1
         if sql == "COMMIT":
             self.commits += 1
+
+
+def _count_units(connector: Any, counter: Counter) -> None:
+    """PostgreSQL: count the connector's write units (one COMMIT each) and read units on this object."""
+    run_write, run_read = connector.run_write, connector.run_read
+    counter.statements, counter.reads = None, 0
+
+    async def counted_write(fn: Any, /, **options: Any) -> Any:
+        counter.commits += 1
+        return await run_write(fn, **options)
+
+    async def counted_read(fn: Any, /, **options: Any) -> Any:
+        counter.reads = (counter.reads or 0) + 1
+        return await run_read(fn, **options)
+
+    connector.run_write, connector.run_read = counted_write, counted_read
 
 
 async def _trace(connector: Any, callback: Callable[[str], None] | None) -> None:
@@ -56,6 +79,7 @@ def _figures(counter: Counter, started: float) -> dict[str, Any]:
         "wall": time.time(),
         "commits": counter.commits,
         "statements": counter.statements,
+        "reads": counter.reads,
         "rss_kib": _status_kib("VmRSS"),
         "hwm_kib": _status_kib("VmHWM"),
         "uptime_s": time.monotonic() - started,
@@ -74,9 +98,14 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
     registry = Registry()
     settings = parse_settings(config, registry)
     counter = Counter()
+    sqlite = str(config["daemon"]["database"]).startswith("sqlite")
     try:
         async with App(settings, registry=registry, install_signal_handlers=False) as app:
-            await _trace(app.store.connector, counter)
+            connector: Any = app.store.connector  # type: ignore[attr-defined]  # the RelayStore's
+            if sqlite:
+                await _trace(connector, counter)
+            else:
+                _count_units(connector, counter)
             runner = asyncio.create_task(app.run())
             conn.send(
                 {
@@ -94,7 +123,8 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
                 app.stop()
                 await runner
                 break
-            await _trace(app.store.connector, None)
+            if sqlite:
+                await _trace(connector, None)
         conn.send(_figures(counter, started))
     finally:
         log_stream.close()
@@ -147,3 +177,44 @@ class RelayProcess:
         final: dict[str, Any] = self._conn.recv()
         self.process.join(10)
         return final
+
+
+class Fleet:
+    """Relay processes on one database, one per config (each its own `instance_id` and inbound port);
+    `mark()` and `stop()` answer their figures summed (wall time: the latest)."""
+
+    def __init__(self, configs: list[dict[str, Any]], *, log_path: str, **options: Any) -> None:
+        self.processes: list[RelayProcess] = []
+        try:
+            for i, config in enumerate(configs):
+                path = log_path if len(configs) == 1 else log_path.replace(".log", f"-{i}.log")
+                self.processes.append(RelayProcess(config, log_path=path, **options))
+        except BaseException:
+            self.stop()
+            raise
+        first = self.processes[0].ready
+        self.ready: dict[str, Any] = {
+            **first,
+            "inbound_urls": [p.ready["inbound_url"] for p in self.processes],
+            "startup_s": max(p.ready["startup_s"] for p in self.processes),
+        }
+        self.pid = self.processes[0].pid
+
+    def mark(self) -> dict[str, Any]:
+        return _summed([p.mark() for p in self.processes])
+
+    def stop(self) -> dict[str, Any]:
+        return _summed([p.stop() for p in self.processes if p.process.is_alive()])
+
+
+def _summed(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in figures[0] if figures else ():
+        values = [f[key] for f in figures]
+        if key in ("wall", "uptime_s"):
+            out[key] = max(values)
+        elif all(isinstance(v, int | float) for v in values):
+            out[key] = sum(values)
+        else:
+            out[key] = values[0] if len(set(map(str, values))) == 1 else None
+    return out

@@ -22,6 +22,10 @@ def exchanges_per_order(storefront: str, page_size: int) -> float:
     return EXCHANGES[storefront] + 1 / page_size
 
 
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -57,7 +61,7 @@ def table(result: dict[str, Any]) -> str:
     head = (
         f"  {'stored':>7} {'orders/s':>8} {'%ideal':>6} | {'added ms p50/p95/p99':>20} "
         f"{'(rate)':>7} | {'sat. p99':>8} | {'CPU ms/o':>8} {'stmts/o':>7} {'commits/o':>9} "
-        f"{'sf req/o':>8} {'peak RSS':>8}"
+        f"{'reads/o':>7} {'sf req/o':>8} {'peak RSS':>8}"
     )
     for run in result["runs"]:
         ideal = run["ideal_orders_per_s"]
@@ -77,7 +81,8 @@ def table(result: dict[str, Any]) -> str:
             out.append(
                 f"  {s['setting']:>7} {t['orders_per_s']:>8.0f} {pct:>6} | {lat_s:>20} "
                 f"{rate:>7} | {_ms(_q(t['added_latency_ms'], 99)):>8} | {t['cpu_ms_per_order']:>8.2f} "
-                f"{t['statements_per_order']:>7.1f} {t['commits_per_order']:>9.2f} "
+                f"{_f(t['statements_per_order']):>7} {t['commits_per_order']:>9.2f} "
+                f"{_f(t.get('reads_per_order'), 2):>7} "
                 f"{t['storefront_requests_per_order']:>8.2f} {s['peak_rss_mib']:>7.1f}M"
             )
         routes = run["settings"][0]["throughput"]["storefront_requests_by_route"]
@@ -102,6 +107,12 @@ def table(result: dict[str, Any]) -> str:
                 f"  peak RSS {_n(lo)} -> {_n(hi)} stored orders: {(rss[hi] / rss[lo] - 1) * 100:+.1f}% "
                 "(goal < +10%)"
             )
+    if args.get("database"):
+        out.append(
+            "pg xN: N relay daemons, all active, on a fresh PostgreSQL schema; CPU ms, commits (write "
+            "transactions), reads (READ ONLY transactions) and peak RSS summed over the N processes; "
+            "statements not counted"
+        )
     ok = all(
         s["throughput"]["exactly_once"] and (s["latency"] is None or s["latency"]["exactly_once"])
         for run in result["runs"]

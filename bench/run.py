@@ -2,6 +2,7 @@
 
     python -m bench --orders 5000 --concurrency 64 --scale 10000,100000,1000000
     python -m bench --storefront woocommerce,shopify --orders 2000 --scale ''
+    python -m bench --database postgresql://postgres@127.0.0.1:5432/test --daemons 1,2,3 --scale ''
 
 Per storefront path (`--storefront`: demo, woocommerce, shopify; the vendor fake runs in its own process
 and the relay uses the real adapter) and per setting (a fresh database; on the demo path also one with
@@ -12,6 +13,11 @@ storefront and factory processes:
   with the relay's CPU seconds and COMMITs over the phase;
 * latency: M orders appear at a moderate fixed rate; added latency per order = factory receipt - first
   appearance in a poll response (p50/p95/p99), so the poll interval itself is not counted.
+
+With `--database postgresql://...` each path also runs one setting per `--daemons` count after the SQLite
+ones: N relay processes (each its own `instance_id` and inbound port, every one active) on a fresh schema
+of that database, the factories' callbacks spread over them round-robin; CPU and COMMITs are summed over
+the N processes.
 
 Every order is checked afterwards: held once per idempotency key by its factory and its parcel's
 tracking on the storefront exactly once. Each run also reports the storefront requests per order (as
@@ -39,11 +45,12 @@ from typing import Any
 import aiohttp
 
 from bench import limits, seed
-from bench.relay_proc import RelayProcess
+from bench.relay_proc import Fleet
 from bench.report import exchanges_per_order
 from bench.servers import FACTORIES, SKU_MAP, ServerProcess, order_lines
 from relay.config import DaemonSettings
 from relay.domain.models import factory_order_key
+from relay.testing import postgres
 
 RESULTS = Path(__file__).parent / "results"
 STOREFRONTS = ("demo", "woocommerce", "shopify")
@@ -108,6 +115,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(env("BENCH_LATENCY_ORDERS", "1000")),
         help="orders in the latency phase (default 1000)",
     )
+    p.add_argument(
+        "--database",
+        default=env("BENCH_DATABASE", ""),
+        help="a postgresql:// URL: also run every path on PostgreSQL, one setting per --daemons count, each "
+        "on a fresh schema there (env BENCH_DATABASE; default none: SQLite only)",
+    )
+    p.add_argument(
+        "--daemons",
+        default=env("BENCH_DAEMONS", "1"),
+        help="relay daemons per PostgreSQL setting, comma-separated (env BENCH_DAEMONS; default 1)",
+    )
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--poll-interval", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=200)
@@ -140,6 +158,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.storefront) - set(STOREFRONTS))
     if unknown or not args.storefront:
         p.error(f"--storefront: {', '.join(unknown) or 'none given'}; choose from {', '.join(STOREFRONTS)}")
+    try:
+        args.daemons = [int(n) for n in str(args.daemons).split(",") if n.strip()]
+    except ValueError:
+        p.error(f"--daemons: {args.daemons!r} is not a comma-separated list of counts")
+    if not args.daemons or min(args.daemons) < 1:
+        p.error("--daemons: at least one count, each 1 or more")
+    if args.database and not args.database.startswith("postgresql://"):
+        p.error("--database: a postgresql:// URL (SQLite runs anyway, in the work directory)")
     return args
 
 
@@ -161,14 +187,18 @@ def order_body_size() -> int:
 
 
 def relay_config(
-    args: argparse.Namespace, db: Path, storefront: dict[str, Any], factories: dict[str, Any]
+    args: argparse.Namespace,
+    database: str,
+    storefront: dict[str, Any],
+    factories: dict[str, Any],
+    instance_id: str = "bench",
 ) -> dict[str, Any]:
     """The relay's config: the daemon's own settings, bench overrides named in bench/README.md."""
     adapter = storefront["adapter"]
     return {
         "daemon": {
-            "database": f"sqlite:///{db}",
-            "instance_id": "bench",
+            "database": database,
+            "instance_id": instance_id,
             "shutdown_grace_s": 10,
             "batch_size": args.batch_size,
             "log_format": "json",
@@ -226,7 +256,7 @@ class Bench:
         async with self.session.post(url, json=body) as resp:
             return await resp.json()
 
-    async def phase(self, relay: RelayProcess, count: int, rate: float, timeout: float) -> dict[str, Any]:
+    async def phase(self, relay: Fleet, count: int, rate: float, timeout: float) -> dict[str, Any]:
         control = self.storefront.info["control"]
         status = await self.get(f"{control}/_bench/status")
         target = status["fulfilled"] + count
@@ -302,26 +332,46 @@ class Bench:
             "cpu_ms_per_order": cpu / max(done, 1) * 1000,
             "commits": after["commits"] - before["commits"],
             "commits_per_order": (after["commits"] - before["commits"]) / max(done, 1),
-            "statements_per_order": (after["statements"] - before["statements"]) / max(done, 1),
+            "statements_per_order": (
+                (after["statements"] - before["statements"]) / max(done, 1)
+                if after["statements"] is not None
+                else None  # PostgreSQL: not counted
+            ),
+            "reads_per_order": (
+                (after["reads"] - before["reads"]) / max(done, 1) if after.get("reads") is not None else None
+            ),
             "rss_mib_after": after["rss_kib"] / 1024,
             "redeliveries": sum(deliveries.get(k, 1) - 1 for k in deliveries),
             "exactly_once": not problems and done == count,
             "problems": problems[:10],
         }
 
-    async def setting(self, name: str, stored: int, db: Path, log_path: Path) -> dict[str, Any]:
+    async def setting(
+        self, name: str, stored: int, database: str, log_path: Path, daemons: int = 1
+    ) -> dict[str, Any]:
+        """One relay fleet (`daemons` processes on `database`) through the throughput and latency phases."""
         a = self.args
-        config = relay_config(a, db, self.storefront.info, self.factories.info["factories"])
-        relay = RelayProcess(
-            config, log_path=str(log_path), log_level=a.log_level, uvloop=a.event_loop == "uvloop"
-        )
+        configs = [
+            relay_config(
+                a,
+                database,
+                self.storefront.info,
+                self.factories.info["factories"],
+                instance_id="bench" if daemons == 1 else f"bench-{i}",
+            )
+            for i in range(daemons)
+        ]
+        relay = Fleet(configs, log_path=str(log_path), log_level=a.log_level, uvloop=a.event_loop == "uvloop")
         rate = a.rate if self.kind == "demo" else a.real_rate
         orders = a.orders if self.kind == "demo" else min(a.orders, a.real_orders)
         latency_orders = round(a.latency_orders * rate / a.rate) if a.rate else a.latency_orders
         try:
             await self.post(
                 f"{self.factories.info['control']}/_bench/callbacks",
-                {n: f"{relay.ready['inbound_url']}/v1/factories/{n}/events" for n in FACTORIES},
+                {
+                    n: [f"{url}/v1/factories/{n}/events" for url in relay.ready["inbound_urls"]]
+                    for n in FACTORIES
+                },
             )
             await asyncio.sleep(0.3)
             spy = None
@@ -356,6 +406,8 @@ class Bench:
             final = relay.stop()
         return {
             "setting": name,
+            "database": database.split(":", 1)[0],
+            "daemons": daemons,
             "stored_orders": stored,
             "throughput": throughput,
             "latency": latency,
@@ -367,7 +419,8 @@ class Bench:
 
     async def path(self, kind: str, work: Path, raw_post_s: float | None) -> dict[str, Any]:
         """One storefront path: its fake in its own process, a fresh database (and, on the demo path, the
-        scale settings), each setting a new relay process."""
+        scale settings), each setting a new relay process; then, with `--database`, one setting per
+        `--daemons` count on a fresh PostgreSQL schema."""
         a = self.args
         page_size = min(a.page_size, MAX_PAGE_SIZE[kind])
         self.storefront = ServerProcess("storefront", adapter=kind, page_size=page_size, id_start=1001)
@@ -394,20 +447,32 @@ class Bench:
                     )
                 else:
                     await seed.migrate(db)
-                row = await self.setting(name, stored, db, work / f"relay-{kind}.log")
+                row = await self.setting(name, stored, f"sqlite:///{db}", work / f"relay-{kind}.log")
                 row["seeding"] = seeding
-                t = row["throughput"]
-                t["ideal_fraction"] = t["orders_per_s"] / ideal if ideal else None
-                run["settings"].append(row)
-                print(
-                    f"  {kind} {name}: {t['orders_per_s']:.0f} orders/s, "
-                    f"{t['storefront_requests_per_order']:.2f} storefront requests/order",
-                    file=sys.stderr,
-                )
+                self.add(run, row, ideal)
+            for daemons in a.daemons if a.database else []:
+                schema, url = postgres.fresh_schema(a.database)
+                try:
+                    log = work / f"relay-{kind}-pg{daemons}.log"
+                    row = await self.setting(f"pg x{daemons}", 0, url, log, daemons=daemons)
+                finally:
+                    postgres.drop_schema(a.database, schema)
+                row["seeding"] = None
+                self.add(run, row, ideal)
         finally:
             self.storefront.stop()
         run["ideal_fraction"] = run["settings"][0]["throughput"]["ideal_fraction"]
         return run
+
+    def add(self, run: dict[str, Any], row: dict[str, Any], ideal: float | None) -> None:
+        t = row["throughput"]
+        t["ideal_fraction"] = t["orders_per_s"] / ideal if ideal else None
+        run["settings"].append(row)
+        print(
+            f"  {run['storefront']} {row['setting']}: {t['orders_per_s']:.0f} orders/s, "
+            f"{t['storefront_requests_per_order']:.2f} storefront requests/order",
+            file=sys.stderr,
+        )
 
     async def run(self) -> dict[str, Any]:
         a = self.args

@@ -66,7 +66,8 @@ def seed(path: Path, target: int) -> dict[str, float]:
     t0 = time.time() - 86400 * 30
     for lo in range(have + 1, target + 1, CHUNK):
         hi = min(target, lo + CHUNK - 1)
-        orders, lines, fos, ships, pushes, events = [], [], [], [], [], []
+        orders, lines, fos, ships, pushes = [], [], [], [], []
+        events: list[tuple[int, float, str, str | None, str, str | None]] = []
         for oid in range(lo, hi + 1):
             n = oid - have
             at = t0 + oid * 0.001

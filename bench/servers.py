@@ -9,7 +9,9 @@
   `/report`) seeds orders (all at once or at a fixed rate) and reports, including every request the
   fake received (`requests`, the `FakeStorefront` protocol's record), counted by method and route.
 * `factories`: one fake factory per name (same process, one port each) that records the wall time of the
-  first receipt per idempotency key, and ships every order at once through relay's callback endpoint.
+  first receipt per idempotency key, and ships every order at once through relay's callback endpoint;
+  with several relay daemons, through each one's in turn (round-robin per callback, as a load balancer in
+  front of them would spread them).
 * `echo`: a trivial aiohttp POST server for the raw round-trip limit.
 
 A process is started with `start(kind, **options)`; it answers its URLs over a pipe and runs until
@@ -290,11 +292,18 @@ class StorefrontControl:
 
 
 class BenchFactory(FakeFactory):
-    """A fake factory that records when each idempotency key first arrived."""
+    """A fake factory that records when each idempotency key first arrived, and sends its callbacks to
+    `callback_urls` in turn."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name, ship_after_s=0.0)
         self.received_at: dict[str, float] = {}
+        self.callback_urls: itertools.cycle[str] | None = None
+
+    async def send_event(self, event: dict[str, Any], message_id: str, *, attempts: int = 50) -> int:
+        if self.callback_urls is not None:
+            self.callback_url = next(self.callback_urls)  # read by each attempt: a retry may go elsewhere
+        return await super().send_event(event, message_id, attempts=attempts)
 
     async def _receive(self, request: web.Request) -> web.StreamResponse:
         now = time.time()
@@ -306,8 +315,10 @@ class BenchFactory(FakeFactory):
 
 async def _control_app(factories: dict[str, BenchFactory]) -> tuple[web.AppRunner, str]:
     async def set_callbacks(request: web.Request) -> web.Response:
-        for name, url in (await request.json()).items():
-            factories[name].callback_url = url
+        """{factory: [callback URL of each relay daemon]}: callbacks go to each in turn."""
+        for name, urls in (await request.json()).items():
+            factories[name].callback_url = urls[0]
+            factories[name].callback_urls = itertools.cycle(urls)
         return web.json_response({})
 
     async def report(request: web.Request) -> web.Response:
