@@ -125,7 +125,7 @@ class FactoryCallbacks:
         if result.verdict is ShipmentVerdict.DUPLICATE:
             log.info("callback_duplicate", detail=result.detail)
             return web.json_response({"status": "duplicate"})
-        # Debug: the order's info line is its state change (`order_state_changed`).
+        # Debug: the tracking number is shown at info on the order's state change (or `order_event`).
         log.debug("shipment_recorded", tracking_number=event.data.tracking_number)
         self.on_shipment()
         return web.json_response({"status": "accepted"})

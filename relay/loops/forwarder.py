@@ -243,7 +243,8 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         crash_point("before_factory_post")
         placement = await adapter.submit(job.order)
         crash_point("after_factory_post")
-        log.debug("order_placed", reference=placement.reference)  # info: the order's state change
+        # Debug: the reference is shown at info on the order's state change (or `order_event`).
+        log.debug("order_placed", reference=placement.reference)
         return DeliveryOutcome(
             job,
             FactoryOrderState.PLACED,

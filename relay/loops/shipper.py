@@ -125,6 +125,7 @@ class Shipper(OutboxLoop[PushJob, PushOutcome]):
                 response=response,
             )
         self.push_health[job.storefront].ok(self.clock())
+        # Debug: the tracking number is shown at info on the order's state change (or `order_event`).
         log.debug("tracking_pushed", tracking_number=job.push.tracking_number, reference=receipt.reference)
         return PushOutcome(job, PushState.DONE, reference=receipt.reference)
 

@@ -2,9 +2,13 @@
 
 Each line carries relay's id (`order_id`), the storefront and its order number (`number`), `from_state`
 (None for a new order) and `to_state`, the history event's `kind`, and its `reason` / `cause` / `factory` /
-`factories` (a routed order's factory -> idempotency key) when it has one. Held and failed orders are logged
-at warning level (a person is needed), the rest at info. This is the one info line per order state change:
-the loops log each attempt's own details (`order_placed`, `shipment_recorded`, `tracking_pushed`) at debug.
+`factories` (a routed order's factory -> idempotency key) when it has one, with the `reference` (the
+factory's order reference) / `tracking_number` / `carrier` of the acceptance, parcel or push that made the
+change. Held and failed orders are logged at warning level (a person is needed), the rest at info. This is
+the one info line per order state change: the loops log each attempt's own details (`order_placed`,
+`shipment_recorded`, `tracking_pushed`) at debug. An acceptance, parcel or push that changed no state (the
+first of two factories accepting, a parcel or push that leaves the order as it was) gets its own info line,
+`order_event` (`OrderNote`), so every factory reference and tracking number is shown at info once.
 """
 
 from __future__ import annotations
@@ -13,14 +17,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.domain.models import OrderState
-from relay.store.records import StateChange
+from relay.store.records import OrderNote, StateChange
 
 NEEDS_A_PERSON = frozenset({OrderState.HELD, OrderState.FAILED})
-_DETAIL_KEYS = ("reason", "cause", "factory", "factories")
+_DETAIL_KEYS = ("reason", "cause", "factory", "factories", "reference", "tracking_number", "carrier")
 
 
-def log_state_changes(log: Any, changes: Sequence[StateChange]) -> None:
-    """Log each change as `order_state_changed` (see the module docstring)."""
+def log_state_changes(log: Any, changes: Sequence[StateChange], notes: Sequence[OrderNote] = ()) -> None:
+    """Log each note as `order_event`, then each change as `order_state_changed` (see the module docstring):
+    a transaction's notes were written before its state changes."""
+    for n in notes:
+        log.info(
+            "order_event",
+            order_id=n.order_id,
+            number=n.number,
+            storefront=n.storefront,
+            kind=n.kind,
+            **n.detail,
+        )
     for c in changes:
         fields: dict[str, Any] = {
             "order_id": c.order_id,

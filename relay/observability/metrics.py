@@ -229,7 +229,7 @@ class Metrics:
         """An aiohttp client middleware observing each request's latency into
         `relay_http_request_duration_seconds` under `role` (storefront or factory) and `peer` (its
         configured name): from the request leaving the session (connection and egress check included) to
-        its response read, or to its failure (`status_class` none); when aiohttp resends an idempotent
+        its response's status and headers (the body is read after, not timed), or to its failure (`status_class` none); when aiohttp resends an idempotent
         request on a fresh connection (the peer had closed a kept-alive one), each attempt is observed.
         The session's outermost middleware; cheaper than a `TraceConfig`, whose signals cost a coroutine
         each per request (issue 15)."""

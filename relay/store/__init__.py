@@ -34,6 +34,7 @@ from relay.store.records import (
     FactoryStatus,
     IngestResult,
     OrderEvent,
+    OrderNote,
     OrderQuery,
     OrderRecord,
     OrderSummary,
@@ -70,6 +71,7 @@ __all__ = [
     "FactoryStatus",
     "IngestResult",
     "OrderEvent",
+    "OrderNote",
     "OrderQuery",
     "OrderRecord",
     "OrderSummary",
@@ -135,9 +137,10 @@ class Store(Protocol):
         """Run a trivial query; raises `StoreUnavailable` when the database cannot answer."""
         ...
 
-    def observe(self, listener: Callable[[list[StateChange]], None] | None) -> None:
-        """Call `listener` after every COMMIT that changed order states, with those changes (from their
-        history events; one batched lookup per transaction, never a read per order). Not a transaction;
+    def observe(self, listener: Callable[[list[StateChange], list[OrderNote]], None] | None) -> None:
+        """Call `listener` after every COMMIT that changed order states or recorded an acceptance, parcel or
+        push no state change carried, with those changes and notes (from their history events; one batched
+        lookup per transaction, never a read per order). Not a transaction;
         None stops it. The listener runs in the committing task: it must be quick and must not raise."""
         ...
 

@@ -20,6 +20,7 @@ from relay.store.records import (
     DeliveryOutcome,
     FactoryStatus,
     IngestResult,
+    OrderNote,
     OrderQuery,
     OrderSummary,
     OrderView,
@@ -59,9 +60,9 @@ class RelayStore:
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
         self._shipments = ShipmentGroupCommit(self._write)
-        self._observer: Callable[[list[StateChange]], None] | None = None
+        self._observer: Callable[[list[StateChange], list[OrderNote]], None] | None = None
 
-    def observe(self, listener: Callable[[list[StateChange]], None] | None) -> None:
+    def observe(self, listener: Callable[[list[StateChange], list[OrderNote]], None] | None) -> None:
         """See `Store.observe`."""
         self._observer = listener
 
@@ -81,9 +82,11 @@ class RelayStore:
         observer = self._observer
         if observer is None:
             return await self.connector.run_write(lambda tx: _unit(tx, fn), urgent=urgent)
-        result, changes = await self.connector.run_write(lambda tx: _observed_unit(tx, fn), urgent=urgent)
-        if changes:
-            observer(changes)
+        result, changes, notes = await self.connector.run_write(
+            lambda tx: _observed_unit(tx, fn), urgent=urgent
+        )
+        if changes or notes:
+            observer(changes, notes)
         return result
 
     async def _read(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
@@ -513,12 +516,12 @@ async def _unit(tx: Transaction, fn: Callable[[Transaction], Awaitable[T]]) -> T
 
 async def _observed_unit(
     tx: Transaction, fn: Callable[[Transaction], Awaitable[T]]
-) -> tuple[T, list[StateChange]]:
+) -> tuple[T, list[StateChange], list[OrderNote]]:
     tap = EventTap(tx)
     result = await fn(tap)
     changes = await tap.resolve()
     crash_point("mid_transaction")
-    return result, changes
+    return result, changes, tap.notes
 
 
 async def _prune_batch(

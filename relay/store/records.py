@@ -218,7 +218,9 @@ class StateChange:
     """One committed order state change, from the history event that recorded it (`Store.observe`).
 
     `from_state` is None for a new order; `kind` is the event's kind (`received`, `routed`, `requeued`,
-    `shipped`, ...); `detail` its JSON object (`reason`, `cause`, ...). `received_at` is when relay first
+    `shipped`, ...); `detail` its JSON object (`reason`, `cause`, ...), plus the `factory` / `reference` /
+    `tracking_number` / `carrier` of the order's last acceptance, parcel or push recorded in the same
+    transaction (`OrderNote` for the others). `received_at` is when relay first
     recorded the order (its age at this change is `at - received_at`).
     """
 
@@ -230,6 +232,20 @@ class StateChange:
     kind: str
     at: float
     received_at: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderNote:
+    """A factory's acceptance (`factory_accepted`), a parcel (`shipment_received`) or its tracking push
+    (`tracking_pushed`) that no state change of its order carried in its transaction (`Store.observe`):
+    the first of two factories accepting, a parcel or push that leaves the order's state as it was.
+    `detail` holds the event's `factory`, `reference` (the factory's), `tracking_number`, `carrier`."""
+
+    order_id: int
+    storefront: str
+    number: str
+    kind: str
     detail: dict[str, Any] = field(default_factory=dict)
 
 

@@ -88,3 +88,48 @@ async def test_failing_pushes_are_logged_once_then_summarised_not_per_parcel(tmp
     # The storefront's listing fails too: the poller says so once, then one summary.
     assert len(logs.events("storefront_unavailable", storefront="shop")) == 1
     assert len(logs.events("still_failing", loop="poller", storefront="shop")) == 1
+
+
+def _info(logs: Captured) -> list[dict[str, Any]]:
+    """The lines an operator sees at the default level, with relay's order id."""
+    lines = [json.loads(line) for line in logs.buf.getvalue().splitlines()]
+    return [e for e in lines if e["level"] != "debug" and "order_id" in e]
+
+
+async def test_factory_references_and_tracking_numbers_stay_visible_at_info(tmp_path):
+    with Captured() as logs:
+        async with Harness(tmp_path, split_parcels=True) as h:
+            h.storefront.add_order([SeedLine("TEE-RED-M", quantity=2), SeedLine("TEE-BLU-L")])  # two parcels
+            h.storefront.add_order([SeedLine("TEE-RED-M"), SeedLine("MUG-WHT")])  # acme and bolt
+            h.storefront.add_order([SeedLine("TEE-BLU-L")])  # one factory, one parcel
+            async with h.app() as app:
+                await app.run_once()
+                for factory in h.factories.values():
+                    await factory.ship_all()
+                await app.run_once()
+                views = [await app.store.find_order(i) for i in (1, 2, 3)]
+    assert all(v is not None and v.order.state == "completed" for v in views)
+    info = _info(logs)
+    for view in views:
+        assert view is not None
+        seen = [e for e in info if e["order_id"] == view.order.id]
+        references = {fo.reference for fo in view.factory_orders}
+        assert None not in references and references <= {e.get("reference") for e in seen}
+        parcels = [
+            e
+            for e in seen
+            if e.get("kind") == "shipment_received" or e.get("to_state") in ("shipped", "partially_shipped")
+        ]
+        tracking = sorted((s.tracking_number, s.carrier) for s in view.shipments)
+        assert sorted((e["tracking_number"], e["carrier"]) for e in parcels) == tracking  # each parcel once
+    first, simple = views[0], views[2]
+    assert first is not None and simple is not None and len(first.shipments) == 2
+    # The pushes: the first parcel's changed no state, still shown once; the last completes the order.
+    pushed = [e for e in info if e["order_id"] == first.order.id and e.get("kind") == "tracking_pushed"]
+    done = [e for e in info if e["order_id"] == first.order.id and e.get("to_state") == "completed"]
+    assert {e["tracking_number"] for e in pushed + done} == {s.tracking_number for s in first.shipments}
+    # A simple order: one info line per state change, no more.
+    lines = [e for e in info if e["order_id"] == simple.order.id]
+    assert all(e["event"] == "order_state_changed" for e in lines)
+    [placed] = [e for e in lines if e["to_state"] == "placed"]
+    assert placed["reference"] == simple.factory_orders[0].reference
