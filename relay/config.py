@@ -80,7 +80,8 @@ class DaemonSettings(Section):
     lease_s: float = Field(default=120.0, gt=0)
     poller_lease_s: float = Field(default=30.0, gt=0)
     """A poller's lease on its storefront or polled factory (ADR 14): another daemon takes the poll over
-    at most this long after the holder died or hung."""
+    at most this long after the holder died or hung. A poller renews it between passes at half this period
+    (`relay.loops.poller_lease.LeasedPoller`), whatever its poll interval."""
     batch_size: int = Field(default=200, ge=1, le=10_000)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -17,16 +17,21 @@ The first poll (no stored cursor) never lists the shop's history: it starts at t
 `start_from` ("now", the daemon's first start, or a date), logs `first_poll` with that start point, and
 stores it as the cursor before listing, so a crash mid-listing resumes from there. No poll ever reads
 before the start point (`cursor_overlap_s` included) while this process runs; with "now", a restart
-before the cursor moved on may re-read up to `cursor_overlap_s` + `CURSOR_MARGIN_S` before it. An order
-already fulfilled on the storefront is recorded as completed and never routed (`Store.ingest`).
+before the cursor moved on may re-read up to `cursor_overlap_s`, twice `CURSOR_MARGIN_S` and the poll
+interval before it (a sweep's window, below). An order already fulfilled on the storefront is recorded as
+completed and never routed (`Store.ingest`).
 
 Because the stored cursor stays `CURSOR_MARGIN_S` behind, a poll from it lists the last minute again. So
-only a *sweep* does (the first poll, then one at least every `CURSOR_MARGIN_S`); the polls in between
-list from the newest stamp this process has listed (capped at relay's clock when that poll began), less
-the overlap, so a poll lists what is new rather than a minute of orders every time (issue 15: at 200
-orders/s that re-listing and re-ingesting was most of the relay's work and of an order's added latency).
-The sweep keeps the margin's promise: an order a wrong stamp made the poller skip is listed by the next
-sweep, a minute late at worst, never lost.
+only a *sweep* does (the first poll of this process or of a new lease holder, then one at least every
+`CURSOR_MARGIN_S`); the polls in between list from the newest stamp this process has listed (capped at
+relay's clock when that poll began), less the overlap, so a poll lists what is new rather than a minute of
+orders every time (issue 15: at 200 orders/s that re-listing and re-ingesting was most of the relay's work
+and of an order's added latency). A sweep lists from `cursor - CURSOR_MARGIN_S - interval` (less the
+overlap, never before the start point), so consecutive sweeps overlap by a full margin. That keeps the
+margin's promise: an order visible on the storefront within `CURSOR_MARGIN_S` of its stamp (a replica's
+lag, a listing that shifted while it was paged, a wrong stamp that made the poller skip it) is listed by a
+sweep, about two minutes late at worst, never lost, whatever `cursor_overlap_s`, also across a restart or
+a takeover of the lease.
 
 One poller per storefront across every daemon on the database (ADR 14): a pass polls only under the
 storefront's lease (`storefront:<name>`, `relay.loops.poller_lease`); every ingest is fenced by it, so a
@@ -36,7 +41,6 @@ is released when the poller stops.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,10 +48,9 @@ from typing import Any
 from relay.config import parse_start_from
 from relay.contracts import StorefrontAdapter
 from relay.domain.models import Malformed, Order
-from relay.exceptions import AuthError, LeaseLost, RetriableAdapterError, describe
+from relay.exceptions import AuthError, RetriableAdapterError, describe
 from relay.faults import crash_point
-from relay.loops.base import Loop
-from relay.loops.poller_lease import PollerLeaseKeeper
+from relay.loops.poller_lease import LeasedPoller, PollerLeaseKeeper
 from relay.store import IngestResult, PollerLease, Store
 
 CURSOR_MARGIN_S = 60.0
@@ -66,7 +69,7 @@ def describe_first_poll(storefront: str, start_from: str) -> str:
     )
 
 
-class OrderPoller(Loop):
+class OrderPoller(LeasedPoller):
     """Polls one storefront for orders updated since its cursor and hands every page to the store."""
 
     name = "poller"
@@ -87,7 +90,12 @@ class OrderPoller(Loop):
     ) -> None:
         super().__init__(interval=interval, clock=clock, log=log.bind(storefront=adapter.name))
         self.lease = PollerLeaseKeeper(
-            store, f"storefront:{adapter.name}", owner=owner, lease_s=lease_s, clock=clock, log=self.log
+            store,
+            f"storefront:{adapter.name}",
+            owner=owner,
+            lease_s=lease_s,
+            clock=clock,
+            log=self.log,
         )
         self.start_from = start_from
         # No poll reads before this: the configured date, or (for "now") the start this process recorded.
@@ -105,35 +113,27 @@ class OrderPoller(Loop):
         self._sweep_at = 0.0
         self._token = 0  # the lease token of the last pass (a new one: this poller just took the storefront)
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """The loop (`Loop.run`); its lease is released when it stops."""
-        try:
-            await super().run(stopping)
-        finally:
-            await self.lease.release()
-
-    async def run_pass(self) -> bool:
-        """One poll under the storefront's lease; nothing without it (another daemon polls). Its outcome is
-        recorded once per pass (`Store.record_poll`) for `relay status`."""
-        lease = await self.lease.hold()
-        if lease is None:
-            return False
+    async def poll_under(self, lease: PollerLease) -> None:
+        """One poll under the storefront's lease (`LeasedPoller`). Its outcome is recorded once per pass
+        (`Store.record_poll`) for `relay status`."""
         if lease.token != self._token:  # a new holder sweeps from the stored cursor
             self._token, self._listed = lease.token, None
         try:
             await self.poll_once(lease)
-        except LeaseLost as exc:
-            self.lease.lost(exc)
-            return False
         except AuthError as exc:
             self.health.failed(self.clock(), exc, "storefront_auth_failed")
-            await self.store.record_poll(self.adapter.name, False, describe(exc), self.clock())
+            await self._record_poll(describe(exc))
         except RetriableAdapterError as exc:
             self.health.failed(self.clock(), exc, "storefront_unavailable")
-            await self.store.record_poll(self.adapter.name, False, describe(exc), self.clock())
+            await self._record_poll(describe(exc))
         else:
-            await self.store.record_poll(self.adapter.name, True, None, self.clock())
-        return False
+            await self._record_poll(None)
+
+    async def _record_poll(self, error: str | None) -> None:
+        """`Store.record_poll`, only while the lease is still held: a daemon resumed after a pause past it
+        (its request timed out meanwhile) does not record its outcome over the new holder's."""
+        if self.lease.holds():
+            await self.store.record_poll(self.adapter.name, error is None, error, self.clock())
 
     async def poll_once(self, lease: PollerLease) -> int:
         """Drain one listing, every write fenced by `lease` (`LeaseLost` when another daemon took it).
@@ -148,8 +148,9 @@ class OrderPoller(Loop):
         start = cursor
         if self._listed is not None and now < self._sweep_at:
             start = max(cursor, self._listed)  # not the last minute again: from what was listed
-        else:
-            self._sweep_at = now + CURSOR_MARGIN_S  # a sweep: from the stored cursor
+        else:  # a sweep: from a margin before the stored cursor, so consecutive sweeps overlap by one
+            self._sweep_at = now + CURSOR_MARGIN_S
+            start = cursor - timedelta(seconds=CURSOR_MARGIN_S + self.interval)
         since = start - self.overlap
         if self._floor is not None and since < self._floor:
             since = self._floor

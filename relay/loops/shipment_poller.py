@@ -16,15 +16,13 @@ fact no newer outcome undoes. The lease is released when the poller stops.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from relay.contracts import ShipmentSource
 from relay.domain.models import Shipment
-from relay.exceptions import AuthError, FatalAdapterError, LeaseLost, RetriableAdapterError
-from relay.loops.base import Loop
-from relay.loops.poller_lease import PollerLeaseKeeper
+from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
+from relay.loops.poller_lease import LeasedPoller, PollerLeaseKeeper
 from relay.store import PollerLease, ShipmentVerdict, Store
 
 
@@ -33,7 +31,7 @@ def polled_message_id(shipment: Shipment) -> str:
     return f"poll:{shipment.factory_order_key}:{shipment.shipment_id}"
 
 
-class ShipmentPoller(Loop):
+class ShipmentPoller(LeasedPoller):
     name = "factory_poller"
 
     def __init__(
@@ -51,7 +49,12 @@ class ShipmentPoller(Loop):
     ) -> None:
         super().__init__(interval=interval, clock=clock, log=log.bind(factory=factory))
         self.lease = PollerLeaseKeeper(
-            store, f"factory:{factory}", owner=owner, lease_s=lease_s, clock=clock, log=self.log
+            store,
+            f"factory:{factory}",
+            owner=owner,
+            lease_s=lease_s,
+            clock=clock,
+            log=self.log,
         )
         self.store = store
         self.factory = factory
@@ -59,29 +62,16 @@ class ShipmentPoller(Loop):
         self.adapter = source  # `App.health` names a failing loop by its adapter
         self.on_shipments = on_shipments
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """The loop (`Loop.run`); its lease is released when it stops."""
-        try:
-            await super().run(stopping)
-        finally:
-            await self.lease.release()
-
-    async def run_pass(self) -> bool:
-        """One poll under the factory's lease; nothing without it (another daemon polls)."""
-        lease = await self.lease.hold()
-        if lease is None:
-            return False
+    async def poll_under(self, lease: PollerLease) -> None:
+        """One poll under the factory's lease (`LeasedPoller`)."""
         try:
             await self.poll_once(lease)
-        except LeaseLost as exc:
-            self.lease.lost(exc)
         except AuthError as exc:
             self.health.failed(self.clock(), exc, "factory_auth_failed")
         except RetriableAdapterError as exc:
             self.health.failed(self.clock(), exc, "factory_unavailable")
         except FatalAdapterError as exc:
             self.health.failed(self.clock(), exc, "factory_listing_rejected")
-        return False
 
     async def poll_once(self, lease: PollerLease) -> int:
         """Drain the listing from the stored cursor, notices and cursor fenced by `lease` (`LeaseLost` when

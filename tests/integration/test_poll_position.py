@@ -2,13 +2,14 @@
 
 The stored cursor stays `CURSOR_MARGIN_S` behind relay's clock (issue 11, item 9), so a poll from it lists
 the last minute again; at 200 orders/s every poll re-listed and re-ingested thousands of orders. Polls
-between sweeps now list from the newest stamp the poller has listed; a sweep from the stored cursor, at
-least once per `CURSOR_MARGIN_S`, still finds an order a wrong stamp made the poller skip."""
+between sweeps now list from the newest stamp the poller has listed; a sweep, at least once per
+`CURSOR_MARGIN_S`, lists from a margin and an interval before the stored cursor, so it still finds an order
+a wrong stamp made the poller skip, or one that showed up on the storefront late (within the margin)."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -67,3 +68,25 @@ async def test_an_order_skipped_behind_a_wrong_stamp_is_listed_by_the_next_sweep
             await app.run_once()  # a sweep is due: from the stored cursor, a minute behind relay's clock
         placed = sorted(o.payload["order_id"] for o in h.factories["acme"].orders.values())
     assert placed == sorted([ahead, behind])
+
+
+async def test_an_order_visible_late_behind_the_delta_start_is_listed_by_the_next_sweep(tmp_path):
+    # An order stamped 20 s before the first sweep appears on the storefront just after it (a replica's
+    # lag: visible 21 s after its stamp, within the margin). The polls in between list from a newer stamp,
+    # and one of them moves the stored cursor past the order's stamp: the next sweep must still list it.
+    clock = ManualClock(time.time())
+    start = clock.now
+    async with Harness(tmp_path) as h:
+        async with h.app(clock=clock, settings=h.settings(**NO_OVERLAP)) as app:
+            listed = h.storefront.add_order([SeedLine("TEE-RED-M")], updated_at=start - 10)
+            await app.run_once()  # the first sweep
+            late = h.storefront.add_order([SeedLine("TEE-BLU-L")], updated_at=start - 20)
+            newer = h.storefront.add_order([SeedLine("TEE-RED-M")], updated_at=start - 5)
+            clock.advance(CURSOR_MARGIN_S - 10)
+            await app.run_once()  # from the newest stamp listed: not `late`; the cursor moves to start - 10
+            assert await app.store.get_cursor("shop") == datetime.fromtimestamp(start - 10, UTC)
+            assert await app.store.find_order_id("shop", late) is None
+            clock.advance(10)
+            await app.run_once()  # the next sweep, due one margin after the first
+        placed = sorted(o.payload["order_id"] for o in h.factories["acme"].orders.values())
+    assert placed == sorted([listed, late, newer])

@@ -6,14 +6,17 @@ leases are free at once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 from relay.domain.models import FactoryOrderNotice
 from relay.exceptions import LeaseLost
-from relay.store import Store, open_store
+from relay.loops.poller_lease import LeasedPoller, PollerLeaseKeeper
+from relay.store import PollerLease, Store, open_store
 from tests.unit.test_order_versions import order
 
 NAME = "storefront:shop"
@@ -132,3 +135,52 @@ async def test_daemons_taking_one_lease_at_once_get_it_once(stores: list[Store])
         *(s.acquire_poller_lease(NAME, owner, 30, 100.0) for owner, s in (("a", a), ("b", b)) * 3)
     )
     assert len({lease.owner for lease in got if lease is not None}) == 1
+
+
+async def test_a_fenced_write_sets_the_expiry_from_its_own_clock_even_below_an_earlier_one(
+    stores: list[Store],
+) -> None:
+    a, b = stores
+    ahead = await a.acquire_poller_lease(NAME, "a", 30, 1000.0)  # a's clock ran ahead, then was corrected
+    assert ahead is not None and ahead.expires_at == 1030.0
+    await a.ingest("shop", [], [], stamp(1000), 100.0, fence=ahead)  # now runs to 130, not 1030
+    assert await b.acquire_poller_lease(NAME, "b", 30, 129.0) is None
+    taken = await b.acquire_poller_lease(NAME, "b", 30, 130.0)
+    assert taken is not None and taken.token == 2
+
+
+class HourlyPoller(LeasedPoller):
+    """A poller whose passes are an hour apart: only its lease renewals run during the test."""
+
+    name = "poller"
+
+    def __init__(self, store: Store, lease_s: float) -> None:
+        super().__init__(interval=3600, clock=time.time, log=structlog.get_logger())
+        self.lease = PollerLeaseKeeper(
+            store, NAME, owner="a", lease_s=lease_s, clock=time.time, log=structlog.get_logger()
+        )
+        self.polls = 0
+
+    async def poll_under(self, lease: PollerLease) -> None:
+        self.polls += 1
+
+
+async def test_a_poller_polling_less_often_than_poller_lease_s_keeps_its_lease_between_passes(
+    stores: list[Store],
+) -> None:
+    """A 1 s lease and a pass every hour: the poller renews the lease between its passes, so the other
+    daemon never takes it while the poller runs (without the renewal it lapses after 1 s), and frees it
+    when the poller stops."""
+    a, b = stores
+    poller, stopping = HourlyPoller(a, lease_s=1.0), asyncio.Event()
+    running = asyncio.create_task(poller.run(stopping))
+    try:
+        for _ in range(5):  # 2.5 s: the lease's period two and a half times over
+            await asyncio.sleep(0.5)
+            assert await b.acquire_poller_lease(NAME, "b", 1.0, time.time()) is None
+        assert poller.polls == 1 and poller.lease.lease is not None and poller.lease.lease.token == 1
+    finally:
+        stopping.set()
+        await running
+    taken = await b.acquire_poller_lease(NAME, "b", 1.0, time.time())  # released when it stopped
+    assert taken is not None and taken.token == 2

@@ -5,8 +5,10 @@ holder stops in order), and a holder paused past its lease records nothing when 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from relay.cli.daemon import _run
@@ -98,6 +100,13 @@ async def test_two_daemons_on_postgresql_both_run_and_run_once_works_next_to_the
                     await asyncio.sleep(0.05)
                 assert h.factories["acme"].held == 1
                 assert await _run(settings, h.registry, once=True, sleep=h.sleep) == 0
+                # before stopping them: the first daemon to stop hands its lease back, and the other's
+                # pass in progress may take it then
+                holders = [
+                    e
+                    for e in logs
+                    if e["event"] == "poller_lease_acquired" and e["lease"] == "storefront:shop"
+                ]
             finally:
                 for daemon in daemons:
                     daemon.cancel()
@@ -105,9 +114,6 @@ async def test_two_daemons_on_postgresql_both_run_and_run_once_works_next_to_the
         names = [e["event"] for e in logs]
         assert "database_locked_by_another_daemon" not in names
         assert names.count("relay_started") == 2
-        holders = [
-            e for e in logs if e["event"] == "poller_lease_acquired" and e["lease"] == "storefront:shop"
-        ]
         assert len(holders) == 1  # one poller for the storefront; the other daemon and --once stood by
         assert [e for e in logs if e["event"] == "poller_lease_held_elsewhere"] != []
         assert h.factories["acme"].deliveries_of(h.factories["acme"].held_keys()[0]) == 1
@@ -143,3 +149,37 @@ async def test_a_daemon_paused_inside_a_write_stalls_the_others_only_until_the_s
     finally:
         for s in (paused, other):
             await s.close()
+
+
+async def test_a_daemon_resumed_with_a_failed_listing_records_nothing_over_the_new_holders_poll(
+    tmp_path, store_url
+):
+    """`a`'s listing is in flight while it is paused past its lease (its clock jumps on the way) and fails;
+    `b` took the storefront over and polled meanwhile: `relay status` keeps `b`'s successful poll."""
+    clock_a, clock_b = ManualClock(), ManualClock()
+    clock_b.now = clock_a.now
+    h = Harness(tmp_path, config={"daemon": {"poller_lease_s": LEASE_S}})
+    fake: Any = h.storefront
+    answer, paused = fake._list, []
+
+    async def listing(request: web.Request) -> web.StreamResponse:
+        if paused:  # a's request: the process stops while it waits, and the storefront fails
+            paused.clear()
+            clock_a.advance(3 * LEASE_S)
+            return web.json_response({"error": "injected fault"}, status=401)
+        return await answer(request)  # type: ignore[no-any-return]
+
+    fake._list = listing
+    async with h:
+        h.database = store_url
+        async with h.app(clock=clock_a) as a, h.app(clock=clock_b) as b:
+            await a.pollers[0].run_pass()  # a holds the storefront
+            clock_b.advance(LEASE_S + 1)  # a is paused; b takes the storefront over and polls
+            await b.pollers[0].run_pass()
+            (polled,) = (await b.store.status(clock_b.now)).storefronts
+            assert polled.last_poll_ok_at == clock_b.now and not polled.failing
+            paused.append(True)
+            await a.pollers[0].run_pass()  # a resumes: its listing fails after its lease ran out
+            (status,) = (await b.store.status(clock_a.now)).storefronts
+    assert not status.failing and status.last_error is None
+    assert status.last_poll_ok_at == polled.last_poll_ok_at
