@@ -56,7 +56,7 @@ from relay.observability.metrics import CounterSample, Metrics
 from relay.observability.status_page import StatusPage
 from relay.outbound.session import new_session
 from relay.registry import FACTORIES, STOREFRONTS, Registry
-from relay.store import SkuDiff, StateChange, Store, open_store, wakeups
+from relay.store import OrderNote, SkuDiff, StateChange, Store, open_store, wakeups
 from relay.supervisor import LoopCrashed, Supervisor
 from relay.systemd import Notifier
 
@@ -135,6 +135,7 @@ class App:
         self.store = open_store(s.daemon.database)
         await self.store.open()
         self.on_close("store", self.store.close)
+        self.on_close("wake-up sends", self._cancel_notifying)  # runs before the store closes
         self.store.observe(self._state_changed)
         version = await self.store.migrate()
         if self.exclusive:
@@ -285,10 +286,11 @@ class App:
 
         return replace(base, new_session=session, log=self.log.bind(**{role: name}))
 
-    def _state_changed(self, changes: list[StateChange]) -> None:
-        """The store committed order state changes: one log line each, and the counters (`/metrics`)."""
+    def _state_changed(self, changes: list[StateChange], notes: list[OrderNote]) -> None:
+        """The store committed order state changes (and notes): one log line each, and the counters
+        (`/metrics`)."""
         try:
-            log_state_changes(self.log, changes)
+            log_state_changes(self.log, changes, notes)
             self.metrics.state_changes(changes)
         except Exception:
             self.log.exception("state_change_observer_failed")
@@ -390,6 +392,14 @@ class App:
         )
         self._notifying.add(task)
         task.add_done_callback(self._notifying.discard)
+
+    async def _cancel_notifying(self) -> None:
+        """Cancel the wake-ups still being sent (hints only), so none reaches a closed store."""
+        tasks = list(self._notifying)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _notify(self, topics: set[str]) -> None:
         try:

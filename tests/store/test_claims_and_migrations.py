@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import pytest
 
-from relay.domain.models import FactoryOrderState
+from relay.domain.models import FactoryOrderState, OrderLine
 from relay.exceptions import StoreError, UnsupportedDatabaseVersion
 from relay.store import DeliveryOutcome, Store, open_store
 from relay.store.sqlite import MIGRATIONS  # both backends have the same versions (test_store_contract)
@@ -91,6 +92,25 @@ async def test_an_expired_lease_is_taken_over_and_the_late_outcome_changes_nothi
     assert await b.record_deliveries([DeliveryOutcome(new, FactoryOrderState.PLACED)], 36.0) == []
     view = await a.find_order(1)
     assert view is not None and view.factory_orders[0].state == "placed" and view.order.state == "placed"
+
+
+async def test_a_claim_takes_the_rows_due_first_and_none_of_a_disabled_factory(
+    stores: list[Store],
+) -> None:
+    a = stores[0]
+    await a.migrate()
+    lines = (OrderLine(line_id="b", sku="B", quantity=1, unit_price=Decimal(1)),)
+    for i, at in enumerate((3.0, 1.0, 2.0)):  # an acme and a bolt row made due at `at`
+        await a.ingest("shop", [order(external_id=f"a{i}", number=f"#a{i}")], [], None, at)
+        await a.ingest("shop", [order(external_id=f"b{i}", number=f"#b{i}", lines=lines)], [], None, at)
+        assert await route(a, at) == 2
+    assert await a.disable_factory("bolt", "paused", 4.0)
+    jobs = await a.claim_deliveries("a", ["bolt", "acme"], 5.0, 30, 2)  # the two due first, bolt's none
+    assert sorted((j.factory, j.order.order_number) for j in jobs) == [("acme", "#a1"), ("acme", "#a2")]
+    assert await a.claim_deliveries("a", ["bolt"], 5.0, 30, 10) == []
+    assert await a.enable_factory("bolt", 6.0)
+    jobs = await a.claim_deliveries("a", ["bolt"], 7.0, 30, 2)
+    assert sorted(j.order.order_number for j in jobs) == ["#b1", "#b2"]
 
 
 async def test_a_renewed_lease_keeps_the_row_from_other_daemons(stores: list[Store]) -> None:

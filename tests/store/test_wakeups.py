@@ -160,6 +160,27 @@ async def test_a_listener_whose_session_is_cut_reconnects_and_wakes_everything(
     assert await heard.next() == {wakeups.ROUTE}
 
 
+async def test_a_callback_that_raises_is_logged_and_listening_goes_on(
+    postgres_url: str, opened: Callable[[str], Awaitable[Store]]
+) -> None:
+    a, b = await opened(postgres_url), await opened(postgres_url)
+    heard = Heard()
+
+    def callback(topics: set[str]) -> None:
+        heard(topics)
+        if topics == {wakeups.ROUTE}:
+            raise RuntimeError("dispatcher bug")
+
+    await b.on_wakeup(callback)
+    with capture_logs() as logs:
+        await write(a, wakeups.ROUTE)
+        assert await heard.next() == {wakeups.ROUTE}
+        await write(a, "barrier")
+        assert await heard.next() == {"barrier"}  # still listening, on the same session: nothing missed
+    failed = [e for e in logs if e["event"].startswith("wakeup_")]
+    assert [(e["event"], e["topics"]) for e in failed] == [("wakeup_callback_failed", ["route"])]
+
+
 async def test_the_transitions_wake_the_loops_that_have_work(
     postgres_url: str, opened: Callable[[str], Awaitable[Store]]
 ) -> None:

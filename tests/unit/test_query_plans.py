@@ -149,6 +149,21 @@ def test_queries_take_named_parameters_only() -> None:
     assert not positional, f"queries with positional parameters (use :name): {positional}"
 
 
+async def test_the_delivery_claim_searches_one_factorys_owed_rows(db: sqlite3.Connection) -> None:
+    """The claim runs per destination factory: it must reach that factory's owed rows directly, never walk
+    every factory's due rows in time order (a disabled factory, or one with an open circuit, holding 100k
+    owed rows made each claim for a healthy one walk them: migration 12)."""
+    sql = QUERIES["claim_deliveries"]
+    params = dict.fromkeys(re.findall(r"(?<!:):(\w+)", sql))
+    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    searches = [d for d in plan if re.match(r"SEARCH factory_orders USING (?:COVERING )?INDEX ", d)]
+    assert len(searches) == 1 and re.match(
+        r"SEARCH factory_orders USING (?:COVERING )?INDEX factory_orders_due_by_factory \(factory=\? AND next_attempt_at",
+        searches[0],
+    ), plan
+    assert "factory_orders_due_by_factory" in _partial_indexes(db)
+
+
 async def test_the_check_catches_a_full_scan(db: sqlite3.Connection) -> None:
     QUERIES["_probe"] = "SELECT id FROM orders WHERE lease_owner = :owner"
     try:

@@ -123,13 +123,19 @@ WHERE order_id = :order_id AND line_id = :line_id;
 
 -- name: claim_deliveries
 -- `claimed`: once claimed, a delivery may have reached the factory (migrations 4 and 10).
+-- ORDER BY factory first: only `factory_orders_due_by_factory` (migration 12) gives that order, so the
+-- planner reaches the claimed factories' owed rows directly. Ordered by due time alone it took
+-- `factory_orders_due` and walked every other factory's due rows first (another factory disabled, or with
+-- an open circuit, holding 100k owed rows: ~17-34 ms per claim -> 0.1 ms). The loops claim one factory at
+-- a time, so the order within a claim is due time. Disabled factories leave the list before the search,
+-- not row by row (a claim for a disabled factory with 100k owed rows: ~26 ms -> 0.03 ms).
 WITH picked AS (
     SELECT id FROM factory_orders
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
       AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
-      AND factory = ANY(:factories::text[])
-      AND factory NOT IN (SELECT name FROM factories WHERE disabled_at IS NOT NULL)
-    ORDER BY next_attempt_at LIMIT :limit
+      AND factory = ANY(ARRAY(SELECT unnest(:factories::text[])
+                              EXCEPT SELECT name FROM factories WHERE disabled_at IS NOT NULL))
+    ORDER BY factory, next_attempt_at LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
 UPDATE factory_orders SET lease_owner = :owner, lease_expires_at = :lease_expires_at,
@@ -762,8 +768,9 @@ WHERE poller_leases.owner IS NULL OR poller_leases.owner = excluded.owner
 RETURNING name, owner, token, expires_at;
 
 -- name: renew_poller_lease
--- The fence of a poller's write: its lease still holds its token (no one took it since); renewed.
-UPDATE poller_leases SET expires_at = GREATEST(expires_at, :expires_at)
+-- The fence of a poller's write: its lease still holds its token (no one took it since); renewed to the
+-- owner's now + lease_s, not the later of the two: an expiry set far ahead by a clock that ran fast does not stick.
+UPDATE poller_leases SET expires_at = :expires_at
 WHERE name = :name AND owner = :owner AND token = :token;
 
 -- name: release_poller_lease

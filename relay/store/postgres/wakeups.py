@@ -14,12 +14,16 @@
   async `notifies()`. When it drops (server restart, network cut, `pg_terminate_backend`) it logs
   `wakeup_listener_lost` once, reconnects with backoff (at once, then 0.1 s doubling to 10 s), logs
   `wakeup_listener_restored` and delivers `*`: notifications sent meanwhile are lost. TCP keepalives make a
-  silently vanished server count as dropped within ~25 s.
+  silently vanished server count as dropped within ~25 s. Any other error while listening is logged
+  (`wakeup_listener_failed`, with its traceback) and handled the same way; a callback that raises is logged
+  (`wakeup_callback_failed`) and listening goes on. Should the listening task ever end other than by
+  `close`, `wakeup_listener_ended` says so (an error: no wake-ups from other daemons until a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -83,6 +87,7 @@ class WakeupListener:
         """Connect and `LISTEN` (a failure raises `psycopg.Error`), then read notifications in a task."""
         self._conn = await self._connect()
         self._task = asyncio.create_task(self._listen(self._conn), name="relay:wakeups")
+        self._task.add_done_callback(self._ended)
 
     async def close(self) -> None:
         """Stop listening and close the connection; a no-op when not started."""
@@ -115,11 +120,17 @@ class WakeupListener:
                 self._log.warning(
                     "wakeup_listener_lost", error=str(exc), hint="reconnecting; loops keep their timers"
                 )
-                self._conn = None
+            except Exception:
+                self._log.exception("wakeup_listener_failed", hint="reconnecting; loops keep their timers")
+            else:
+                continue  # the notifications generator ended without an error: read on
+            self._conn = None
+            # A broken connection may fail to close: it is dropped anyway.
+            with contextlib.suppress(Exception):
                 await conn.close()
-                conn = self._conn = await self._reconnect()
-                self._log.info("wakeup_listener_restored")
-                self._deliver({ALL})  # whatever was sent while nobody listened
+            conn = self._conn = await self._reconnect()
+            self._log.info("wakeup_listener_restored")
+            self._deliver({ALL})  # whatever was sent while nobody listened
 
     async def _reconnect(self) -> psycopg.AsyncConnection[Any]:
         """A listening connection again: at once, then after a delay doubling from `BACKOFF_S`."""
@@ -127,9 +138,20 @@ class WakeupListener:
         while True:
             try:
                 return await self._connect()
-            except psycopg.Error:
+            except Exception:  # psycopg.Error, or any other failure to connect: try again later
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, most)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return  # `close`
+        exc = task.exception()
+        self._log.error(
+            "wakeup_listener_ended",
+            error=repr(exc),
+            exc_info=exc,
+            hint="no wake-ups from other daemons until a restart; loops keep their timers",
+        )
 
     def _deliver(self, topics: set[str]) -> None:
         if not topics:
