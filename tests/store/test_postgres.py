@@ -12,6 +12,7 @@ import pytest
 
 from relay.exceptions import DatabaseMissing, StoreUnavailable
 from relay.store import open_store
+from relay.store.postgres import connector as postgres_connector
 from relay.store.postgres.connector import WRITER_LOCK_CLASS, lock_key, parse_url
 
 
@@ -26,7 +27,10 @@ async def test_the_daemon_lock_is_shared_every_daemon_works(postgres_url: str) -
     await second.release()
 
 
-async def test_a_write_that_waits_too_long_for_the_writer_lock_is_unavailable(postgres_url: str) -> None:
+async def test_a_write_that_waits_too_long_for_the_writer_lock_is_unavailable(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_connector, "LOCK_TIMEOUT_MS", 300)  # 5 s in production
     store = open_store(postgres_url)
     await store.open()
     try:
