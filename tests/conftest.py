@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from relay.store import Store, open_store
 from relay.testing import postgres
 
 
@@ -49,3 +50,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'relay.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An open, migrated store on a fresh database of each backend in turn (the store contract suite)."""
+    s = open_store(store_url)
+    await s.open()
+    await s.migrate()
+    yield s
+    await s.close()

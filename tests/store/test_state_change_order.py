@@ -3,24 +3,11 @@ each history event names its order (relay's id, or the storefront's external id 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
-from relay.store import Store, open_store
+from relay.store import Store
 from relay.store.changes import EventTap
 from relay.store.connector import Transaction
 from relay.store.manager import RelayStore
 from tests.unit.test_order_versions import order
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 async def test_changes_come_in_the_order_written_whichever_way_events_name_their_order(store: Store) -> None:

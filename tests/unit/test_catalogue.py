@@ -3,7 +3,6 @@ config seed, and routing by it (priority, variant ids, per-storefront rows, inac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -21,7 +20,7 @@ from relay.domain.routing import (
 )
 from relay.exceptions import ConfigurationError
 from relay.registry import Registry
-from relay.store import RouteJob, SkuRecord, Store, open_store
+from relay.store import RouteJob, SkuRecord, open_store
 from tests.unit.schema_at import database_at
 
 CSV = """storefront,sku,factory,factory_sku,unit_cost,currency,priority,active
@@ -32,15 +31,6 @@ shop2,TEE-RED-M,bolt,,,,0,true
 ,4483921,acme,,,,0,yes
 ,OLD-1,acme,,,,0,false
 """
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 def job(*lines: OrderLine, storefront: str = "shop") -> RouteJob:

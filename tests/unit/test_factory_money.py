@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -28,15 +27,6 @@ from tests.unit.schema_at import database_at
 from tests.unit.test_order_versions import SKUS, order, parcel, route, view
 
 DEADLINE = datetime(2026, 9, 22, 2, 13, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 async def place(store: Store, now: float, factory: str, placement: Placement) -> None:

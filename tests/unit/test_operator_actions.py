@@ -3,26 +3,16 @@ transaction with an `actor: operator` history event, and refuses (changing nothi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
 from relay.domain.models import AttentionReason, CancelState, FactoryOrderState, OrderLine, PushState
 from relay.exceptions import IllegalTransition
-from relay.store import ORDER_CANCELLED, DeliveryOutcome, OrderView, PushOutcome, Store, open_store
+from relay.store import ORDER_CANCELLED, DeliveryOutcome, OrderView, PushOutcome, Store
 from tests.unit.test_order_versions import order, parcel, route
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 def lines(sku: str) -> tuple[OrderLine, ...]:

@@ -4,12 +4,9 @@ after routing, cancellations after a partial shipment, late parcels, and `order.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-
-import pytest
 
 from adapters.webhook.adapter import order_cancelled_body, order_created_body
 from relay.domain.models import (
@@ -54,15 +51,6 @@ def order(*, at: float = 0, **update: object) -> Order:
         lines=(OrderLine(line_id="a", sku="A", quantity=2, unit_price=Decimal(1)),),
     )
     return base.model_copy(update=update)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 async def route(store: Store, now: float) -> int:

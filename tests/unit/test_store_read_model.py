@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,15 +25,6 @@ from tests.unit.schema_at import database_at
 from tests.unit.test_order_versions import order, parcel, push_all, route
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 def line(sku: str, line_id: str = "a") -> OrderLine:
