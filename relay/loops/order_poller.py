@@ -33,10 +33,6 @@ lag, a listing that shifted while it was paged, a wrong stamp that made the poll
 sweep, about two minutes late at worst, never lost, whatever `cursor_overlap_s`, also across a restart or
 a takeover of the lease.
 
-A poll of a sorted listing stops after the page that holds an order newer than the poll's own start:
-what follows arrived meanwhile, and the next poll lists it (it starts at most at this poll's start).
-Under a steady flow a poll that paged on after them would grow, and new orders would wait for it.
-
 One poller per storefront across every daemon on the database (ADR 14): a pass polls only under the
 storefront's lease (`storefront:<name>`, `relay.loops.poller_lease`); every ingest is fenced by it, so a
 poller that lost it (paused past it, another daemon took over) records nothing and stops the pass. The lease
@@ -161,68 +157,32 @@ class OrderPoller(LeasedPoller):
         newest: datetime | None = cursor
         listed, heard = self._listed, datetime.fromtimestamp(now, UTC)
         changed = pages = 0
-        listing = self.adapter.fetch_orders(since)
-        try:
-            async for page in listing:
-                pages += 1
-                orders = [o for o in page if isinstance(o, Order)]
-                malformed = [m for m in page if isinstance(m, Malformed)]
-                newest, listed = self._stamps(
-                    orders, now=now, limit=limit, heard=heard, newest=newest, listed=listed
-                )
-                changed += await self._take_page(orders, malformed, newest, lease)
-                self.lease.check()  # before the next page is asked for
-                if self.adapter.is_sorted and orders and orders[-1].updated_at > heard:
-                    # Sorted: everything not listed yet is newer than this poll's start, and the next poll
-                    # lists from at most that start. Stopping here keeps a poll to what was there when it
-                    # began, instead of paging after orders arriving meanwhile (which the next poll lists
-                    # again): under a steady flow a poll otherwise grows, and new orders wait for it.
-                    break
-        finally:
-            aclose = getattr(listing, "aclose", None)  # an async generator left early: close it now
-            if aclose is not None:
-                await aclose()
+        async for page in self.adapter.fetch_orders(since):
+            pages += 1
+            orders = [o for o in page if isinstance(o, Order)]
+            malformed = [m for m in page if isinstance(m, Malformed)]
+            for order in orders:
+                self._check_stamp(order, now)
+                stamp = min(order.updated_at, limit).astimezone(UTC)  # one offset: the store compares text
+                if newest is None or stamp > newest:
+                    newest = stamp
+                seen = min(order.updated_at, heard).astimezone(UTC)
+                if listed is None or seen > listed:
+                    listed = seen
+            result = await self._ingest(orders, malformed, newest if self.adapter.is_sorted else None, lease)
+            crash_point("after_ingest")
+            for bad in malformed:
+                self.log.warning("order_quarantined", external_id=bad.external_id, reason=bad.reason)
+            if result.new or result.requeued or result.cancelled:
+                changed += result.new + result.requeued + result.cancelled
+                self.on_orders()
+            self.lease.check()  # before the next page is asked for
         if not self.adapter.is_sorted and newest is not None and newest != cursor:
             await self._ingest([], [], newest, lease)
         self._listed = listed  # the whole listing is in the store
         self.health.ok(self.clock())
         if changed:
             self.log.info("orders_polled", changed=changed, pages=pages)
-        return changed
-
-    def _stamps(
-        self,
-        orders: list[Order],
-        *,
-        now: float,
-        limit: datetime,
-        heard: datetime,
-        newest: datetime | None,
-        listed: datetime | None,
-    ) -> tuple[datetime | None, datetime | None]:
-        """A page's stamps: the newest for the cursor (at most `limit`), the newest listed for the next poll
-        (at most `heard`, this poll's start); future stamps are logged."""
-        for order in orders:
-            self._check_stamp(order, now)
-            stamp = min(order.updated_at, limit).astimezone(UTC)  # one offset: the store compares text
-            if newest is None or stamp > newest:
-                newest = stamp
-            seen = min(order.updated_at, heard).astimezone(UTC)
-            if listed is None or seen > listed:
-                listed = seen
-        return newest, listed
-
-    async def _take_page(
-        self, orders: list[Order], malformed: list[Malformed], newest: datetime | None, lease: PollerLease
-    ) -> int:
-        """Ingest one page (with the cursor, for a sorted listing); how many orders were new or changed."""
-        result = await self._ingest(orders, malformed, newest if self.adapter.is_sorted else None, lease)
-        crash_point("after_ingest")
-        for bad in malformed:
-            self.log.warning("order_quarantined", external_id=bad.external_id, reason=bad.reason)
-        changed = result.new + result.requeued + result.cancelled
-        if changed:
-            self.on_orders()
         return changed
 
     async def _ingest(

@@ -90,38 +90,3 @@ async def test_an_order_visible_late_behind_the_delta_start_is_listed_by_the_nex
             await app.run_once()  # the next sweep, due one margin after the first
         placed = sorted(o.payload["order_id"] for o in h.factories["acme"].orders.values())
     assert placed == sorted([listed, late, newer])
-
-
-async def test_a_sorted_poll_stops_at_the_page_that_reaches_past_its_own_start(tmp_path):
-    # Orders keep arriving while a poll pages through a sorted listing: the poll stops after the page that
-    # holds an order newer than its own start (the next poll lists from at most that start), instead of
-    # paging after them; an order it left is placed by the next poll.
-    clock = ManualClock(time.time())
-    start = datetime.fromtimestamp(clock.now - 3600, UTC).isoformat().replace("+00:00", "Z")
-    settings = {"storefronts": {"shop": {"cursor_overlap_s": 0, "start_from": start, "page_size": 2}}}
-    pages: list[str] = []
-    h = Harness(tmp_path)
-    fake: Any = h.storefront
-    answer = fake._list
-
-    async def listing(request: web.Request) -> web.StreamResponse:
-        pages.append(request.query.get("cursor", ""))
-        return await answer(request)  # type: ignore[no-any-return]
-
-    fake._list = listing
-    async with h:
-        older = [
-            h.storefront.add_order([SeedLine("TEE-RED-M")], updated_at=clock.now - 10 + i) for i in range(2)
-        ]
-        newer = [
-            h.storefront.add_order([SeedLine("TEE-BLU-L")], updated_at=clock.now + 5 + i) for i in range(3)
-        ]
-        async with h.app(clock=clock, settings=h.settings(**settings)) as app:
-            await app.run_once()
-            first_poll = len(pages)
-            placed = {o.payload["order_id"] for o in h.factories["acme"].orders.values()}
-            assert placed == {*older, *newer[:2]} and first_poll == 2  # page 3 (newer[2]) not asked for
-            clock.advance(10)
-            await app.run_once()
-        placed = {o.payload["order_id"] for o in h.factories["acme"].orders.values()}
-    assert placed == {*older, *newer}
