@@ -38,6 +38,10 @@ async def test_hold_release_and_cancel_act_on_a_running_daemon(tmp_path) -> None
         oid = h.storefront.add_order([SeedLine("TEE-RED-M")], paid=False)  # routing holds it: unpaid
         key = factory_order_key("shop", oid, "acme")
         async with h.app() as app:
+            # An operator's action in another process reaches a SQLite daemon on its loops' idle timers
+            # (5 s); shortened here so the test does not wait for them.
+            for loop in (app.router, app.forwarder, app.shipper):
+                loop.interval = 0.2
             runner = asyncio.create_task(app.run())
             operator = open_store(h.database)  # what the CLI opens: another connection, same database
             await operator.open()
