@@ -50,7 +50,7 @@ from relay.contracts import StorefrontAdapter
 from relay.domain.models import Malformed, Order
 from relay.exceptions import AuthError, RetriableAdapterError, describe
 from relay.faults import crash_point
-from relay.loops.poller_lease import LeasedPoller, PollerLeaseKeeper
+from relay.loops.poller_lease import LeasedPoller
 from relay.store import IngestResult, PollerLease, Store
 
 CURSOR_MARGIN_S = 60.0
@@ -88,14 +88,14 @@ class OrderPoller(LeasedPoller):
         on_orders: Callable[[], None] = lambda: None,
         start_from: str = "now",
     ) -> None:
-        super().__init__(interval=interval, clock=clock, log=log.bind(storefront=adapter.name))
-        self.lease = PollerLeaseKeeper(
+        super().__init__(
             store,
             f"storefront:{adapter.name}",
             owner=owner,
             lease_s=lease_s,
+            interval=interval,
             clock=clock,
-            log=self.log,
+            log=log.bind(storefront=adapter.name),
         )
         self.start_from = start_from
         # No poll reads before this: the configured date, or (for "now") the start this process recorded.

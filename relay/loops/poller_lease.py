@@ -119,7 +119,19 @@ class LeasedPoller(Loop):
     polls (`poll_under`); `LeaseLost` ends the pass. While `run` runs, a task renews a held lease between
     passes; when it ends, the lease is released."""
 
-    lease: PollerLeaseKeeper
+    def __init__(
+        self,
+        store: Store,
+        lease_name: str,
+        *,
+        owner: str,
+        lease_s: float,
+        interval: float,
+        clock: Callable[[], float],
+        log: Any,
+    ) -> None:
+        super().__init__(interval=interval, clock=clock, log=log)
+        self.lease = PollerLeaseKeeper(store, lease_name, owner=owner, lease_s=lease_s, clock=clock, log=log)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The loop (`Loop.run`) with the lease kept renewed between passes; released when it stops."""

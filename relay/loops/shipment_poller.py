@@ -22,7 +22,7 @@ from typing import Any
 from relay.contracts import ShipmentSource
 from relay.domain.models import Shipment
 from relay.exceptions import AuthError, FatalAdapterError, RetriableAdapterError
-from relay.loops.poller_lease import LeasedPoller, PollerLeaseKeeper
+from relay.loops.poller_lease import LeasedPoller
 from relay.store import PollerLease, ShipmentVerdict, Store
 
 
@@ -47,14 +47,14 @@ class ShipmentPoller(LeasedPoller):
         lease_s: float,
         on_shipments: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(interval=interval, clock=clock, log=log.bind(factory=factory))
-        self.lease = PollerLeaseKeeper(
+        super().__init__(
             store,
             f"factory:{factory}",
             owner=owner,
             lease_s=lease_s,
+            interval=interval,
             clock=clock,
-            log=self.log,
+            log=log.bind(factory=factory),
         )
         self.store = store
         self.factory = factory

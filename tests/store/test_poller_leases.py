@@ -15,7 +15,7 @@ import structlog
 
 from relay.domain.models import FactoryOrderNotice
 from relay.exceptions import LeaseLost
-from relay.loops.poller_lease import LeasedPoller, PollerLeaseKeeper
+from relay.loops.poller_lease import LeasedPoller
 from relay.store import PollerLease, Store, open_store
 from tests.unit.test_order_versions import order
 
@@ -155,9 +155,14 @@ class HourlyPoller(LeasedPoller):
     name = "poller"
 
     def __init__(self, store: Store, lease_s: float) -> None:
-        super().__init__(interval=3600, clock=time.time, log=structlog.get_logger())
-        self.lease = PollerLeaseKeeper(
-            store, NAME, owner="a", lease_s=lease_s, clock=time.time, log=structlog.get_logger()
+        super().__init__(
+            store,
+            NAME,
+            owner="a",
+            lease_s=lease_s,
+            interval=3600,
+            clock=time.time,
+            log=structlog.get_logger(),
         )
         self.polls = 0
 
