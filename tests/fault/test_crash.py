@@ -33,7 +33,7 @@ from relay.faults import POINTS
 from relay.store.sqlite import MIGRATIONS
 from relay.testing.faultproxy import Toxic
 from tests.fault.summary import env_int, record
-from tests.fault.support import World, overlapping
+from tests.fault.support import Verdict, World, overlapping
 
 # Crash points with the range of hit counts to draw from (how often each is reached per second varies).
 HIT_RANGES = {
@@ -103,29 +103,15 @@ async def test_random_crashes_lose_and_duplicate_nothing(tmp_path, fault_seed):
             assert rc in (-9, 0), f"run {run} ({kind}): relay exited {rc}\n{world.log_tail()}"
 
         # A clean daemon settles everything; then it must stop cleanly on SIGTERM.
-        daemon = await world.start()
-        assert await world.wait_ready(daemon), world.log_tail()
-        settled = await world.wait_settled(timeout=60 + len(world.seeded) * 0.05)
-        daemon.term()
-        rc = await daemon.wait(30)
+        settled, rcs = await settle_one(world, per_order_s=0.05)
         verdict = world.oracle()
 
     for kind, (n, reached) in per_class.items():
         record(f"crash: {kind}", runs=n, note=f"reached {reached}/{n}")
-    record(
-        "crash loop (all points)",
-        orders=verdict.orders,
-        lost=verdict.lost,
-        duplicated=verdict.duplicated,
-        dup_tracking=verdict.dup_tracking,
-        stuck=verdict.stuck,
-        note=f"{runs} runs + migration crashes, seed {fault_seed}",
+    record_verdict(
+        "crash loop (all points)", verdict, note=f"{runs} runs + migration crashes, seed {fault_seed}"
     )
-    assert verdict.lost == 0 and verdict.duplicated == 0 and not verdict.problems, (
-        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
-    )
-    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
-    assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
+    assert_clean(world, verdict, settled, rcs, fault_seed)
     reached_total = sum(reached for kind, (_, reached) in per_class.items() if kind != EXTERNAL)
     assert reached_total >= runs // 4, "crash points were hardly ever reached: the loop tests little"
 
@@ -159,6 +145,38 @@ async def start_maybe_armed(world: World, rng: random.Random, *, slot: int) -> A
         kind = rng.choice(PAIR_POINTS)
         return await world.start(crash_at=f"{kind}@{rng.randint(1, HIT_RANGES[kind])}", slot=slot)
     return await world.start(slot=slot)
+
+
+async def settle_one(world: World, *, per_order_s: float) -> tuple[bool, tuple[Any, ...]]:
+    """One clean daemon settles everything, then stops on SIGTERM: (settled, (its exit code,))."""
+    daemon = await world.start()
+    assert await world.wait_ready(daemon), world.log_tail()
+    settled = await world.wait_settled(timeout=60 + len(world.seeded) * per_order_s)
+    daemon.term()
+    return settled, (await daemon.wait(30),)
+
+
+def record_verdict(row: str, verdict: Verdict, *, runs: int = 0, note: str) -> None:
+    """The oracle's counts as the fault table's row `row`."""
+    record(
+        row,
+        runs=runs,
+        orders=verdict.orders,
+        lost=verdict.lost,
+        duplicated=verdict.duplicated,
+        dup_tracking=verdict.dup_tracking,
+        stuck=verdict.stuck,
+        note=note,
+    )
+
+
+def assert_clean(world: World, verdict: Verdict, settled: bool, rcs: tuple[Any, ...], seed: int) -> None:
+    """Nothing lost, duplicated or otherwise wrong; the clean daemons settled and exited 0 on SIGTERM."""
+    assert verdict.lost == 0 and verdict.duplicated == 0 and not verdict.problems, (
+        f"seed {seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
+    )
+    assert settled, f"seed {seed}: did not settle\n{world.log_tail()}"
+    assert rcs == (0,) * len(rcs), f"clean daemons exited {rcs} on SIGTERM\n{world.log_tail()}"
 
 
 async def settle(
@@ -282,25 +300,18 @@ async def test_daemons_random_kills_cancellations_and_edits(
         pushes = world.co_active(world.storefront_hits("push"))
         delivered = Counter(h.slot for h in world.factory_hits())
 
-    record(
+    record_verdict(
         row,
+        verdict,
         runs=runs,
-        orders=verdict.orders,
-        lost=verdict.lost,
-        duplicated=verdict.duplicated,
-        dup_tracking=verdict.dup_tracking,
-        stuck=verdict.stuck,
         note=(
             f"{len(world.cancelled)} cancelled, {len(world.edited)} edited; kills: {kills['external']} "
             f"external, {kills['crash point']} at crash points; pairs of live daemons that both pushed: "
             f"{pushes}; factory messages per daemon: {dict(sorted(delivered.items()))}; seed {fault_seed}"
         ),
     )
-    assert not verdict.problems, (
-        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
-    )
-    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
-    assert rcs == (0,) * daemons, f"clean daemons exited {rcs} on SIGTERM\n{world.log_tail()}"
+    assert_clean(world, verdict, settled, rcs, fault_seed)
+    assert len(rcs) == daemons
     assert not overlaps, f"seed {fault_seed}: two daemons listed the storefront at once: {overlaps[:3]}"
     if multi_active:
         assert pushes, f"seed {fault_seed}: no two live daemons both pushed tracking to the storefront"
@@ -379,25 +390,17 @@ async def test_random_crashes_with_a_1688_factory_lose_and_duplicate_nothing(tmp
             assert rc in (-9, 0), f"run {run} ({kind}): relay exited {rc}\n{world.log_tail()}"
 
         # A clean daemon settles everything (1688's faults still armed fire on it too).
-        daemon = await world.start()
-        assert await world.wait_ready(daemon), world.log_tail()
-        settled = await world.wait_settled(timeout=60 + len(world.seeded) * 0.1)
-        daemon.term()
-        rc = await daemon.wait(30)
+        settled, rcs = await settle_one(world, per_order_s=0.1)
         verdict = world.oracle()
         made = len(ali.orders)
         shipped = sum(len(o.parcels) for o in ali.orders.values())
         refreshes = ali.token_refreshes
         pushed = sum(status == 200 for _, status in ali.pushes)
 
-    record(
+    record_verdict(
         "crash loop with a 1688 factory",
+        verdict,
         runs=runs,
-        orders=verdict.orders,
-        lost=verdict.lost,
-        duplicated=verdict.duplicated,
-        dup_tracking=verdict.dup_tracking,
-        stuck=verdict.stuck,
         note=(
             f"{made} 1688 orders, {shipped} parcels, {len(world.cancelled)} cancelled, "
             f"{sum(faults.values())} 1688 faults, {refreshes} token refreshes, {pushed} pushes taken; "
@@ -405,11 +408,7 @@ async def test_random_crashes_with_a_1688_factory_lose_and_duplicate_nothing(tmp
             f"external, {kills['crash point']} at crash points; seed {fault_seed}"
         ),
     )
-    assert not verdict.problems, (
-        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
-    )
-    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
-    assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
+    assert_clean(world, verdict, settled, rcs, fault_seed)
     assert made and shipped, "no 1688 order was made or shipped: the loop tests little"
 
 
@@ -438,25 +437,13 @@ async def test_crashes_right_after_the_storefront_write_duplicate_no_tracking(
             else:
                 reached += 1
             assert rc in (-9, 0), f"run {run}: relay exited {rc}\n{world.log_tail()}"
-        daemon = await world.start()
-        assert await world.wait_ready(daemon), world.log_tail()
-        settled = await world.wait_settled(timeout=60 + len(world.seeded) * 0.05)
-        daemon.term()
-        rc = await daemon.wait(30)
+        settled, rcs = await settle_one(world, per_order_s=0.05)
         verdict = world.oracle()
-    record(
+    record_verdict(
         f"after storefront write: {storefront}",
+        verdict,
         runs=runs,
-        orders=verdict.orders,
-        lost=verdict.lost,
-        duplicated=verdict.duplicated,
-        dup_tracking=verdict.dup_tracking,
-        stuck=verdict.stuck,
         note=f"reached {reached}/{runs}; seed {fault_seed}",
     )
-    assert verdict.lost == 0 and verdict.duplicated == 0 and not verdict.problems, (
-        f"seed {fault_seed}: {verdict.report()}\n--- daemon log tail ---\n{world.log_tail()}"
-    )
-    assert settled, f"seed {fault_seed}: did not settle\n{world.log_tail()}"
-    assert rc == 0, f"clean daemon exited {rc} on SIGTERM\n{world.log_tail()}"
+    assert_clean(world, verdict, settled, rcs, fault_seed)
     assert reached >= runs // 2, f"the crash point was reached {reached}/{runs} times: the loop tests little"
