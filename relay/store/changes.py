@@ -42,7 +42,6 @@ class EventTap:
         self.tx = tx
         # The state-changing and noted events in the order they were written; True: keyed by external id.
         self._kept: list[tuple[bool, Mapping[str, Any]]] = []
-        self.notes: list[OrderNote] = []
 
     async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
         """See `Transaction.fetch`."""
@@ -82,10 +81,11 @@ class EventTap:
                 (by_external_id, r) for r in rows if _changes_state(r) or r.get("kind") in NOTED
             )
 
-    async def resolve(self) -> list[StateChange]:
-        """The kept events as `StateChange`s, in the order they were written (inside the transaction)."""
+    async def resolve(self) -> tuple[list[StateChange], list[OrderNote]]:
+        """The kept events, in the order they were written (inside the transaction): the state changes, and
+        the noted events that change no state (an order's last one is carried by its last state change)."""
         if not self._kept:
-            return []
+            return [], []
         wanted: dict[str, set[str]] = defaultdict(set)
         order_ids: set[int] = set()
         for by_external_id, r in self._kept:
@@ -118,8 +118,7 @@ class EventTap:
                 last[int(ref["id"])] = changes[-1]
             else:
                 noted.append((r, ref))
-        self.notes = _carry(noted, last)
-        return changes
+        return changes, _carry(noted, last)
 
 
 def _carry(

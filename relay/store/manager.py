@@ -519,9 +519,9 @@ async def _observed_unit(
 ) -> tuple[T, list[StateChange], list[OrderNote]]:
     tap = EventTap(tx)
     result = await fn(tap)
-    changes = await tap.resolve()
+    changes, notes = await tap.resolve()
     crash_point("mid_transaction")
-    return result, changes, tap.notes
+    return result, changes, notes
 
 
 async def _prune_batch(

@@ -22,7 +22,7 @@ async def test_changes_come_in_the_order_written_whichever_way_events_name_their
         await tap.execute("insert_event_by_external_id", external_id="2", to_state="routed", **by_ext)
         await tap.execute("insert_event", order_id=3, **by_id)
         await tap.execute("insert_event", order_id=3, **{**by_id, "kind": "note", "to_state": "received"})
-        return [(c.number, c.to_state) for c in await tap.resolve()]
+        return [(c.number, c.to_state) for c in (await tap.resolve())[0]]
 
     changes = await store.connector.run_write(unit)
     assert changes == [("#1", "held"), ("#2", "routed"), ("#3", "held")]  # the note is no state change
