@@ -233,6 +233,8 @@ class App:
                 owner=self.owner,
                 lease_s=d.poller_lease_s,
                 on_orders=self.router.wake,
+                route=self.router.plan_at_ingest,
+                on_routed=self.router.routed,
             )
             for name, sf in s.storefronts.items()
         ]

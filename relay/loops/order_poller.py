@@ -41,7 +41,7 @@ is released when the poller stops.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,7 +51,7 @@ from relay.domain.models import Malformed, Order
 from relay.exceptions import AuthError, RetriableAdapterError, describe
 from relay.faults import crash_point
 from relay.loops.poller_lease import LeasedPoller
-from relay.store import IngestResult, PollerLease, Store
+from relay.store import IngestResult, PollerLease, RouteHook, RoutePlan, Store
 
 CURSOR_MARGIN_S = 60.0
 """The stored cursor stays at least this far behind relay's clock; stamps further ahead are logged."""
@@ -86,6 +86,8 @@ class OrderPoller(LeasedPoller):
         owner: str,
         lease_s: float,
         on_orders: Callable[[], None] = lambda: None,
+        route: RouteHook | None = None,
+        on_routed: Callable[[Sequence[RoutePlan]], None] = lambda plans: None,
         start_from: str = "now",
     ) -> None:
         super().__init__(
@@ -104,6 +106,8 @@ class OrderPoller(LeasedPoller):
         self.adapter = adapter
         self.overlap = timedelta(seconds=overlap_s)
         self.on_orders = on_orders
+        self.route = route
+        self.on_routed = on_routed
         self.future_stamps = 0
         """Future stamps seen since start (each order and stamp counted once)."""
         self._future_seen: set[tuple[str, datetime]] = set()
@@ -173,9 +177,7 @@ class OrderPoller(LeasedPoller):
             crash_point("after_ingest")
             for bad in malformed:
                 self.log.warning("order_quarantined", external_id=bad.external_id, reason=bad.reason)
-            if result.new or result.requeued or result.cancelled:
-                changed += result.new + result.requeued + result.cancelled
-                self.on_orders()
+            changed += self._hand_on(result)
             self.lease.check()  # before the next page is asked for
         if not self.adapter.is_sorted and newest is not None and newest != cursor:
             await self._ingest([], [], newest, lease)
@@ -190,9 +192,20 @@ class OrderPoller(LeasedPoller):
     ) -> IngestResult:
         """`Store.ingest`, fenced by `lease` (which it renews)."""
         now = self.clock()
-        result = await self.store.ingest(self.adapter.name, orders, malformed, cursor, now, fence=lease)
+        result = await self.store.ingest(
+            self.adapter.name, orders, malformed, cursor, now, fence=lease, route=self.route
+        )
         self.lease.renewed(lease, now)
         return result
+
+    def _hand_on(self, result: IngestResult) -> int:
+        """Wake whoever has work from an ingested page: the router for orders left to it, the router's
+        `on_routed` for orders routed at ingest. Returns how many orders were new or changed."""
+        if result.routed:
+            self.on_routed(result.routed)
+        if result.new > len(result.routed) or result.requeued or result.cancelled:
+            self.on_orders()
+        return result.new + result.requeued + result.cancelled
 
     def _start(self, now: float) -> datetime:
         return parse_start_from(self.start_from, now=now)

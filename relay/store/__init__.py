@@ -42,6 +42,7 @@ from relay.store.records import (
     PollerLease,
     PushJob,
     PushOutcome,
+    RouteHook,
     RouteJob,
     RoutePlan,
     RoutingSnapshot,
@@ -80,6 +81,7 @@ __all__ = [
     "PruneReport",
     "PushJob",
     "PushOutcome",
+    "RouteHook",
     "RouteJob",
     "RoutePlan",
     "RoutingSnapshot",
@@ -170,6 +172,7 @@ class Store(Protocol):
         now: float,
         *,
         fence: PollerLease | None = None,
+        route: RouteHook | None = None,
     ) -> IngestResult:
         """Record one page in one transaction: new orders, changes to known ones (an unrouted order takes
         its new lines, a held one goes back to routing, a storefront cancellation cancels its factory
@@ -177,7 +180,12 @@ class Store(Protocol):
 
         `fence`: the poller's lease. If another owner took it since (its token moved), raises `LeaseLost`
         and changes nothing; otherwise the lease is renewed to `now + fence.lease_s` in the same
-        transaction."""
+        transaction.
+
+        `route`: routing at ingest (`RouteHook`). The page's new received orders are planned by it and
+        their plans applied as `apply_routing` would, in the same transaction, so a new order is stored
+        already routed (or held); what it does not plan stays received for the router. The applied plans
+        are in the result's `routed`."""
         ...
 
     # --- poller leases (ADR 14) ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from relay.store.records import (
     PollerLease,
     PushJob,
     PushOutcome,
+    RouteHook,
     RouteJob,
     RoutePlan,
     RoutingSnapshot,
@@ -173,13 +174,14 @@ class RelayStore:
         now: float,
         *,
         fence: PollerLease | None = None,
+        route: RouteHook | None = None,
     ) -> IngestResult:
         """See `Store.ingest`."""
 
         async def unit(tx: Transaction) -> IngestResult:
             if fence is not None:
                 await pollers_tx.fence(tx, fence, now)
-            return await orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now)
+            return await orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now, route=route)
 
         return await self._write(unit, urgent=True)
 
@@ -378,7 +380,7 @@ class RelayStore:
 
     async def routing_snapshot(self) -> RoutingSnapshot:
         """See `Store.routing_snapshot`."""
-        return await self._read(catalogue_tx.snapshot)
+        return await self._read(orders_tx.routing_snapshot)
 
     async def orders_routed_since(self, since: float) -> dict[str, int]:
         """See `Store.orders_routed_since`."""

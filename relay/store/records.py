@@ -6,6 +6,7 @@ strings an operator or a test writes (`view.order.state == "placed"`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
@@ -30,13 +31,15 @@ from relay.exceptions import scrub
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What one `Store.ingest` page did: orders new, updated, put back to routing, cancelled, quarantined."""
+    """What one `Store.ingest` page did: orders new, updated, put back to routing, cancelled, quarantined,
+    and the routing plans applied in the same transaction (`routed`: new orders its `route` hook planned)."""
 
     new: int = 0
     updated: int = 0
     requeued: int = 0
     cancelled: int = 0
     quarantined: int = 0
+    routed: tuple[RoutePlan, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,13 @@ class RoutePlan:
     fallbacks: tuple[str, ...] = ()
     """Why lines went to a factory other than their first choice (e.g. "MUG-WHT: acme disabled -> bolt");
     written into the `routed` event."""
+
+
+RouteHook = Callable[["RoutingSnapshot", Sequence[RouteJob]], Sequence[RoutePlan] | None]
+"""Routing at ingest (`Store.ingest(route=...)`): called inside the ingest transaction with the routing
+snapshot read in it and the page's new received orders; returns their plans, applied in the same
+transaction, or None to leave them all to the router. Synchronous and pure: it runs wherever the store runs
+the transaction (the SQLite writer's thread), so it must not log, await or touch the event loop."""
 
 
 # --- the outbox: deliveries to factories, pushes to storefronts ------------------------------------------

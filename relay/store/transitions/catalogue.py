@@ -16,7 +16,6 @@ Every change bumps `catalogue_version`, which the router reads every pass to rel
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
@@ -28,12 +27,11 @@ from relay.store.connector import Row, Transaction
 from relay.store.records import (
     SKU_FROM_CONFIG,
     SKU_FROM_IMPORT,
-    RoutingSnapshot,
     SkuDiff,
     SkuRecord,
 )
 from relay.store.transitions import EventRow, event
-from relay.store.transitions.orders import refresh_orders
+from relay.store.transitions.orders import refresh_orders, routing_snapshot
 
 
 def _record(row: Row) -> SkuRecord:
@@ -53,14 +51,6 @@ def _record(row: Row) -> SkuRecord:
 async def list_skus(tx: Transaction) -> list[SkuRecord]:
     """Every catalogue row, by storefront, SKU, priority and factory."""
     return [_record(row) for row in await tx.fetch("list_skus")]
-
-
-async def snapshot(tx: Transaction) -> RoutingSnapshot:
-    """The catalogue's version and the disabled factories, in one tiny read."""
-    row = await tx.fetch_one("routing_snapshot")
-    if row is None:  # cannot happen: the query is a single row of subselects
-        return RoutingSnapshot(0)
-    return RoutingSnapshot(int(row["version"] or 0), frozenset(json.loads(row["disabled"] or "[]")))
 
 
 async def _write(tx: Transaction, record: SkuRecord, now: float) -> None:
@@ -192,7 +182,7 @@ async def fall_back(
         return []
     sent = FactoryOrder.model_validate_json(fo["payload"])
     taken = {row["factory"] for row in await tx.fetch("factories_of_order", order_id=order_id)}
-    state = await snapshot(tx)
+    state = await routing_snapshot(tx)
     catalogue = catalogue or routing.Catalogue(await list_skus(tx))
     plan = routing.next_factories(
         catalogue, sent.storefront, sent.lines, skip=taken | state.disabled_factories
@@ -238,7 +228,7 @@ async def fall_back(
 async def _never_sent(tx: Transaction, unavailable: Mapping[str, str]) -> tuple[dict[str, str], list[Row]]:
     """Why each factory is unavailable (the given ones, and every disabled one), and their never-sent
     factory orders."""
-    state = await snapshot(tx)
+    state = await routing_snapshot(tx)
     why = {**{name: "disabled" for name in state.disabled_factories}, **unavailable}
     return why, list(await tx.fetch("never_sent_factory_orders", factories=sorted(why))) if why else []
 

@@ -23,7 +23,7 @@ from relay.domain.models import (
 )
 from relay.store import wakeups
 from relay.store.connector import Row, Scalar, Transaction
-from relay.store.records import IngestResult, RouteJob, RoutePlan
+from relay.store.records import IngestResult, RouteHook, RouteJob, RoutePlan, RoutingSnapshot
 from relay.store.transitions import EventRow, event
 
 _DERIVED_STATES = frozenset(
@@ -54,8 +54,10 @@ async def ingest(
     cursor: datetime | None,
     *,
     now: float,
+    route: RouteHook | None = None,
 ) -> IngestResult:
-    """Record one page: new orders, changes to known ones, quarantined records, and the cursor.
+    """Record one page: new orders, changes to known ones, quarantined records, and the cursor; with
+    `route`, the new received orders are routed in the same transaction (`Store.ingest`, `_route_new`).
 
     A version of a known order is applied when its content differs from the stored one
     (`Order.content_hash()`) and its `updated_at` is not older: storefronts stamp whole seconds, so a
@@ -78,6 +80,7 @@ async def ingest(
     new_events: list[dict[str, Scalar]] = []
     events: list[EventRow] = []
     versions: list[dict[str, Scalar]] = []  # new versions of known orders (update_order_payload)
+    received: dict[str, tuple[Order, str]] = {}  # new orders to route: external id -> (order, version)
     for ext_id, order in latest.items():
         payload = order.model_dump_json()
         content_hash = order.content_hash()
@@ -87,6 +90,8 @@ async def ingest(
             # Fulfilled on the storefront before relay ever saw it (history, or fulfilled by hand): recorded
             # as completed, never routed. Nothing is owed to anyone, so it needs no person either.
             initial = OrderState.COMPLETED if order.fulfilled and not order.cancelled else OrderState.RECEIVED
+            if initial is OrderState.RECEIVED:
+                received[ext_id] = (order, content_hash)
             inserts.append(
                 {
                     "storefront": storefront,
@@ -124,11 +129,14 @@ async def ingest(
         counts = await _apply_version(tx, row, order, now, events, versions=versions)
         updated, requeued, cancelled = updated + counts[0], requeued + counts[1], cancelled + counts[2]
     await tx.execute_many("update_order_payload", versions)
+    routed: tuple[RoutePlan, ...] = ()
     if inserts:
         await tx.execute_many("insert_order", inserts)
         await tx.execute_many("insert_order_line", lines)
         await tx.execute_many("insert_event_by_external_id", new_events)
-        if any(row["state"] == OrderState.RECEIVED for row in inserts):
+        if received and route is not None:
+            routed = await _route_new(tx, storefront, received, route, now)
+        if len(routed) < len(received):
             tx.notify(wakeups.ROUTE)
     if malformed:
         await tx.execute_many(
@@ -148,7 +156,29 @@ async def ingest(
         await tx.execute_many("insert_event", events)
     if cursor is not None:
         await tx.execute("set_cursor", storefront=storefront, cursor_iso=cursor.isoformat(), now=now)
-    return IngestResult(new, updated, requeued, cancelled, len(malformed))
+    return IngestResult(new, updated, requeued, cancelled, len(malformed), routed)
+
+
+async def _route_new(
+    tx: Transaction, storefront: str, received: dict[str, tuple[Order, str]], route: RouteHook, now: float
+) -> tuple[RoutePlan, ...]:
+    """Routing at ingest: plan the page's new received orders with `route` and apply the plans, as the
+    router's claim and `apply_routing` would, within the ingest's transaction. Returns the plans applied:
+    none when the hook declined (the router then routes the orders, as before)."""
+    ids = {
+        row["external_id"]: row["id"]
+        for row in await tx.fetch(
+            "orders_by_external_ids", storefront=storefront, external_ids=list(received)
+        )
+    }
+    jobs = [
+        RouteJob(ids[ext_id], storefront, order, version) for ext_id, (order, version) in received.items()
+    ]
+    plans = route(await routing_snapshot(tx), jobs)
+    if not plans:
+        return ()
+    applied = await apply_routing(tx, plans, now)  # all of them: new orders of this very transaction
+    return tuple(plans) if applied == len(plans) else ()
 
 
 async def _apply_version(  # noqa: PLR0911 - one early return per kind of version, like a decision table
@@ -424,6 +454,14 @@ async def cancel_unshipped_rest(
 
 
 # --- route ---------------------------------------------------------------------------------------------
+
+
+async def routing_snapshot(tx: Transaction) -> RoutingSnapshot:
+    """The catalogue's version and the disabled factories, in one tiny read."""
+    row = await tx.fetch_one("routing_snapshot")
+    if row is None:  # cannot happen: the query is a single row of subselects
+        return RoutingSnapshot(0)
+    return RoutingSnapshot(int(row["version"] or 0), frozenset(json.loads(row["disabled"] or "[]")))
 
 
 async def claim_orders_to_route(

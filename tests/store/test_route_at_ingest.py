@@ -1,0 +1,89 @@
+"""Routing at ingest (issue 15): the poller's page and the routing of its new orders are one transaction,
+with the router's catalogue; the router routes only what the hook declines. Both backends."""
+
+from __future__ import annotations
+
+import structlog
+
+from relay.domain.models import OrderLine
+from relay.domain.routing import Guards, StorefrontGuards
+from relay.loops.router import Router
+from relay.store import Store
+from tests.unit.test_order_versions import SKUS, order
+
+NOW = 1_700_000_100.0
+
+
+def router(store: Store, guards: Guards | None = None) -> Router:
+    return Router(
+        store,
+        {},
+        owner="r",
+        lease_s=30,
+        batch_size=50,
+        clock=lambda: NOW,
+        log=structlog.get_logger(),
+        guards=guards,
+    )
+
+
+async def state_of(store: Store, external_id: str) -> str:
+    order_id = await store.find_order_id("shop", external_id)
+    assert order_id is not None
+    view = await store.find_order(order_id)
+    assert view is not None
+    return view.order.state
+
+
+async def test_new_orders_are_stored_routed_once_the_router_holds_the_stores_catalogue(store: Store) -> None:
+    await store.seed_skus_from_config(SKUS, NOW)
+    r = router(store)
+
+    # No catalogue loaded yet: the hook declines and the order waits for a router pass, as before.
+    first = await store.ingest("shop", [order(external_id="1")], [], None, NOW, route=r.plan_at_ingest)
+    assert first.new == 1 and first.routed == ()
+    assert await state_of(store, "1") == "received"
+    assert await r.run_pass() is False  # routes it and loads the catalogue
+    assert await state_of(store, "1") == "routed"
+
+    # Now a page's new orders are routed in the ingest's own transaction: placed, or held with a reason.
+    unknown = OrderLine(line_id="z", sku="NOPE", quantity=1, unit_price=order().lines[0].unit_price)
+    page = [order(external_id="2"), order(external_id="3", lines=(unknown,))]
+    second = await store.ingest("shop", page, [], None, NOW, route=r.plan_at_ingest)
+    assert second.new == 2
+    assert {p.order_id: (bool(p.factory_orders), p.hold) for p in second.routed} == {
+        await store.find_order_id("shop", "2"): (True, None),
+        await store.find_order_id("shop", "3"): (False, "unknown_sku"),
+    }
+    assert await state_of(store, "2") == "routed"
+    assert await state_of(store, "3") == "held"
+    assert await store.claim_orders_to_route("r", NOW, 30, 50) == []  # nothing left for the router
+    jobs = await store.claim_deliveries("f", ["acme", "bolt"], NOW, 30, 50)
+    placed_id = await store.find_order_id("shop", "2")
+    assert [(j.order_id, j.factory) for j in jobs if j.order_id == placed_id] == [(placed_id, "acme")]
+
+    # A known order's new version is not routed at ingest, nor is an order already routed routed again.
+    again = await store.ingest(
+        "shop", [order(external_id="2", at=5, number="#2b")], [], None, NOW, route=r.plan_at_ingest
+    )
+    assert again.new == 0 and again.routed == ()
+
+
+async def test_the_hook_declines_a_stale_catalogue_and_a_storefront_with_an_hourly_cap(store: Store) -> None:
+    await store.seed_skus_from_config(SKUS, NOW)
+    r = router(store)
+    await store.ingest("shop", [order(external_id="1")], [], None, NOW)
+    await r.run_pass()  # the catalogue, loaded
+
+    await store.seed_skus_from_config({**SKUS, "D": "bolt"}, NOW)  # the store's catalogue moved on
+    stale = await store.ingest("shop", [order(external_id="2")], [], None, NOW, route=r.plan_at_ingest)
+    assert stale.routed == () and await state_of(store, "2") == "received"
+    await r.run_pass()  # reloads, routes it
+    assert await state_of(store, "2") == "routed"
+
+    capped = router(store, Guards(storefronts={"shop": StorefrontGuards(max_orders_per_hour=100)}))
+    await capped.run_pass()  # nothing to route, nothing loaded
+    await store.ingest("shop", [order(external_id="3")], [], None, NOW)
+    await capped.run_pass()  # loads the catalogue with this order
+    result = await store.ingest("shop", [order(external_id="4")], [], None, NOW, route=capped.plan_at_ingest)
+    assert result.routed == () and await state_of(store, "4") == "received"  # the cap counts at a pass
