@@ -56,7 +56,7 @@ from relay.observability.metrics import CounterSample, Metrics
 from relay.observability.status_page import StatusPage
 from relay.outbound.session import new_session
 from relay.registry import FACTORIES, STOREFRONTS, Registry
-from relay.store import OrderNote, SkuDiff, StateChange, Store, open_store, wakeups
+from relay.store import IngestResult, OrderNote, SkuDiff, StateChange, Store, open_store, wakeups
 from relay.supervisor import LoopCrashed, Supervisor
 from relay.systemd import Notifier
 
@@ -234,7 +234,8 @@ class App:
                 lease_s=d.poller_lease_s,
                 on_orders=self.router.wake,
                 route=self.router.plan_at_ingest,
-                on_routed=self.router.routed,
+                claim=self.forwarder.claim_at_ingest,
+                on_routed=self._routed_at_ingest,
             )
             for name, sf in s.storefronts.items()
         ]
@@ -408,6 +409,12 @@ class App:
             await self.store.notify(topics)
         except StoreError as exc:  # a hint only: the other daemons' timers still run
             self.log.warning("wakeup_not_sent", topics=sorted(topics), error=str(exc))
+
+    def _routed_at_ingest(self, result: IngestResult) -> None:
+        """A poll's orders routed (and their deliveries claimed) in its ingest: the router logs them, the
+        forwarder sends what was claimed and looks for the rest."""
+        self.router.routed(result.routed, wake=False)
+        self.forwarder.placed_at_ingest(result.claimed, result.routed)
 
     def wake_for(self, topics: set[str]) -> None:
         """Another daemon on the database committed work (`relay.store.wakeups` topics): wake the loops

@@ -33,7 +33,7 @@ from relay.faults import crash_point
 from relay.loops.base import Health
 from relay.loops.outbox import OutboxLoop
 from relay.observability.metrics import Metrics
-from relay.store import ORDER_CANCELLED, DeliveryJob, DeliveryOutcome, Store
+from relay.store import ORDER_CANCELLED, DeliveryClaim, DeliveryJob, DeliveryOutcome, RoutePlan, Store
 from relay.store.records import answer
 
 REROUTE_EVERY_S = 30.0
@@ -154,6 +154,24 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
         for job in jobs:
             self.circuits[job.factory].gone = False  # the store hands out its rows: it was re-enabled
         return jobs
+
+    def claim_at_ingest(self) -> DeliveryClaim | None:
+        """What an ingest may claim for this forwarder (`Store.ingest(claim=...)`): room at factories with
+        a closed circuit; None when it has none."""
+        room = {name: n for name, n in self.room().items() if not self.circuits[name].open}
+        if not room:
+            return None
+        return DeliveryClaim(self.owner, self.lease_s, room, self.batch_size - len(self._in_flight))
+
+    def placed_at_ingest(self, jobs: Sequence[DeliveryJob], plans: Sequence[RoutePlan]) -> None:
+        """Send the deliveries an ingest claimed (`claim_at_ingest`); a pass looks for the factory orders it
+        routed and did not claim (no room, a full batch)."""
+        for job in jobs:
+            self.circuits[job.factory].gone = False
+        self.take(jobs)
+        claimed = {job.key for job in jobs}
+        if any(fo.key not in claimed for plan in plans for fo in plan.factory_orders):
+            self.wake()
 
     async def confirm(self, jobs: list[DeliveryJob]) -> list[DeliveryJob]:
         need = max((self._need_s.get(j.factory, 0.0) for j in jobs), default=0.0)

@@ -41,7 +41,7 @@ is released when the poller stops.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,7 +51,7 @@ from relay.domain.models import Malformed, Order
 from relay.exceptions import AuthError, RetriableAdapterError, describe
 from relay.faults import crash_point
 from relay.loops.poller_lease import LeasedPoller
-from relay.store import IngestResult, PollerLease, RouteHook, RoutePlan, Store
+from relay.store import DeliveryClaim, IngestResult, PollerLease, RouteHook, Store
 
 CURSOR_MARGIN_S = 60.0
 """The stored cursor stays at least this far behind relay's clock; stamps further ahead are logged."""
@@ -87,7 +87,8 @@ class OrderPoller(LeasedPoller):
         lease_s: float,
         on_orders: Callable[[], None] = lambda: None,
         route: RouteHook | None = None,
-        on_routed: Callable[[Sequence[RoutePlan]], None] = lambda plans: None,
+        claim: Callable[[], DeliveryClaim | None] = lambda: None,
+        on_routed: Callable[[IngestResult], None] = lambda result: None,
         start_from: str = "now",
     ) -> None:
         super().__init__(
@@ -107,6 +108,7 @@ class OrderPoller(LeasedPoller):
         self.overlap = timedelta(seconds=overlap_s)
         self.on_orders = on_orders
         self.route = route
+        self.claim = claim
         self.on_routed = on_routed
         self.future_stamps = 0
         """Future stamps seen since start (each order and stamp counted once)."""
@@ -193,7 +195,14 @@ class OrderPoller(LeasedPoller):
         """`Store.ingest`, fenced by `lease` (which it renews)."""
         now = self.clock()
         result = await self.store.ingest(
-            self.adapter.name, orders, malformed, cursor, now, fence=lease, route=self.route
+            self.adapter.name,
+            orders,
+            malformed,
+            cursor,
+            now,
+            fence=lease,
+            route=self.route,
+            claim=self.claim() if orders and self.route is not None else None,
         )
         self.lease.renewed(lease, now)
         return result
@@ -202,7 +211,7 @@ class OrderPoller(LeasedPoller):
         """Wake whoever has work from an ingested page: the router for orders left to it, the router's
         `on_routed` for orders routed at ingest. Returns how many orders were new or changed."""
         if result.routed:
-            self.on_routed(result.routed)
+            self.on_routed(result)
         if result.new > len(result.routed) or result.requeued or result.cancelled:
             self.on_orders()
         return result.new + result.requeued + result.cancelled

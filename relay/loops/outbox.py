@@ -158,6 +158,29 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
                 return True
         return more
 
+    def room(self) -> dict[str, int]:
+        """How many jobs each destination could take now, as a pass would claim them (none while stopping
+        or at its cap; the batch's room bounds each)."""
+        if self._stopping is not None and self._stopping.is_set():
+            return {}
+        total = self.batch_size - len(self._in_flight)
+        room = {
+            dest: min(total, self.cap(dest) - self._outstanding[dest])
+            for dest in self.destinations()
+            if dest not in self._full
+        }
+        return {dest: n for dest, n in room.items() if n > 0}
+
+    def take(self, jobs: Sequence[Job]) -> None:
+        """Send `jobs`, claimed for this loop by someone else's transaction (`Store.ingest(claim=...)`),
+        as if this loop's own pass had claimed them."""
+        for job in jobs:
+            if self.job_id(job) not in self._claimed:
+                self._start(job)
+        for dest in {self.destination_of(job) for job in jobs}:
+            if self._outstanding[dest] >= self.cap(dest):
+                self._full.add(dest)
+
     def _start(self, job: Job) -> None:
         self._claimed.add(self.job_id(job))
         self._outstanding[self.destination_of(job)] += 1

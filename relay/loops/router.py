@@ -79,8 +79,10 @@ class Router(Loop):
             return None
         return self._plan(catalogue, snapshot, jobs, {}, self.clock())
 
-    def routed(self, plans: Sequence[RoutePlan]) -> None:
-        """After routing plans were applied (by a pass or at ingest): log what needs it, wake the forwarder."""
+    def routed(self, plans: Sequence[RoutePlan], *, wake: bool = True) -> None:
+        """After routing plans were applied (by a pass or at ingest): log what needs it and, with `wake`,
+        wake the forwarder for the orders placed (an ingest that claimed their deliveries hands them over
+        itself)."""
         for plan in plans:
             if plan.hold is not None:
                 self.log.warning(
@@ -94,7 +96,7 @@ class Router(Loop):
                     order_id=plan.order_id,
                     factories=[fo.factory for fo in plan.factory_orders],
                 )
-        if any(plan.factory_orders for plan in plans):
+        if wake and any(plan.factory_orders for plan in plans):
             self.on_routed()
 
     def _capped(self, storefront: str) -> bool:

@@ -28,6 +28,7 @@ from relay.store.records import (
     AttentionItem,
     BackupResult,
     DeadLetter,
+    DeliveryClaim,
     DeliveryJob,
     DeliveryOutcome,
     FactoryOrderRecord,
@@ -66,6 +67,7 @@ __all__ = [
     "BackupResult",
     "DaemonLock",
     "DeadLetter",
+    "DeliveryClaim",
     "DeliveryJob",
     "DeliveryOutcome",
     "FactoryOrderRecord",
@@ -173,6 +175,7 @@ class Store(Protocol):
         *,
         fence: PollerLease | None = None,
         route: RouteHook | None = None,
+        claim: DeliveryClaim | None = None,
     ) -> IngestResult:
         """Record one page in one transaction: new orders, changes to known ones (an unrouted order takes
         its new lines, a held one goes back to routing, a storefront cancellation cancels its factory
@@ -185,7 +188,10 @@ class Store(Protocol):
         `route`: routing at ingest (`RouteHook`). The page's new received orders are planned by it and
         their plans applied as `apply_routing` would, in the same transaction, so a new order is stored
         already routed (or held); what it does not plan stays received for the router. The applied plans
-        are in the result's `routed`."""
+        are in the result's `routed`.
+
+        `claim`: with orders routed at ingest, claim due deliveries to their factories for the forwarder in
+        the same transaction (`DeliveryClaim`, as `claim_deliveries` would), returned in `claimed`."""
         ...
 
     # --- poller leases (ADR 14) ----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import TypeVar
@@ -16,6 +17,7 @@ from relay.store.changes import EventTap
 from relay.store.connector import Connector, DaemonLock, Transaction
 from relay.store.records import (
     BackupResult,
+    DeliveryClaim,
     DeliveryJob,
     DeliveryOutcome,
     FactoryStatus,
@@ -175,13 +177,18 @@ class RelayStore:
         *,
         fence: PollerLease | None = None,
         route: RouteHook | None = None,
+        claim: DeliveryClaim | None = None,
     ) -> IngestResult:
         """See `Store.ingest`."""
 
         async def unit(tx: Transaction) -> IngestResult:
             if fence is not None:
                 await pollers_tx.fence(tx, fence, now)
-            return await orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now, route=route)
+            result = await orders_tx.ingest(tx, storefront, orders, malformed, cursor, now=now, route=route)
+            if claim is None or not result.routed:
+                return result
+            factories = {fo.factory for plan in result.routed for fo in plan.factory_orders}
+            return replace(result, claimed=tuple(await outbox_tx.claim_at_ingest(tx, claim, factories, now)))
 
         return await self._write(unit, urgent=True)
 

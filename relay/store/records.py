@@ -6,7 +6,7 @@ strings an operator or a test writes (`view.order.state == "placed"`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
@@ -40,6 +40,21 @@ class IngestResult:
     cancelled: int = 0
     quarantined: int = 0
     routed: tuple[RoutePlan, ...] = ()
+    claimed: tuple[DeliveryJob, ...] = ()
+    """Deliveries claimed for the forwarder in the same transaction (`Store.ingest(claim=...)`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    """Claiming at ingest (`Store.ingest(claim=...)`): once its new orders are routed, the ingest claims due
+    deliveries to the factories it routed them to, as the forwarder `owner`'s next pass would, under a
+    lease of `lease_s`: at most `room[factory]` per factory and `total` in all (the forwarder's free
+    room when it asked)."""
+
+    owner: str
+    lease_s: float
+    room: Mapping[str, int]
+    total: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import structlog
 from relay.domain.models import OrderLine
 from relay.domain.routing import Guards, StorefrontGuards
 from relay.loops.router import Router
-from relay.store import Store
+from relay.store import DeliveryClaim, Store
 from tests.unit.test_order_versions import SKUS, order
 
 NOW = 1_700_000_100.0
@@ -87,3 +87,36 @@ async def test_the_hook_declines_a_stale_catalogue_and_a_storefront_with_an_hour
     await capped.run_pass()  # loads the catalogue with this order
     result = await store.ingest("shop", [order(external_id="4")], [], None, NOW, route=capped.plan_at_ingest)
     assert result.routed == () and await state_of(store, "4") == "received"  # the cap counts at a pass
+
+
+async def test_the_ingest_claims_deliveries_to_the_factories_it_routed_to_within_the_forwarders_room(
+    store: Store,
+) -> None:
+    await store.seed_skus_from_config(SKUS, NOW)
+    r = router(store)
+    await store.ingest("shop", [order(external_id="0")], [], None, NOW)
+    await r.run_pass()  # the catalogue, loaded; order 0's delivery to acme is due
+
+    room = DeliveryClaim("f", 30, {"acme": 2, "bolt": 5}, total=10)
+    page = [order(external_id=x) for x in "123"]  # all to acme
+    result = await store.ingest("shop", page, [], None, NOW, route=r.plan_at_ingest, claim=room)
+    assert len(result.routed) == 3
+    assert [j.factory for j in result.claimed] == ["acme", "acme"]  # its room, the oldest due first
+    assert all(j.lease_token >= 1 and j.attempts == 0 for j in result.claimed)
+    zero = await store.find_order_id("shop", "0")
+    assert result.claimed[0].order_id == zero
+    left = await store.claim_deliveries("f", ["acme", "bolt"], NOW, 30, 50)
+    assert sorted(j.order_id for j in [*result.claimed, *left]) == sorted(
+        [zero, *[await store.find_order_id("shop", x) for x in "123"]]
+    )  # each delivery claimed once
+
+    none = await store.ingest(
+        "shop",
+        [order(external_id="4")],
+        [],
+        None,
+        NOW,
+        route=r.plan_at_ingest,
+        claim=DeliveryClaim("f", 30, {"bolt": 5}, total=10),  # no room at acme
+    )
+    assert len(none.routed) == 1 and none.claimed == ()

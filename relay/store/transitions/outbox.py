@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -23,6 +23,7 @@ from relay.store.connector import Scalar, Transaction
 from relay.store.records import (
     ORDER_CANCELLED,
     ORDER_CREATED,
+    DeliveryClaim,
     DeliveryJob,
     DeliveryOutcome,
     PushJob,
@@ -83,6 +84,21 @@ async def claim_deliveries(
             )
             for r in rows
         ]
+    return jobs
+
+
+async def claim_at_ingest(
+    tx: Transaction, claim: DeliveryClaim, factories: Collection[str], now: float
+) -> list[DeliveryJob]:
+    """`Store.ingest(claim=...)`: claim due deliveries to `factories` (those the page's orders were just
+    routed to) within the forwarder's room, one factory after another as its pass would."""
+    jobs: list[DeliveryJob] = []
+    for factory in sorted(factories):
+        limit = min(claim.room.get(factory, 0), claim.total - len(jobs))
+        if limit > 0:
+            jobs += await claim_deliveries(
+                tx, claim.owner, [factory], now, lease_s=claim.lease_s, limit=limit
+            )
     return jobs
 
 
