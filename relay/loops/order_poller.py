@@ -33,6 +33,10 @@ lag, a listing that shifted while it was paged, a wrong stamp that made the poll
 sweep, about two minutes late at worst, never lost, whatever `cursor_overlap_s`, also across a restart or
 a takeover of the lease.
 
+A page's new orders are routed, and their deliveries claimed for the forwarder, in the page's own ingest
+transaction (ADR 15: `route` is the router's `plan_at_ingest`, `claim` the forwarder's room); the poller
+then hands the result on (`on_routed`) and wakes the router only for orders left to it.
+
 One poller per storefront across every daemon on the database (ADR 14): a pass polls only under the
 storefront's lease (`storefront:<name>`, `relay.loops.poller_lease`); every ingest is fenced by it, so a
 poller that lost it (paused past it, another daemon took over) records nothing and stops the pass. The lease
