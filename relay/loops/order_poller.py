@@ -61,6 +61,12 @@ CURSOR_MARGIN_S = 60.0
 """The stored cursor stays at least this far behind relay's clock; stamps further ahead are logged."""
 
 
+RECORD_POLL_EVERY_S = 1.0
+"""A successful poll after a recorded success is recorded (`Store.record_poll`, for `relay status` and
+`relay_storefront_last_poll_success_timestamp_seconds`) at most this often: a write transaction per poll
+was 20 a second at a 50 ms interval. A failure, and the first success after one, are recorded at once."""
+
+
 def describe_first_poll(storefront: str, start_from: str) -> str:
     """What the first poll of `storefront` (no stored cursor yet) picks up, for `relay check`."""
     if start_from.strip().lower() == "now":
@@ -122,12 +128,13 @@ class OrderPoller(LeasedPoller):
         self._listed: datetime | None = None
         self._sweep_at = 0.0
         self._token = 0  # the lease token of the last pass (a new one: this poller just took the storefront)
+        self._ok_recorded_at: float | None = None  # when the last recorded poll outcome, a success, was
 
     async def poll_under(self, lease: PollerLease) -> None:
         """One poll under the storefront's lease (`LeasedPoller`). Its outcome is recorded once per pass
         (`Store.record_poll`) for `relay status`."""
         if lease.token != self._token:  # a new holder sweeps from the stored cursor
-            self._token, self._listed = lease.token, None
+            self._token, self._listed, self._ok_recorded_at = lease.token, None, None
         try:
             await self.poll_once(lease)
         except AuthError as exc:
@@ -141,9 +148,18 @@ class OrderPoller(LeasedPoller):
 
     async def _record_poll(self, error: str | None) -> None:
         """`Store.record_poll`, only while the lease is still held: a daemon resumed after a pause past it
-        (its request timed out meanwhile) does not record its outcome over the new holder's."""
+        (its request timed out meanwhile) does not record its outcome over the new holder's. A success that
+        follows a recorded success is recorded at most every `RECORD_POLL_EVERY_S`."""
+        now = self.clock()
+        if (
+            error is None
+            and self._ok_recorded_at is not None
+            and now - self._ok_recorded_at < RECORD_POLL_EVERY_S
+        ):
+            return
         if self.lease.holds():
-            await self.store.record_poll(self.adapter.name, error is None, error, self.clock())
+            await self.store.record_poll(self.adapter.name, error is None, error, now)
+            self._ok_recorded_at = now if error is None else None
 
     async def poll_once(self, lease: PollerLease) -> int:
         """Drain one listing, every write fenced by `lease` (`LeaseLost` when another daemon took it).

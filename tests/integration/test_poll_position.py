@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.loops.order_poller import CURSOR_MARGIN_S
+from relay.outbound.retries import ATTEMPTS
 from relay.testing.harness import Harness, ManualClock
 from relay.testing.vendor import SeedLine
 
@@ -90,3 +91,33 @@ async def test_an_order_visible_late_behind_the_delta_start_is_listed_by_the_nex
             await app.run_once()  # the next sweep, due one margin after the first
         placed = sorted(o.payload["order_id"] for o in h.factories["acme"].orders.values())
     assert placed == sorted([listed, late, newer])
+
+
+async def test_a_poll_outcome_is_recorded_at_once_when_it_changes_and_a_success_at_most_once_a_second(
+    tmp_path,
+):
+    """`record_poll` was a write transaction on every poll (20 a second at a 50 ms interval)."""
+    clock = ManualClock()
+    async with Harness(tmp_path) as h, h.app(clock=clock) as app:
+        poller = app.pollers[0]
+
+        async def last_ok() -> float | None:
+            return (await app.store.status(clock.now)).storefronts[0].last_poll_ok_at
+
+        await poller.safe_pass()
+        first = clock.now
+        assert await last_ok() == first
+        clock.advance(0.5)
+        await poller.safe_pass()
+        assert await last_ok() == first  # a success after a recorded success, within the second
+        clock.advance(0.6)
+        await poller.safe_pass()
+        assert await last_ok() == clock.now
+        h.storefront.fail_next(503, times=ATTEMPTS)  # every attempt of the next poll
+        clock.advance(0.1)
+        await poller.safe_pass()
+        failing = (await app.store.status(clock.now)).storefronts[0]
+        assert failing.failing and failing.last_poll_error_at == clock.now  # a failure: at once
+        clock.advance(0.1)
+        await poller.safe_pass()
+        assert await last_ok() == clock.now  # the first success after a failure: at once
