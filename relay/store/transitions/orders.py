@@ -168,7 +168,7 @@ async def _route_new(
     ids = {
         row["external_id"]: row["id"]
         for row in await tx.fetch(
-            "orders_by_external_ids", storefront=storefront, external_ids=list(received)
+            "order_refs_by_external_ids", storefront=storefront, external_ids=list(received)
         )
     }
     jobs = [
