@@ -90,6 +90,7 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
     started = time.monotonic()
     from relay import logging as relay_logging
     from relay.app import App
+    from relay.collector import tune_collector
     from relay.config import parse_settings
     from relay.registry import Registry
 
@@ -97,6 +98,7 @@ async def _run(conn: Connection, config: dict[str, Any], options: dict[str, Any]
     relay_logging.configure("json", options.get("log_level", "info"), stream=log_stream)
     registry = Registry()
     settings = parse_settings(config, registry)
+    tune_collector(settings.daemon.gc)  # as `relay run` does before it starts the daemon
     counter = Counter()
     sqlite = str(config["daemon"]["database"]).startswith("sqlite")
     try:

@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
 )
 
+from relay.collector import GcSetting
 from relay.exceptions import ConfigurationError, UnsafeURL, remember_secrets
 from relay.outbound.policy import check_url
 from relay.signing import secret_bytes
@@ -88,6 +89,9 @@ class DaemonSettings(Section):
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     """The daemon's event loop: `auto` runs uvloop when it is installed (it is, on Linux and macOS, with
     relay's own dependencies), else asyncio's; `uvloop` insists on it; `asyncio` never uses it."""
+    gc: GcSetting = "tuned"
+    """The cyclic garbage collector once the daemon has started (`relay.collector`): `tuned` freezes what
+    start-up built and collects less often; `python` keeps CPython's defaults."""
 
     @field_validator("event_loop")
     @classmethod

@@ -23,6 +23,7 @@ from relay.cli.common import (
     require_database_directory,
 )
 from relay.cli.common import run as run_async
+from relay.collector import tune_collector
 from relay.config import DaemonSettings, Settings, load_operator_settings
 from relay.loops.order_poller import describe_first_poll
 from relay.registry import Registry
@@ -49,6 +50,7 @@ def run(cli: Cli, once: bool) -> int:
         """SIGHUP: the config's [routing.skus] as it is now, to re-seed the SKU catalogue (README "Routing")."""
         return load_operator_settings(cli.config).sku_map
 
+    tune_collector(settings.daemon.gc)  # what is alive now lives as long as the daemon
     with asyncio.Runner(loop_factory=event_loop_factory(settings.daemon)) as runner:
         return runner.run(_run(settings, cli.registry, once=once, reload_sku_map=reload_sku_map))
 
