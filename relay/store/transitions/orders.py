@@ -195,13 +195,15 @@ async def _apply_version(  # noqa: PLR0911 - one early return per kind of versio
     stored_at = datetime.fromisoformat(row["source_updated_iso"])
     if order.updated_at < stored_at:
         return (0, 0, 0)  # an older version, listed late
-    before = Order.model_validate_json(row["payload"])
-    if order.content_hash() == (row["content_hash"] or before.content_hash()):
+    content_hash = order.content_hash()
+    stored_hash = row["content_hash"] or Order.model_validate_json(row["payload"]).content_hash()
+    if content_hash == stored_hash:  # the stored version is not parsed: most listed versions are known
         if order.updated_at > stored_at:  # the same content, stamped later: keep the newest stamp
             await tx.execute(
                 "set_order_stamp", source_updated_iso=order.updated_at.isoformat(), order_id=row["id"]
             )
         return (0, 0, 0)
+    before = Order.model_validate_json(row["payload"])
     if order.updated_at == stored_at and _undoes_a_flag(before, order):
         return (0, 0, 0)
     order_id: int = row["id"]
@@ -211,7 +213,7 @@ async def _apply_version(  # noqa: PLR0911 - one early return per kind of versio
             "payload": order.model_dump_json(),
             "number": order.number,
             "source_updated_iso": order.updated_at.isoformat(),
-            "content_hash": order.content_hash(),
+            "content_hash": content_hash,
             "now": now,
             "order_id": order_id,
         }
