@@ -66,7 +66,7 @@ class Router(Loop):
             # The poller stored a newer version of some of these orders since the claim (or they moved on):
             # their plans were dropped (`route_plan_stale` in their history) and their leases freed.
             self.log.info("route_plans_dropped", dropped=len(plans) - applied, planned=len(plans))
-        self.routed(plans if applied == len(plans) else ())
+        self.routed(plans, logged=applied == len(plans))
         return len(jobs) == self.batch_size or applied < len(plans)  # dropped plans: plan again at once
 
     def plan_at_ingest(self, snapshot: RoutingSnapshot, jobs: Sequence[RouteJob]) -> list[RoutePlan] | None:
@@ -79,11 +79,11 @@ class Router(Loop):
             return None
         return self._plan(catalogue, snapshot, jobs, {}, self.clock())
 
-    def routed(self, plans: Sequence[RoutePlan], *, wake: bool = True) -> None:
-        """After routing plans were applied (by a pass or at ingest): log what needs it and, with `wake`,
-        wake the forwarder for the orders placed (an ingest that claimed their deliveries hands them over
-        itself)."""
-        for plan in plans:
+    def routed(self, plans: Sequence[RoutePlan], *, logged: bool = True, wake: bool = True) -> None:
+        """After routing plans were applied (by a pass or at ingest): log each plan (with `logged`: not
+        when some were dropped, as it is not known which) and, with `wake`, wake the forwarder for the
+        orders placed (an ingest that claimed their deliveries hands them over itself)."""
+        for plan in plans if logged else ():
             if plan.hold is not None:
                 self.log.warning(
                     "order_held", order_id=plan.order_id, reason=plan.hold.value, detail=plan.detail
