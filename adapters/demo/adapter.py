@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
@@ -15,7 +16,7 @@ from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, RetriableAdapterError
 from relay.faults import crash_point
-from relay.outbound.retries import in_call_retries
+from relay.outbound.retries import attempt_then_retry, in_call_retries
 from relay.outbound.session import error_for_status
 
 T = TypeVar("T")
@@ -83,19 +84,20 @@ class DemoStorefront:
         self._client = DemoClient(self.session, str(options.url), options.token.get_secret_value())
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        async for attempt in in_call_retries(self.context.sleep):
-            with attempt:
-                try:
-                    return await fn()
-                except DemoAPIError as exc:
-                    raise error_for_status(exc.status, exc.body, exc.headers) from exc
-                except AdapterError:
-                    raise
-                except TimeoutError as exc:
-                    raise RetriableAdapterError("storefront timed out") from exc
-                except aiohttp.ClientError as exc:
-                    raise RetriableAdapterError(f"storefront connection failed: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await attempt_then_retry(partial(self._once, fn), partial(in_call_retries, self.context.sleep))
+
+    async def _once(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """One attempt, its failures translated into relay's error tree."""
+        try:
+            return await fn()
+        except DemoAPIError as exc:
+            raise error_for_status(exc.status, exc.body, exc.headers) from exc
+        except AdapterError:
+            raise
+        except TimeoutError as exc:
+            raise RetriableAdapterError("storefront timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise RetriableAdapterError(f"storefront connection failed: {exc}") from exc
 
     async def fetch_orders(self, since: datetime | None) -> AsyncIterator[OrderPage]:
         cursor: str | None = None

@@ -11,6 +11,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any, ClassVar
 
 import aiohttp
@@ -31,7 +32,7 @@ from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, AuthError, FatalAdapterError, RetriableAdapterError, Throttled
 from relay.faults import crash_point
-from relay.outbound.retries import in_call_retries, parse_retry_after
+from relay.outbound.retries import attempt_then_retry, in_call_retries, parse_retry_after
 from relay.outbound.session import error_for_status
 
 API_VERSION = "2026-10"
@@ -487,8 +488,8 @@ class ShopifyStorefront:
                 await self._context.sleep(wait)
             try:
                 if retry_transient:
-                    data: dict[str, Any] = await self._retrying(_is_transient)(
-                        self._api().execute, query, variables
+                    data: dict[str, Any] = await attempt_then_retry(
+                        partial(self._api().execute, query, variables), partial(self._retrying, _is_transient)
                     )
                 else:
                     data = await self._api().execute(query, variables)
@@ -612,7 +613,9 @@ class ShopifyStorefront:
         self._pushing += 1
         sent = [False]  # the mutation went out in this call: its outcome may be unknown
         try:
-            receipt: PushReceipt = await self._retrying(_is_transient)(self._push_once, push, sent)
+            receipt: PushReceipt = await attempt_then_retry(
+                partial(self._push_once, push, sent), partial(self._retrying, _is_transient)
+            )
         except ShopifyError as exc:
             error = relay_error(exc)
             if isinstance(error, Throttled) and sent[0]:
