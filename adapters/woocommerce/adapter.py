@@ -24,8 +24,9 @@ from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 import aiohttp
+import orjson
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
-from tenacity import RetryCallState
+from tenacity import AsyncRetrying, RetryCallState
 
 from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
 from relay.config import Secret
@@ -33,7 +34,7 @@ from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
 from relay.exceptions import AdapterError, ResponseTooLarge, RetriableAdapterError, Throttled
 from relay.faults import crash_point
-from relay.outbound.retries import in_call_retries
+from relay.outbound.retries import attempt_then_retry, in_call_retries
 from relay.outbound.session import error_for_status
 
 T = TypeVar("T")
@@ -72,6 +73,10 @@ ORDER_FIELDS = ",".join(
 REMEMBERED_ORDERS = 20_000
 """Orders whose status and item names the adapter keeps from its listings (the newest listed), so a push
 needs no read of the order: about 200 bytes each."""
+MAPPED_ORDERS = 500
+"""Orders whose last mapped version the adapter keeps with the record's JSON (the newest mapped): a record
+listed again unchanged (every poll lists its cursor's second again, a sweep the last minutes) is not
+mapped again. About 12 KB of memory each (the `Order` and the JSON)."""
 PUSH_ORDER_FIELDS = "id,status,line_items"
 """What a push reads of an order: its status (to complete it or not) and its items' names (for a note)."""
 
@@ -119,6 +124,9 @@ class WooCommerceStorefront:
         """Order id -> `{"status", "line_items": [{"id", "name"}]}` as last listed (the poller and the
         shipper share this instance): a push's note names the items and its completion checks the status
         without reading the order. Bounded (`REMEMBERED_ORDERS`); a push for an order not in it reads it."""
+        self._mapped_orders: OrderedDict[str, tuple[bytes, Order]] = OrderedDict()
+        """Order id -> (the listing record as JSON, its `Order`) as last mapped: see `_map`. Bounded
+        (`MAPPED_ORDERS`)."""
 
     # --- listing ----------------------------------------------------------------------------------
 
@@ -210,11 +218,34 @@ class WooCommerceStorefront:
                 continue
             seen.add(key)
             self._remember(raw)
-            item = _to_record(raw, self._options.test_order_meta)
+            item = self._map(raw)
             if floor is not None and isinstance(item, Order) and item.updated_at < floor:
                 continue
             batch.append(item)
         return batch
+
+    def _map(self, raw: Any) -> Order | Malformed:
+        """`_to_record`, or the `Order` mapped from the same record before: the record serialises to the same
+        JSON text (orjson: the same keys, values and types, `1` and `1.0` apart), and the mapping depends on
+        nothing else (the options are frozen), so the answer is the same. A record the serialiser refuses
+        (numbers read by the standard parser: `Decimal`, integers past 64 bits) is mapped every time."""
+        try:
+            order_id, text = str(raw["id"]), orjson.dumps(raw)
+        except (KeyError, TypeError):  # not an object with an id; or orjson.JSONEncodeError (a TypeError)
+            return _to_record(raw, self._options.test_order_meta)
+        known = self._mapped_orders.get(order_id)
+        if known is not None and known[0] == text:
+            self._mapped_orders.move_to_end(order_id)
+            return known[1]
+        item = _to_record(raw, self._options.test_order_meta)
+        if isinstance(item, Order):
+            self._mapped_orders[order_id] = (text, item)
+            self._mapped_orders.move_to_end(order_id)
+            if len(self._mapped_orders) > MAPPED_ORDERS:
+                self._mapped_orders.popitem(last=False)
+        else:
+            self._mapped_orders.pop(order_id, None)
+        return item
 
     def _remember(self, raw: Any) -> None:
         """Keep a listed order's status and item names for pushes (see `_listed`)."""
@@ -408,17 +439,18 @@ class WooCommerceStorefront:
             )
         if wait > 0:
             await self._context.sleep(wait)
-        retrying = in_call_retries(
+        result = await attempt_then_retry(partial(self._mapped, operation), self._retrying)
+        self._not_before = 0.0
+        return result
+
+    def _retrying(self) -> AsyncRetrying:
+        """relay's one in-call retry policy, with this adapter's attempts and retry log."""
+        return in_call_retries(
             self._context.sleep,
             attempts=ATTEMPTS,
             max_wait_s=MAX_IN_CALL_WAIT_S,
             before_sleep=self._log_retry,
         )
-        async for attempt in retrying:
-            with attempt:
-                result = await self._mapped(operation)
-        self._not_before = 0.0
-        return result
 
     async def _mapped(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Translate client and transport failures into relay's error tree."""
