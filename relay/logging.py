@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -84,24 +88,114 @@ def scrub_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
+_PLAIN_TYPES: dict[type, bool] = {int: True, float: True, bool: True, type(None): True}
+"""Type -> its values need no scrubbing, remembered per type (`_is_plain`)."""
+
+
+def _is_plain(kind: type) -> bool:
+    """Values of `kind` carry no text a secret could be in, or only text written in relay's code: numbers,
+    None, and relay's own enums (`OrderState`, ...: fixed words). `_scrubbed` returns the first as they are;
+    the fast path skips both. Other `str` subclasses (and containers, exceptions) are scrubbed."""
+    plain = _PLAIN_TYPES.get(kind)
+    if plain is None:
+        if issubclass(kind, enum.Enum) and kind.__module__.partition(".")[0] == "relay":
+            plain = True
+        else:
+            plain = not issubclass(kind, str | dict | list | tuple | BaseException)
+        if len(_PLAIN_TYPES) < _MEMO_SIZE:
+            _PLAIN_TYPES[kind] = plain
+    return plain
+
+
+def redact_and_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`redact` then `scrub_values`, in one pass over the event: the processor relay configures.
+
+    The common values take a fast path with the same result: a plain `str` is answered from the scrub
+    memo when it is there (every string not there is scrubbed, as `scrub_values` does), and numbers, None
+    and relay's own enums (`_is_plain`) are left as they are without a look at their text."""
+    memo = _memo if len(exceptions._known) == _memo_secrets else None  # None: refilled on the next miss
+    secret_keys = _secret_keys
+    for key, value in event.items():  # values are replaced, keys stay: iterating the items is safe
+        secret = secret_keys.get(key)
+        if secret is None:
+            secret = _is_secret_key(key)
+        if secret:
+            event[key] = _scrub_text(REDACTED)
+            continue
+        kind = type(value)
+        if kind is str:
+            done = memo.get(value) if memo is not None else None
+            event[key] = done if done is not None else _scrub_text(value)
+        elif isinstance(value, dict):  # as `redact` does, then `scrub_values`
+            event[key] = _scrubbed({k: (REDACTED if _is_secret_key(str(k)) else v) for k, v in value.items()})
+        elif not _is_plain(kind):
+            event[key] = _scrubbed(value)
+    return event
+
+
+def format_exc_info(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`structlog.processors.format_exc_info`, called only for an event with an `exc_info` field (without
+    one it changes nothing)."""
+    if "exc_info" in event:
+        return structlog.processors.format_exc_info(logger, name, event)
+    return event
+
+
+_stamped_second: tuple[int, str] = (-1, "")
+"""The last whole second stamped (seconds since the epoch) and its ISO form without the fraction."""
+
+
+def add_timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`event["timestamp"]`, exactly as `structlog.processors.TimeStamper(fmt="iso", utc=True)` writes it
+    (`datetime.now(timezone.utc).isoformat()` with `Z` for `+00:00`: microseconds, left out when 0), with
+    the date and time of day formatted once per second."""
+    global _stamped_second  # noqa: PLW0603 (this module's own cache)
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    known, prefix = _stamped_second
+    if second != known:
+        at = datetime.datetime.fromtimestamp(second, datetime.UTC)
+        prefix = at.isoformat().removesuffix("+00:00")
+        _stamped_second = (second, prefix)
+    micros = nanoseconds // 1000
+    event["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+    return event
+
+
+def _json_fallback(value: Any) -> Any:
+    # What structlog's `JSONRenderer` does with a value JSON has no type for.
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+_JSON = json.JSONEncoder(default=_json_fallback)
+"""`json.dumps(event, default=...)` builds an encoder per call; this one is built once (same output)."""
+
+
+def render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """The event as one JSON object, exactly as `structlog.processors.JSONRenderer()` renders it."""
+    return _JSON.encode(event)
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Set up structlog for the process. `fmt` is auto (console on a TTY, else JSON), json or console."""
     stream = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    renderer: Any = structlog.dev.ConsoleRenderer() if console else render_json
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.format_exc_info,
-            redact,
-            scrub_values,
+            format_exc_info,
+            redact_and_scrub,
             # Level and time are relay's own words: added after the scrubbing, which need not read them.
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_timestamp,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # One write of the line and its newline, then a flush (`PrintLogger` prints them apart).
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         # A `get_logger()` proxy assembles its logger once, not on every call (no logger is made at import
         # time in relay, so each is assembled under the configuration of its process or test).
         cache_logger_on_first_use=True,
