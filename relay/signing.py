@@ -57,11 +57,35 @@ def secret_bytes(secret: str) -> bytes:
     return key
 
 
+_KEYED_MAX = 256
+_keyed: dict[str, hmac.HMAC] = {}
+"""Secret -> an HMAC-SHA256 object keyed with it that has hashed nothing yet. Secrets are few (they are
+configured); the cache is emptied if it ever holds `_KEYED_MAX`."""
+
+
+def _mac(secret: str) -> hmac.HMAC:
+    """A fresh HMAC-SHA256 for `secret`: a copy of the kept keyed object (the key is decoded and its pads
+    hashed once per secret, not once per message). `ValueError` as from `secret_bytes`."""
+    keyed = _keyed.get(secret)
+    if keyed is None:
+        keyed = hmac.new(secret_bytes(secret), digestmod=hashlib.sha256)
+        if len(_keyed) >= _KEYED_MAX:
+            _keyed.clear()
+        _keyed[secret] = keyed
+    return keyed.copy()
+
+
+def _signature(secret: str, prefix: bytes, body: bytes) -> str:
+    # The base64 HMAC of `prefix + body` (`prefix` is "{message_id}.{timestamp}.").
+    mac = _mac(secret)
+    mac.update(prefix)
+    mac.update(body)
+    return base64.b64encode(mac.digest()).decode()
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """The `v1,<base64>` signature of one message."""
-    content = f"{message_id}.{timestamp}.".encode() + body
-    mac = hmac.new(secret_bytes(secret), content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    return "v1," + _signature(secret, f"{message_id}.{timestamp}.".encode(), body)
 
 
 def signed_headers(secret: str, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -99,13 +123,14 @@ def verify(
     timestamp = int(raw_ts)
     if abs(now - timestamp) > tolerance_s:
         raise SignatureError("webhook-timestamp outside the allowed tolerance")
-    offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
+    offered = [part[3:].encode() for part in signatures.split() if part.startswith("v1,")]
+    prefix = f"{message_id}.{timestamp}.".encode()
     for secret in secrets:
         try:
-            expected = sign(secret, message_id, timestamp, body).split(",", 1)[1]
+            expected = _signature(secret, prefix, body).encode()
         except ValueError:
             continue
-        if any(hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in offered):
+        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return message_id, timestamp
     raise SignatureError("no valid signature")
 

@@ -24,6 +24,7 @@ from relay.store import ShipmentVerdict, Store
 
 BODY_READ_TIMEOUT_S = 10.0
 MAX_JSON_DEPTH = 32
+_ACCEPTED = json.dumps({"status": "accepted"})
 
 
 class ShipmentEvent(BaseModel):
@@ -65,6 +66,13 @@ def _too_deep(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def _could_be_too_deep(body: bytes) -> bool:
+    """Whether `body` holds enough `{` and `[` bytes for a value nested deeper than `MAX_JSON_DEPTH`: a value
+    at depth d is inside d objects or arrays, each opened by one of these bytes (in UTF-8, -16 or -32, and
+    wherever else they occur), so with no more than `MAX_JSON_DEPTH` of them `_too_deep` is False."""
+    return body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH
+
+
 class FactoryCallbacks:
     """The handler for signed shipment events from factories."""
 
@@ -90,7 +98,7 @@ class FactoryCallbacks:
     async def factory_event(self, request: web.Request) -> web.Response:
         """Verify, parse and record one shipment event; every refusal changes nothing."""
         factory = request.match_info["factory"]
-        log = self.log.bind(factory=factory)
+        log = self.log  # each line carries `factory` first (passed, not bound: most requests log nothing)
         try:
             secrets = self.secrets.get(factory)
             if secrets is None:
@@ -101,34 +109,40 @@ class FactoryCallbacks:
                     secrets, request.headers, body, now=self.clock(), tolerance_s=self.tolerance_s
                 )
             except SignatureError as exc:
-                log.warning("callback_unauthenticated", reason=str(exc))
+                log.warning("callback_unauthenticated", factory=factory, reason=str(exc))
                 raise Refused(401, "invalid signature", str(exc)) from None
             except (ValueError, OverflowError) as exc:  # no header, however malformed, is a 500
-                log.warning("callback_unauthenticated", reason=f"malformed headers: {type(exc).__name__}")
+                reason = f"malformed headers: {type(exc).__name__}"
+                log.warning("callback_unauthenticated", factory=factory, reason=reason)
                 raise Refused(401, "invalid signature", "malformed webhook headers") from None
             event = _parse_event(body)
             try:
                 result = await self.store.record_shipment(factory, message_id, event.data, self.clock())
             except StoreUnavailable as exc:
-                log.error("callback_store_unavailable", error=str(exc))
+                log.error("callback_store_unavailable", factory=factory, error=str(exc))
                 raise Refused(503, "temporarily unavailable", None, **{"Retry-After": "5"}) from None
         except Refused as refused:
             return refused.response
         crash_point("during_callback")
-        log = log.bind(order_id=result.order_id, message_id=message_id, shipment_id=event.data.shipment_id)
+        context = {
+            "factory": factory,
+            "order_id": result.order_id,
+            "message_id": message_id,
+            "shipment_id": event.data.shipment_id,
+        }
         if result.verdict is ShipmentVerdict.UNKNOWN_ORDER:
-            log.warning("callback_unknown_order", key=event.data.factory_order_key)
+            log.warning("callback_unknown_order", **context, key=event.data.factory_order_key)
             return problem(404, "unknown factory order", result.detail)
         if result.verdict is ShipmentVerdict.INVALID_LINES:
-            log.warning("callback_invalid_lines", detail=result.detail)
+            log.warning("callback_invalid_lines", **context, detail=result.detail)
             return problem(422, "invalid shipment lines", result.detail)
         if result.verdict is ShipmentVerdict.DUPLICATE:
-            log.info("callback_duplicate", detail=result.detail)
+            log.info("callback_duplicate", **context, detail=result.detail)
             return web.json_response({"status": "duplicate"})
         # Debug: the tracking number is shown at info on the order's state change (or `order_event`).
-        log.debug("shipment_recorded", tracking_number=event.data.tracking_number)
+        log.debug("shipment_recorded", **context, tracking_number=event.data.tracking_number)
         self.on_shipment()
-        return web.json_response({"status": "accepted"})
+        return web.Response(text=_ACCEPTED, content_type="application/json")  # = json_response
 
 
 async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
@@ -136,8 +150,11 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
     if (request.content_length or 0) > max_body_bytes:  # refuse at once, don't wait for the body
         raise Refused(413, "body too large", f"limit is {max_body_bytes} bytes")
     try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+        if request.content.is_eof():  # the whole body has arrived (the usual case): reading cannot wait
             body = await request.read()
+        else:
+            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Refused(413, "body too large", f"limit is {max_body_bytes} bytes") from None
     except TimeoutError:
@@ -153,7 +170,7 @@ def _parse_event(body: bytes) -> ShipmentEvent:
         raw = json.loads(body)
     except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8, bad JSON, huge integers
         raise Refused(400, "body is not valid JSON", str(exc)[:200]) from None
-    if _too_deep(raw):
+    if _could_be_too_deep(body) and _too_deep(raw):
         raise Refused(400, "JSON nested too deeply")
     try:
         return ShipmentEvent.model_validate(raw)
