@@ -162,16 +162,20 @@ _AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
 _SECRET_SHAPES = re.compile(
     r"\b(?:whsec_[A-Za-z0-9+/=]+|(?:ck|cs)_[0-9a-fA-F]{16,}|shp(?:at|ca|pa|ss)_[0-9a-fA-F]{16,})"
 )
+_HAS_SPACE = re.compile(r"\s").search  # `_AUTH_SCHEME` needs one
 _known: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # `_known`, longest first: one secret may contain another
 
 
 def remember_secrets(values: Iterable[str]) -> None:
     """Add configured secret values that `scrub` replaces wherever they appear (loaded settings call
     this; values shorter than 6 characters are ignored, they would mangle ordinary text)."""
+    global _longest_first  # noqa: PLW0603 (this module's own cache of `_known`)
     for value in values:
         for form in (value, value.removeprefix("whsec_")):
             if len(form) >= 6:
                 _known.add(form)
+    _longest_first = tuple(sorted(_known, key=len, reverse=True))
 
 
 def _scrub_url(match: re.Match[str]) -> str:
@@ -196,15 +200,23 @@ def scrub(text: str) -> str:
     """
     if not text:
         return text
-    for secret in sorted(_known, key=len, reverse=True):  # longest first: one may contain another
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    text = _URL.sub(_scrub_url, text)
-    text = _USERINFO.sub(f"{REDACTED}@", text)
-    text = _PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-    text = _JSON_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
-    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _SECRET_SHAPES.sub(REDACTED, text)
+    # Each pattern runs only on text holding a character every match of it needs (most text holds none).
+    if "://" in text:
+        text = _URL.sub(_scrub_url, text)
+    if "@" in text:
+        text = _USERINFO.sub(f"{REDACTED}@", text)
+    if "=" in text:
+        text = _PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    if ":" in text:
+        text = _JSON_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
+    if _HAS_SPACE(text):
+        text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "_" in text:
+        text = _SECRET_SHAPES.sub(REDACTED, text)
+    return text
 
 
 def describe(exc: BaseException) -> str:
