@@ -483,7 +483,7 @@ class RelayStore:
             if deleted < batch_size:
                 break
         for state in retention_tx.FINAL_STATES:
-            after = 0
+            after = retention_tx.SCAN_START
             while True:
                 last, pruned = await self._write(
                     partial(_prune_batch, state=state, before=history_before, after=after, size=batch_size)
@@ -504,7 +504,7 @@ class RelayStore:
                 inbound_messages=await retention_tx.count_inbound_messages(tx, inbound_before)
             )
             for state in retention_tx.FINAL_STATES:
-                after = 0
+                after = retention_tx.SCAN_START
                 while True:
                     last, ids = await retention_tx.final_orders(tx, state, history_before, after, batch_size)
                     if ids:
@@ -534,8 +534,8 @@ async def _observed_unit(
 
 
 async def _prune_batch(
-    tx: Transaction, *, state: str, before: float, after: int, size: int
-) -> tuple[int | None, PruneReport]:
-    """One batch of finished orders in `state` (ids above `after`) pruned: (the last id seen, what went)."""
+    tx: Transaction, *, state: str, before: float, after: retention_tx.PruneKey, size: int
+) -> tuple[retention_tx.PruneKey | None, PruneReport]:
+    """One batch of finished orders in `state` (after `after`) pruned: (where the scan stands, what went)."""
     last, ids = await retention_tx.final_orders(tx, state, before, after, size)
     return last, (await retention_tx.prune_orders(tx, ids) if ids else PruneReport())

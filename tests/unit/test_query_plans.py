@@ -170,3 +170,18 @@ async def test_the_check_catches_a_full_scan(db: sqlite3.Connection) -> None:
         assert full_scans(db, "_probe") == ["SCAN orders"]
     finally:
         del QUERIES["_probe"]
+
+
+async def test_the_retention_scan_walks_only_orders_old_enough_to_prune(db: sqlite3.Connection) -> None:
+    """The retention pass (at start-up, then daily) read every final order ever stored, in id order,
+    however young: with 1M stored orders and none old enough, it read them all while the daemon took its
+    first orders (bench/README.md). It must search the final orders by age, bounded by the cutoff, and
+    resume after the last one it looked at (migration 13)."""
+    sql = QUERIES["final_orders_to_prune"]
+    params = dict.fromkeys(re.findall(r"(?<!:):(\w+)", sql))
+    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    orders = [d for d in plan if re.match(r"(SEARCH|SCAN) o\b", d)]
+    assert len(orders) == 1 and re.match(
+        r"SEARCH o USING (?:COVERING )?INDEX orders_by_state_and_age \(state=\? AND \(?updated_at", orders[0]
+    ), plan
+    assert not any(d.startswith("USE TEMP B-TREE") for d in plan), plan  # the index's order: no sort

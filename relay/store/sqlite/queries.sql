@@ -427,20 +427,25 @@ DELETE FROM inbound_messages WHERE (factory, message_id) IN (
 SELECT count(*) AS n FROM inbound_messages WHERE received_at < :before;
 
 -- name: final_orders_to_prune
--- One bounded batch of orders in final state :state after id :after (in id order, so the index gives
--- them without sorting and at most :limit are looked at), each with whether its history may go: final
--- since before :before, no attention, no lease, nothing owed or in flight in any outbox, history left.
-SELECT o.id AS id,
-       (o.updated_at < :before AND o.attention_reason IS NULL AND o.lease_owner IS NULL
+-- One bounded batch of orders in final state :state, final since before :before (the retention cutoff),
+-- after (:after_at, :after_id) in (updated_at, id) order: `orders_by_state_and_age` gives them without
+-- sorting, and no younger order is looked at (migration 13). Each with whether its history may go: history
+-- left (first: two index probes for an order pruned before), no attention, no lease, nothing owed or in
+-- flight in any outbox. An order updated meanwhile only moves forward, past the batch.
+SELECT o.id AS id, o.updated_at AS updated_at,
+       ((EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id)
+         OR EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = o.id))
+        AND o.attention_reason IS NULL AND o.lease_owner IS NULL
         AND NOT EXISTS (SELECT 1 FROM factory_orders f WHERE f.order_id = o.id
                         AND (f.next_attempt_at IS NOT NULL OR f.lease_owner IS NOT NULL))
         AND NOT EXISTS (SELECT 1 FROM storefront_pushes p WHERE p.order_id = o.id
                         AND (p.next_attempt_at IS NOT NULL OR p.lease_owner IS NOT NULL))
         AND NOT EXISTS (SELECT 1 FROM factory_cancellations c WHERE c.order_id = o.id
-                        AND (c.next_attempt_at IS NOT NULL OR c.lease_owner IS NOT NULL))
-        AND (EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id)
-             OR EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = o.id))) AS prunable
-FROM orders o WHERE o.state = :state AND o.id > :after ORDER BY o.id LIMIT :limit;
+                        AND (c.next_attempt_at IS NOT NULL OR c.lease_owner IS NOT NULL))) AS prunable
+FROM orders o
+WHERE o.state = :state AND o.updated_at < :before
+  AND (o.updated_at, o.id) > (:after_at, :after_id)
+ORDER BY o.updated_at, o.id LIMIT :limit;
 
 -- name: history_of_orders
 SELECT (SELECT count(*) FROM order_events WHERE order_id IN (SELECT value FROM json_each(:order_ids))) AS events,

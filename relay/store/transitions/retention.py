@@ -62,15 +62,30 @@ FINAL_STATES = (OrderState.COMPLETED.value, OrderState.CANCELLED.value)
 """Order states whose history may be pruned (with the other conditions in `final_orders`)."""
 
 
+PruneKey = tuple[float, int]
+"""Where a retention scan of one state stands: the (updated_at, id) of the last order it looked at."""
+
+SCAN_START: PruneKey = (-1.0, 0)
+
+
 async def final_orders(
-    tx: Transaction, state: str, before: float, after: int, limit: int
-) -> tuple[int | None, list[int]]:
-    """Look at up to `limit` orders in final `state` with ids above `after`, in id order. Return the last
-    id looked at (None when there were none: the scan is done) and the ids whose history may go."""
-    rows = await tx.fetch("final_orders_to_prune", state=state, before=before, after=after, limit=limit)
+    tx: Transaction, state: str, before: float, after: PruneKey, limit: int
+) -> tuple[PruneKey | None, list[int]]:
+    """Look at up to `limit` orders in final `state`, final since before `before`, oldest first after
+    `after`. Return where the scan stands (None when there were none: the scan is done) and the ids whose
+    history may go. Orders updated since `before` are never looked at (migration 13)."""
+    rows = await tx.fetch(
+        "final_orders_to_prune",
+        state=state,
+        before=before,
+        after_at=after[0],
+        after_id=after[1],
+        limit=limit,
+    )
     if not rows:
         return None, []
-    return int(rows[-1]["id"]), [int(r["id"]) for r in rows if r["prunable"]]
+    last = rows[-1]
+    return (float(last["updated_at"]), int(last["id"])), [int(r["id"]) for r in rows if r["prunable"]]
 
 
 async def history_of(tx: Transaction, order_ids: list[int]) -> PruneReport:
