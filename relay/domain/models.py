@@ -284,6 +284,7 @@ class AttentionReason(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"  # auto_place is off: a person releases each order
     ORDER_VALUE_CAP = "order_value_cap"  # worth more than the storefront's max_order_value
     ORDER_RATE_CAP = "order_rate_cap"  # beyond the storefront's max_orders_per_hour
+    ROUTING_FAILED = "routing_failed"  # the router could not plan the order (its detail says why)
     # The tracking watchdog (not sticky: cleared once the parcels come, or by the watchdog's next pass):
     NO_TRACKING = "no_tracking"  # placed `no_tracking_after_days` ago and no parcel yet
     TRACKING_STALLED = "tracking_stalled"  # part shipped, no further parcel for `tracking_stalled_after_days`

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from relay.domain.models import AttentionReason
 from relay.domain.routing import Catalogue, Guards, plan_route
 from relay.loops.base import Loop
 from relay.store import RouteJob, RoutePlan, RoutingSnapshot, Store
@@ -116,15 +117,25 @@ class Router(Loop):
         unavailable = {name: "disabled" for name in snapshot.disabled_factories}
         plans = []
         for job in jobs:
-            plan = plan_route(
-                job,
-                catalogue,
-                test_tags=self.test_tags.get(job.storefront, ()),
-                unavailable=unavailable,
-                guards=self.guards,
-                routed_last_hour=routed.get(job.storefront, 0),
-                now=now,
-            )
+            try:
+                plan = plan_route(
+                    job,
+                    catalogue,
+                    test_tags=self.test_tags.get(job.storefront, ()),
+                    unavailable=unavailable,
+                    guards=self.guards,
+                    routed_last_hour=routed.get(job.storefront, 0),
+                    now=now,
+                )
+            except Exception as exc:  # one order relay cannot plan (an amount past Decimal's range) waits
+                # for a person with the reason; it must not fail its whole batch again and again.
+                why = f"{type(exc).__name__}: {exc}"[:500]
+                plan = RoutePlan(
+                    job.order_id,
+                    hold=AttentionReason.ROUTING_FAILED,
+                    detail=why,
+                    content_hash=job.content_hash,
+                )
             if plan.factory_orders:
                 routed[job.storefront] = routed.get(job.storefront, 0) + 1
             plans.append(plan)

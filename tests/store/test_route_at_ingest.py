@@ -3,12 +3,17 @@ with the router's catalogue; the router routes only what the hook declines. Both
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
 import structlog
 
 from relay.domain.models import OrderLine
 from relay.domain.routing import Guards, StorefrontGuards
 from relay.loops.router import Router
-from relay.store import DeliveryClaim, Store
+from relay.store import DeliveryClaim, RouteJob, RoutePlan, RoutingSnapshot, SkuRecord, Store
+from relay.testing.harness import Harness
 from tests.unit.test_order_versions import SKUS, order
 
 NOW = 1_700_000_100.0
@@ -120,3 +125,46 @@ async def test_the_ingest_claims_deliveries_to_the_factories_it_routed_to_within
         claim=DeliveryClaim("f", 30, {"bolt": 5}, total=10),  # no room at acme
     )
     assert len(none.routed) == 1 and none.claimed == ()
+
+
+async def test_an_order_relay_cannot_plan_is_held_with_a_reason_and_the_rest_are_routed(store: Store) -> None:
+    """A total past Decimal's range made the margin guard raise: the whole batch failed on every pass, and
+    at ingest the whole page (review of issue 15). Now that one order waits for a person."""
+    await store.import_skus([SkuRecord("A", "acme", unit_cost=Decimal("0.5"), currency="USD")], NOW)
+    guards = Guards(storefronts={"shop": StorefrontGuards(min_margin=Decimal(1))})
+    r = router(store, guards)
+    await store.ingest("shop", [order(external_id="0")], [], None, NOW)
+    await r.run_pass()  # the catalogue, loaded
+    page = [order(external_id="1", total=Decimal("-1e40")), order(external_id="2")]
+    result = await store.ingest("shop", page, [], None, NOW, route=r.plan_at_ingest)
+    assert result.new == 2
+    assert await state_of(store, "1") == "held"
+    assert await state_of(store, "2") != "received"  # planned with the page: placed or held by its margin
+    poisoned = await store.find_order(await store.find_order_id("shop", "1") or 0)
+    assert poisoned is not None and poisoned.order.attention_reason == "routing_failed"
+    assert "InvalidOperation" in (poisoned.order.attention_detail or "")
+
+
+async def test_a_failing_route_hook_leaves_the_page_stored_for_the_router(store: Store) -> None:
+    def fails(snapshot: RoutingSnapshot, jobs: Sequence[RouteJob]) -> list[RoutePlan]:
+        raise ArithmeticError("a bug in planning")
+
+    result = await store.ingest("shop", [order(external_id="1")], [], None, NOW, route=fails)
+    assert result.new == 1 and result.routed == ()
+    assert await state_of(store, "1") == "received"
+
+
+async def test_room_given_to_an_ingest_claim_is_held_until_the_claim_is_released(tmp_path: Path) -> None:
+    """Each storefront's poller asks for room while the others' ingests wait for the writer: without the
+    reservation every one of them (and a forwarder pass) was given the same room (review of issue 15)."""
+    async with Harness(tmp_path, factories=("acme",), sku_map={"TEE-RED-M": "acme"}) as h:
+        settings = h.settings(daemon={"batch_size": 10})
+        async with h.app(settings=settings) as app:
+            forwarder = app.forwarder
+            first = forwarder.claim_at_ingest()
+            assert first is not None and first.total == 10 and first.room == {"acme": 10}
+            assert forwarder.claim_at_ingest() is None  # all of it is held by the first claim
+            forwarder.release_claim(first)
+            again = forwarder.claim_at_ingest()
+            assert again is not None and again.room == {"acme": 10}
+            forwarder.release_claim(again)

@@ -174,7 +174,11 @@ async def _route_new(
     jobs = [
         RouteJob(ids[ext_id], storefront, order, version) for ext_id, (order, version) in received.items()
     ]
-    plans = route(await routing_snapshot(tx), jobs)
+    snapshot = await routing_snapshot(tx)
+    try:
+        plans = route(snapshot, jobs)
+    except Exception:  # a failing hook declines: the router plans these orders (and says what failed)
+        return ()
     if not plans:
         return ()
     applied = await apply_routing(tx, plans, now)  # all of them: new orders of this very transaction
