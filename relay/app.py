@@ -235,6 +235,7 @@ class App:
                 on_orders=self.router.wake,
                 route=self.router.plan_at_ingest,
                 claim=self.forwarder.claim_at_ingest,
+                release=self.forwarder.release_claim,
                 on_routed=self._routed_at_ingest,
             )
             for name, sf in s.storefronts.items()

@@ -157,11 +157,18 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
 
     def claim_at_ingest(self) -> DeliveryClaim | None:
         """What an ingest may claim for this forwarder (`Store.ingest(claim=...)`): room at factories with
-        a closed circuit; None when it has none."""
-        room = {name: n for name, n in self.room().items() if not self.circuits[name].open}
-        if not room:
+        a closed circuit, reserved until `release_claim` (None when there is none)."""
+        free, total = self.room()
+        room = {name: n for name, n in free.items() if not self.circuits[name].open}
+        if not room or total <= 0:
             return None
-        return DeliveryClaim(self.owner, self.lease_s, room, self.batch_size - len(self._in_flight))
+        self.reserve(room, total)
+        return DeliveryClaim(self.owner, self.lease_s, room, total)
+
+    def release_claim(self, claim: DeliveryClaim) -> None:
+        """The ingest given `claim` is over (committed or not): its room is no longer held; the jobs it
+        claimed come through `placed_at_ingest`."""
+        self.unreserve(claim.room, claim.total)
 
     def placed_at_ingest(self, jobs: Sequence[DeliveryJob], plans: Sequence[RoutePlan]) -> None:
         """Send the deliveries an ingest claimed (`claim_at_ingest`); a pass looks for the factory orders it

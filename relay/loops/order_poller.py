@@ -98,6 +98,7 @@ class OrderPoller(LeasedPoller):
         on_orders: Callable[[], None] = lambda: None,
         route: RouteHook | None = None,
         claim: Callable[[], DeliveryClaim | None] = lambda: None,
+        release: Callable[[DeliveryClaim], None] = lambda claim: None,
         on_routed: Callable[[IngestResult], None] = lambda result: None,
         start_from: str = "now",
     ) -> None:
@@ -119,6 +120,7 @@ class OrderPoller(LeasedPoller):
         self.on_orders = on_orders
         self.route = route
         self.claim = claim
+        self.release = release
         self.on_routed = on_routed
         self.future_stamps = 0
         """Future stamps seen since start (each order and stamp counted once)."""
@@ -214,16 +216,14 @@ class OrderPoller(LeasedPoller):
     ) -> IngestResult:
         """`Store.ingest`, fenced by `lease` (which it renews)."""
         now = self.clock()
-        result = await self.store.ingest(
-            self.adapter.name,
-            orders,
-            malformed,
-            cursor,
-            now,
-            fence=lease,
-            route=self.route,
-            claim=self.claim() if orders and self.route is not None else None,
-        )
+        claim = self.claim() if orders and self.route is not None else None
+        try:
+            result = await self.store.ingest(
+                self.adapter.name, orders, malformed, cursor, now, fence=lease, route=self.route, claim=claim
+            )
+        finally:
+            if claim is not None:
+                self.release(claim)  # its jobs, if any, are handed over with the result (`on_routed`)
         self.lease.renewed(lease, now)
         return result
 

@@ -74,6 +74,9 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         self._confirmer: asyncio.Task[None] | None = None
         self._sending: dict[int, Job] = {}  # sends under way, whose leases `_keep_leases` renews
         self._heartbeat: asyncio.Task[None] | None = None
+        # Room handed to claims made in another loop's transaction (`reserve`), until they are settled.
+        self._reserved: Counter[str] = Counter()
+        self._reserved_total = 0
 
     # subclass hooks ---------------------------------------------------------------------------------
     def destinations(self) -> Sequence[str]:
@@ -132,14 +135,14 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         self._send_s[destination] = seconds if seen is None else 0.8 * seen + 0.2 * seconds
 
     async def run_pass(self) -> bool:
-        room = self.batch_size - len(self._in_flight)
+        room = self.batch_size - len(self._in_flight) - self._reserved_total
         destinations = self.destinations()
         if room <= 0 or not destinations:
             return False
         more = False
         self.capped = False
         for dest in destinations:
-            limit = min(room, self.cap(dest) - self._outstanding[dest])
+            limit = min(room, self.cap(dest) - self._outstanding[dest] - self._reserved[dest])
             if dest in self._full or limit <= 0:
                 self.capped = True  # work may be left for it: a finishing send wakes the loop
                 continue
@@ -158,18 +161,29 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
                 return True
         return more
 
-    def room(self) -> dict[str, int]:
-        """How many jobs each destination could take now, as a pass would claim them (none while stopping
-        or at its cap; the batch's room bounds each)."""
+    def room(self) -> tuple[dict[str, int], int]:
+        """How many jobs each destination, and all of them together, could take now, as a pass would claim
+        them (none while stopping or at its cap), less what is reserved (`reserve`)."""
         if self._stopping is not None and self._stopping.is_set():
-            return {}
-        total = self.batch_size - len(self._in_flight)
+            return {}, 0
+        total = self.batch_size - len(self._in_flight) - self._reserved_total
         room = {
-            dest: min(total, self.cap(dest) - self._outstanding[dest])
+            dest: min(total, self.cap(dest) - self._outstanding[dest] - self._reserved[dest])
             for dest in self.destinations()
             if dest not in self._full
         }
-        return {dest: n for dest, n in room.items() if n > 0}
+        return {dest: n for dest, n in room.items() if n > 0}, total
+
+    def reserve(self, room: Mapping[str, int], total: int) -> None:
+        """Hold room for a claim another transaction makes for this loop (`Store.ingest(claim=...)`): no
+        pass, and no other such claim, is given it until `unreserve`."""
+        self._reserved.update(room)
+        self._reserved_total += total
+
+    def unreserve(self, room: Mapping[str, int], total: int) -> None:
+        """The claim held by `reserve` is settled: its jobs are taken (`take`), or it failed."""
+        self._reserved.subtract(room)
+        self._reserved_total -= total
 
     def take(self, jobs: Sequence[Job]) -> None:
         """Send `jobs`, claimed for this loop by someone else's transaction (`Store.ingest(claim=...)`),
