@@ -56,7 +56,9 @@ def parse_json(body: bytes, charset: str = "utf-8") -> Any:
         text = body.decode(charset, errors="replace")
     except LookupError:
         text = body.decode("utf-8", errors="replace")
-    return json.loads(text, parse_float=Decimal)
+    # NaN and ±Infinity too as `Decimal`s: a float NaN would serialise as `null` (orjson) and let the
+    # adapter's mapping cache take a changed record for the one it mapped (`_map`).
+    return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
 
 
 @dataclass(frozen=True)
