@@ -41,16 +41,6 @@ def _is_secret_key(key: str) -> bool:
     return known
 
 
-def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Replace the value of any field whose name looks like a credential."""
-    for key in list(event):
-        if _is_secret_key(key):
-            event[key] = REDACTED
-        elif isinstance(event[key], dict):
-            event[key] = {k: (REDACTED if _is_secret_key(str(k)) else v) for k, v in event[key].items()}
-    return event
-
-
 def _scrub_text(text: str) -> str:
     global _memo_secrets  # noqa: PLW0603 (the memo is this module's own cache)
     if len(text) > _MEMO_MAX_CHARS:
@@ -79,15 +69,6 @@ def _scrubbed(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def scrub_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Scrub every string value of an event (and strings nested in dicts and lists) with
-    `relay.exceptions.scrub`: URLs lose userinfo and query strings, credential-looking parameters and
-    configured secrets become `[redacted]`, whatever field or message they were put in."""
-    for key in list(event):
-        event[key] = _scrubbed(event[key])
-    return event
-
-
 _PLAIN_TYPES: dict[type, bool] = {int: True, float: True, bool: True, type(None): True}
 """Type -> its values need no scrubbing, remembered per type (`_is_plain`)."""
 
@@ -108,11 +89,15 @@ def _is_plain(kind: type) -> bool:
 
 
 def redact_and_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """`redact` then `scrub_values`, in one pass over the event: the processor relay configures.
+    """The processor relay configures, in one pass over the event: a field whose name looks like a
+    credential (also one level down, in a dict) becomes `[redacted]`; every string value, and strings nested
+    in dicts and lists, is scrubbed with `relay.exceptions.scrub` (URLs lose userinfo and query strings,
+    credential-looking parameters and configured secrets become `[redacted]`, whatever field or message they
+    were put in).
 
-    The common values take a fast path with the same result: a plain `str` is answered from the scrub
-    memo when it is there (every string not there is scrubbed, as `scrub_values` does), and numbers, None
-    and relay's own enums (`_is_plain`) are left as they are without a look at their text."""
+    The common values take a fast path: a plain `str` is answered from the scrub memo when it is there
+    (every string not there is scrubbed), and numbers, None and relay's own enums (`_is_plain`) are left as
+    they are without a look at their text."""
     memo = _memo if len(exceptions._known) == _memo_secrets else None  # None: refilled on the next miss
     secret_keys = _secret_keys
     for key, value in event.items():  # values are replaced, keys stay: iterating the items is safe
@@ -126,7 +111,7 @@ def redact_and_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
         if kind is str:
             done = memo.get(value) if memo is not None else None
             event[key] = done if done is not None else _scrub_text(value)
-        elif isinstance(value, dict):  # as `redact` does, then `scrub_values`
+        elif isinstance(value, dict):  # credential-named keys one level down, then the values
             event[key] = _scrubbed({k: (REDACTED if _is_secret_key(str(k)) else v) for k, v in value.items()})
         elif not _is_plain(kind):
             event[key] = _scrubbed(value)

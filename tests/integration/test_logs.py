@@ -60,7 +60,7 @@ async def test_json_logs_carry_context_and_never_a_secret(tmp_path):
 
 
 def test_credential_like_fields_are_redacted():
-    event = relay_logging.redact(
+    event = relay_logging.redact_and_scrub(
         None, "info", {"event": "x", "access_token": "abc", "headers": {"Authorization": "B"}}
     )
     assert event == {"event": "x", "access_token": "[redacted]", "headers": {"Authorization": "[redacted]"}}

@@ -71,9 +71,25 @@ def events() -> list[dict[str, Any]]:
     ]
 
 
+def redact_then_scrub(event: dict) -> dict:
+    """The two processors relay ran before the one pass: credential-named fields (and keys of a dict
+    value) redacted, then every value scrubbed, with no fast path."""
+    for key in list(event):
+        if relay_logging._is_secret_key(key):
+            event[key] = relay_logging.REDACTED
+        elif isinstance(event[key], dict):
+            event[key] = {
+                k: (relay_logging.REDACTED if relay_logging._is_secret_key(str(k)) else v)
+                for k, v in event[key].items()
+            }
+    for key in list(event):
+        event[key] = relay_logging._scrubbed(event[key])
+    return event
+
+
 @pytest.mark.parametrize("event", events())
 def test_the_one_pass_scrub_equals_redact_then_scrub_values(event):
-    slow = relay_logging.scrub_values(None, "info", relay_logging.redact(None, "info", copy.copy(event)))
+    slow = redact_then_scrub(copy.copy(event))
     fast = relay_logging.redact_and_scrub(None, "info", copy.copy(event))
     # The same line (relay's own enums are passed as they are, not as the plain strings `scrub` made).
     assert relay_logging.render_json(None, "info", fast) == relay_logging.render_json(None, "info", slow)
