@@ -134,15 +134,23 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         seen = self._send_s.get(destination)
         self._send_s[destination] = seconds if seen is None else 0.8 * seen + 0.2 * seconds
 
+    def _free(self) -> int:
+        """Jobs the batch can still take: not in flight, not reserved (`reserve`)."""
+        return self.batch_size - len(self._in_flight) - self._reserved_total
+
+    def _free_for(self, dest: str, room: int) -> int:
+        """Jobs `dest` can still take within `room`: below its cap with those outstanding or reserved."""
+        return min(room, self.cap(dest) - self._outstanding[dest] - self._reserved[dest])
+
     async def run_pass(self) -> bool:
-        room = self.batch_size - len(self._in_flight) - self._reserved_total
+        room = self._free()
         destinations = self.destinations()
         if room <= 0 or not destinations:
             return False
         more = False
         self.capped = False
         for dest in destinations:
-            limit = min(room, self.cap(dest) - self._outstanding[dest] - self._reserved[dest])
+            limit = self._free_for(dest, room)
             if dest in self._full or limit <= 0:
                 self.capped = True  # work may be left for it: a finishing send wakes the loop
                 continue
@@ -166,12 +174,8 @@ class OutboxLoop(Loop, Generic[Job, Outcome]):
         them (none while stopping or at its cap), less what is reserved (`reserve`)."""
         if self._stopping is not None and self._stopping.is_set():
             return {}, 0
-        total = self.batch_size - len(self._in_flight) - self._reserved_total
-        room = {
-            dest: min(total, self.cap(dest) - self._outstanding[dest] - self._reserved[dest])
-            for dest in self.destinations()
-            if dest not in self._full
-        }
+        total = self._free()
+        room = {dest: self._free_for(dest, total) for dest in self.destinations() if dest not in self._full}
         return {dest: n for dest, n in room.items() if n > 0}, total
 
     def reserve(self, room: Mapping[str, int], total: int) -> None:
