@@ -151,9 +151,13 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
                     circuit.probe = self.job_id(probe[0])
                     self._probed = True
                     jobs.extend(probe)
-        for job in jobs:
-            self.circuits[job.factory].gone = False  # the store hands out its rows: it was re-enabled
+        self._handed_out(jobs)
         return jobs
+
+    def _handed_out(self, jobs: Sequence[DeliveryJob]) -> None:
+        """The store handed out these factories' rows (to a pass or an ingest): they were re-enabled."""
+        for job in jobs:
+            self.circuits[job.factory].gone = False
 
     def claim_at_ingest(self) -> DeliveryClaim | None:
         """What an ingest may claim for this forwarder (`Store.ingest(claim=...)`): room at factories with
@@ -173,8 +177,7 @@ class Forwarder(OutboxLoop[DeliveryJob, DeliveryOutcome]):
     def placed_at_ingest(self, jobs: Sequence[DeliveryJob], plans: Sequence[RoutePlan]) -> None:
         """Send the deliveries an ingest claimed (`claim_at_ingest`); a pass looks for the factory orders it
         routed and did not claim (no room, a full batch)."""
-        for job in jobs:
-            self.circuits[job.factory].gone = False
+        self._handed_out(jobs)
         self.take(jobs)
         claimed = {job.key for job in jobs}
         if any(fo.key not in claimed for plan in plans for fo in plan.factory_orders):
