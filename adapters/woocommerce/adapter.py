@@ -29,6 +29,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState
 
 from adapters.woocommerce.client import WooCommerceClient, WooCommerceError
+from adapters.woocommerce.completions import Completions
 from relay.config import Secret
 from relay.contracts import AdapterContext, OrderPage
 from relay.domain.models import Address, Malformed, Order, OrderLine, PushReceipt, ShipmentPush
@@ -127,6 +128,8 @@ class WooCommerceStorefront:
         self._mapped_orders: OrderedDict[str, tuple[bytes, Order]] = OrderedDict()
         """Order id -> (the listing record as JSON, its `Order`) as last mapped: see `_map`. Bounded
         (`MAPPED_ORDERS`)."""
+        self._completions = Completions(self._api)
+        """Completes orders with their last parcel: those that come together, in one batch request."""
 
     # --- listing ----------------------------------------------------------------------------------
 
@@ -308,8 +311,9 @@ class WooCommerceStorefront:
         """Add the parcel's tracking (a Shipment Tracking item or an order note); complete the order with
         its last parcel.
 
-        A first attempt (`push.prior_attempt_unknown` False) writes at once: one POST, plus the `PUT` that
-        completes the order with the last parcel (WooCommerce has no request doing both). The note's item
+        A first attempt (`push.prior_attempt_unknown` False) writes at once: one POST, plus the completion of
+        the order with its last parcel (WooCommerce has no request doing both; completions that come
+        together share one batch request: `Completions`). The note's item
         names and the status that decides the completion come from the order as last listed; only an order
         this process has not listed is read first (`_fields` = status and items). A retry after an
         unknown outcome reads the order afresh and looks first (the order's tracking items or notes), and
@@ -404,7 +408,7 @@ class WooCommerceStorefront:
             if status != "completed":
                 self._log.warning("order_not_completed", order_id=order_id, status=status)
             return
-        await self._api().update_order(order_id, {"status": "completed"}, {"_fields": "id,status"})
+        await self._completions.complete(order_id)
 
     def _today(self) -> str:
         return datetime.fromtimestamp(self._context.clock(), UTC).strftime("%Y-%m-%d")
@@ -471,7 +475,8 @@ class WooCommerceStorefront:
         self._log.warning("woocommerce_retry", attempt=state.attempt_number, error=str(exc))
 
     async def aclose(self) -> None:
-        """Close the HTTP session (idempotent)."""
+        """Stop the completions, close the HTTP session (idempotent)."""
+        await self._completions.aclose()
         session, self._session, self._client = self._session, None, None
         if session is not None:
             await session.close()

@@ -154,6 +154,10 @@ class WooCommerceClient:
     ) -> Response:
         return await self.request("PUT", CORE, f"orders/{order_id}", params=params, body=dict(changes))
 
+    async def batch_orders(self, changes: Mapping[str, Any]) -> Response:
+        """`POST orders/batch`: `{"create": [...], "update": [...], "delete": [...]}` in one request."""
+        return await self.request("POST", CORE, "orders/batch", body=dict(changes))
+
     async def list_notes(self, order_id: str, params: Mapping[str, str] | None = None) -> Response:
         return await self.request("GET", CORE, f"orders/{order_id}/notes", params=params)
 

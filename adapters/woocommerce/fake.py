@@ -8,6 +8,12 @@ Implements `relay.testing.vendor.FakeStorefront`. What it emulates, from the pub
   `modified_after`/`modified_before` (exclusive, whole seconds; naive values are site-local time unless
   `dates_are_gmt=true`; the fake site runs at UTC+1 so a missing flag shows), `X-WP-Total`,
   `X-WP-TotalPages` and `Link` (prev/next) headers.
+* `POST|PUT|PATCH /wp-json/wc/v3/orders/batch` (`WC_REST_Controller::batch_items`), for `update` only: at
+  most 100 items in all (`create` + `update` + `delete`; else 413 `woocommerce_rest_request_entity_too_large`),
+  each applied as `PUT orders/{id}`; the answer is `{"update": [...]}` in request order, the order or
+  `{"id", "error": {"code", "message", "data"}}` per item. `create` and `delete` items get
+  `{"id", "error"}` items saying the fake does not emulate them. Built with `batch=False`, the route
+  answers 404 `rest_no_route`, as on a store whose REST routes a plugin trimmed.
 * `GET|PUT|POST|PATCH /wp-json/wc/v3/orders/{id}`, `GET|POST /wp-json/wc/v3/orders/{id}/notes` (status
   changes add system notes, as WooCommerce does). Every save of the order (an update, a status change,
   a Shipment Tracking item, which is order meta) stamps `date_modified`, so the order moves to the end
@@ -87,10 +93,14 @@ CRITICAL_ERROR = {
     "data": {"status": 500},
     "additional_errors": [],
 }
+INVALID_ID = ("woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
 NO_ROUTE = ("rest_no_route", "No route was found matching the URL and request method.")
 TRACKINGS = r"/wp-json/wc-shipment-tracking/v3/orders/(\d+)/shipment-trackings"
+BATCH_LIMIT = 100
+"""`woocommerce_rest_batch_items_limit`'s default: items per batch request, create + update + delete."""
 ROUTES = (
     (r"/wp-json/wc/v3/orders", ("GET",), "_list_orders"),
+    (r"/wp-json/wc/v3/orders/batch", ("POST", "PUT", "PATCH"), "_batch_orders"),
     (r"/wp-json/wc/v3/orders/(\d+)", ("GET",), "_get_order"),
     (r"/wp-json/wc/v3/orders/(\d+)", ("PUT", "POST", "PATCH"), "_update_order"),
     (r"/wp-json/wc/v3/orders/(\d+)/notes", ("GET",), "_list_notes"),
@@ -141,6 +151,7 @@ class FakeWooCommerce:
         page_size: int = 10,
         tracking: str = "note",
         shipment_tracking: bool = True,
+        batch: bool = True,
         consumer_key: str = "ck_4f1c2b7a9e8d3c6b5a4f3e2d1c0b9a8f7e6d5c4b",
         consumer_secret: str = "cs_9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",  # noqa: S107 (a fake's key)
         meta_padding: int = 0,
@@ -148,6 +159,7 @@ class FakeWooCommerce:
         self.page_size = page_size
         self.tracking = tracking
         self.shipment_tracking = shipment_tracking
+        self.batch = batch
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
         self.meta_padding = meta_padding
@@ -367,7 +379,9 @@ class FakeWooCommerce:
         path = request.path.rstrip("/")
         for pattern, methods, handler in ROUTES:
             if request.method in methods and (match := re.fullmatch(pattern, path)):
-                if pattern == TRACKINGS and not self.shipment_tracking:
+                if (pattern == TRACKINGS and not self.shipment_tracking) or (
+                    handler == "_batch_orders" and not self.batch
+                ):
                     break
                 response: web.StreamResponse = await getattr(self, handler)(request, *match.groups())
                 return response
@@ -423,14 +437,51 @@ class FakeWooCommerce:
         return _json(self._render(self._existing(order_id, 404)))
 
     async def _update_order(self, request: web.Request, order_id: str) -> web.Response:
+        return _json(self._update(order_id, await _body(request)))
+
+    def _update(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
         order = self._existing(order_id, 400)
-        body = await _body(request)
         if "status" in body:
             if body["status"] not in ORDER_STATUSES:
                 raise _invalid_param("status", f"status is not one of {', '.join(ORDER_STATUSES)}.")
             self._set_status(order, body["status"])
         order.modified = time.time()  # every save stamps date_modified, even with nothing changed
-        return _json(self._render(order))
+        return self._render(order)
+
+    async def _batch_orders(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        groups = {name: body.get(name) or [] for name in ("create", "update", "delete")}
+        if any(not isinstance(items, list) for items in groups.values()):
+            raise _invalid_param("update", "update is not of type array.")
+        if sum(len(items) for items in groups.values()) > BATCH_LIMIT:
+            raise WooError(
+                413,
+                "woocommerce_rest_request_entity_too_large",
+                f"Unable to accept more than {BATCH_LIMIT} items for this request.",
+            )
+        answer: dict[str, list[Any]] = {}
+        for name, items in groups.items():
+            for item in items:
+                item_id = item.get("id") if isinstance(item, dict) else item
+                try:
+                    if name != "update":
+                        raise WooError(400, "fake_not_emulated", f"The fake does not emulate batch {name}.")
+                    if not isinstance(item, dict):
+                        raise WooError(400, *INVALID_ID)
+                    answer.setdefault(name, []).append(self._update(str(int(str(item_id))), item))
+                except (WooError, TypeError, ValueError) as exc:
+                    error = exc if isinstance(exc, WooError) else WooError(400, *INVALID_ID)
+                    answer.setdefault(name, []).append(
+                        {
+                            "id": item_id,
+                            "error": {
+                                "code": error.code,
+                                "message": error.message,
+                                "data": {"status": error.status, **error.data},
+                            },
+                        }
+                    )
+        return _json(answer)
 
     def _set_status(self, order: _Order, status: str) -> None:
         old = order.doc["status"]
