@@ -85,6 +85,12 @@ def table(result: dict[str, Any]) -> str:
                 f"{_f(t.get('reads_per_order'), 2):>7} "
                 f"{t['storefront_requests_per_order']:>8.2f} {s['peak_rss_mib']:>7.1f}M"
             )
+        fakes = [s["throughput"].get("fakes_cpu_ms_per_order") for s in run["settings"]]
+        if all(f is not None for f in fakes):
+            out.append(
+                "  CPU ms per order of the storefront and factory fakes (throughput; same cores): "
+                + ", ".join(f"{s['setting']} {f:.2f}" for s, f in zip(run["settings"], fakes, strict=True))
+            )
         routes = run["settings"][0]["throughput"]["storefront_requests_by_route"]
         done = max(run["settings"][0]["throughput"]["completed"], 1)
         out.append(

@@ -169,6 +169,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def process_cpu_s(*pids: int | None) -> float | None:
+    """User + system CPU seconds of processes `pids` (Linux `/proc/<pid>/stat`), or None elsewhere."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def order_body_size() -> int:
     """Bytes of a typical bench factory order as the webhook adapter sends it."""
     import random
@@ -262,18 +275,25 @@ class Bench:
         target = status["fulfilled"] + count
         start = status
         before = relay.mark()
+        fakes_before = self.fakes_cpu_s()
         seeded = await self.post(f"{control}/_bench/seed", {"count": count, "rate": rate})
         deadline = time.monotonic() + timeout
         while status["fulfilled"] < target and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             status = await self.get(f"{control}/_bench/status")
         after = relay.mark()
+        fakes_after = self.fakes_cpu_s()
         report = await self.get(
             f"{control}/_bench/report?first={seeded['first']}&since={start['requests']}"
             f"&since_operations={start['operations']}"
         )
         factory_report = await self.get(f"{self.factories.info['control']}/_bench/report")
         figures = self.figures(count, rate, seeded, before, after, report, factory_report)
+        figures["fakes_cpu_ms_per_order"] = (
+            (fakes_after - fakes_before) / max(figures["completed"], 1) * 1000
+            if fakes_before is not None and fakes_after is not None
+            else None
+        )
         figures["poll_pages"] = status["pages"] - start["pages"]
         figures["storefront_requests"] = status["requests"] - start["requests"]
         figures["storefront_requests_per_order"] = figures["storefront_requests"] / max(
@@ -283,6 +303,11 @@ class Bench:
         if report.get("operations"):
             figures["storefront_operations"] = report["operations"]
         return figures
+
+    def fakes_cpu_s(self) -> float | None:
+        """CPU seconds the storefront and factory fakes' processes used so far (Linux `/proc`; else None):
+        on one machine they share the cores with the relay."""
+        return process_cpu_s(self.storefront.process.pid, self.factories.process.pid)
 
     def figures(
         self,
