@@ -21,9 +21,13 @@ BATCH_SIZE = 25
 answers each with the whole order (`_fields` cannot filter inside the answer's list): 25 orders of 20 kB stay
 well under the default 1 MiB response cap. A store whose answer is larger gets half as many next time."""
 
-NO_BATCH_ROUTE = frozenset({404, 405, 413, 501})
-"""Statuses of a batch request that mean the store will not take batches (the route is missing or trimmed,
-or its item limit is lower than ours): its completions go one `PUT` each from then on."""
+
+def refuses_batches(status: int) -> bool:
+    """A batch request refused as a whole, other than for a while (429) or by a failing server (5xx other
+    than 501): the route is missing or trimmed (404, 405, 501), the item limit is lower (413), a firewall or
+    a permission says no (403, 401), the body was refused (400). The store's completions go one `PUT` each
+    from then on, so a `PUT` answers for each order (a refusal that holds for `PUT`s too fails them there)."""
+    return (400 <= status < 500 and status != 429) or status == 501
 
 
 class Completions:
@@ -37,7 +41,7 @@ class Completions:
     Each caller gets its own order's outcome: an item's error is raised to it as the `WooCommerceError` a
     `PUT` of that order would have raised; a failure of the whole request (an error status, a timeout, a
     connection error) is raised to every caller in it, and each retries as it would have after its `PUT`.
-    A store without the batch route gets `PUT`s from then on (`NO_BATCH_ROUTE`).
+    A store that refuses a batch request as a whole gets `PUT`s from then on (`refuses_batches`).
     """
 
     def __init__(self, client: Callable[[], WooCommerceClient]) -> None:
@@ -97,7 +101,7 @@ class Completions:
         except (WooCommerceError, ResponseTooLarge) as exc:
             if isinstance(exc, ResponseTooLarge):
                 self.batch_size = max(1, len(taken) // 2)
-            elif exc.status in NO_BATCH_ROUTE:
+            elif refuses_batches(exc.status):
                 self.batch_size = 1
             else:
                 _settle(itertools.chain.from_iterable(taken.values()), exc)

@@ -204,3 +204,21 @@ def _context(*, max_response_bytes: int = 1024 * 1024) -> AdapterContext:
         sleep=no_sleep,
         log=structlog.get_logger(),
     )
+
+
+async def test_a_batch_refused_as_a_whole_sends_those_orders_puts_and_no_more_batches(
+    fake: FakeWooCommerce, make_adapter: Make
+) -> None:
+    """A firewall that blocks the batch route (403): the orders are completed by `PUT`s, at once."""
+    order_ids = [fake.add_order([SeedLine("MUG-1")]) for _ in range(5)]
+    adapter = make_adapter()
+    fake.fail_next(403)
+
+    outcomes = await asyncio.gather(
+        *(adapter._completions.complete(o) for o in order_ids), return_exceptions=True
+    )
+
+    assert outcomes == [None] * 5
+    assert all(fake.status(o) == "completed" for o in order_ids)
+    assert writes(fake) == Counter({BATCH: 1, ("PUT", "/wp-json/wc/v3/orders/{id}"): 5})
+    assert adapter._completions.batch_size == 1
