@@ -34,6 +34,7 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from adapters.demo.fake import FakeDemoStorefront
@@ -145,7 +146,7 @@ class _WooStamps(_Stamps):
     async def _list_orders(self, request: web.Request) -> web.Response:
         resp: web.Response = await super()._list_orders(request)  # type: ignore[misc]
         if resp.status == 200 and resp.text:
-            self._served([str(o["id"]) for o in json.loads(resp.text)])
+            self._served([str(o["id"]) for o in orjson.loads(resp.text)])
         return resp
 
     def _record(self, order: Any, *args: Any) -> None:

@@ -637,7 +637,9 @@ class FakeWooCommerce:
         }
 
     def _render(self, order: _Order) -> dict[str, Any]:
-        doc = copy.deepcopy(order.doc)
+        """The order as an answer carries it. A shallow copy: only top-level keys are set here, and an
+        answer is serialised, never changed, so the stored document's nested values can be shared."""
+        doc = dict(order.doc)
         for name, stamp in (
             ("date_created", order.created),
             ("date_modified", order.modified),
