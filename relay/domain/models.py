@@ -98,6 +98,16 @@ class Order(_Value):
         content = self.model_dump_json(exclude={"updated_at"})
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 
+    def payload_and_hash(self) -> tuple[str, str]:
+        """`(self.model_dump_json(), self.content_hash())` from one serialisation: the hashed content is the
+        payload without its `updated_at` member, which follows `external_id`, `number` and `created_at`.
+        Their JSON strings cannot hold an unescaped `"`, so the first `,"updated_at":"` is that member."""
+        payload = self.__pydantic_serializer__.to_json(self)
+        start = payload.index(b',"updated_at":"')
+        end = payload.index(b'"', start + 15) + 1  # the closing quote of the timestamp
+        content = payload[:start] + payload[end:]
+        return payload.decode(), hashlib.sha256(content).hexdigest()[:32]
+
 
 class Malformed(_Value):
     """A storefront record that could not be turned into an `Order`; stored in quarantine, never fatal."""

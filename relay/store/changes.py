@@ -21,6 +21,7 @@ from relay.store.records import OrderNote, StateChange
 
 EVENT_BY_ID = "insert_event"
 EVENT_BY_EXTERNAL_ID = "insert_event_by_external_id"
+_EVENT_QUERIES = frozenset({EVENT_BY_ID, EVENT_BY_EXTERNAL_ID})
 NOTED = {
     "factory_accepted": ("factory", "reference"),
     "shipment_received": ("factory", "tracking_number", "carrier"),
@@ -31,7 +32,8 @@ NOTED = {
 
 
 def _changes_state(row: Mapping[str, Any]) -> bool:
-    return row.get("to_state") is not None and row.get("to_state") != row.get("from_state")
+    to_state = row.get("to_state")
+    return to_state is not None and to_state != row.get("from_state")
 
 
 class EventTap:
@@ -42,44 +44,29 @@ class EventTap:
         self.tx = tx
         # The state-changing and noted events in the order they were written; True: keyed by external id.
         self._kept: list[tuple[bool, Mapping[str, Any]]] = []
-
-    async def fetch(self, query: str, /, **params: Param) -> Sequence[Row]:
-        """See `Transaction.fetch`."""
-        return await self.tx.fetch(query, **params)
-
-    async def fetch_one(self, query: str, /, **params: Param) -> Row | None:
-        """See `Transaction.fetch_one`."""
-        return await self.tx.fetch_one(query, **params)
+        # What the tap has nothing to keep from is `tx`'s own: no coroutine of the tap's per call.
+        self.fetch = tx.fetch
+        self.fetch_one = tx.fetch_one
+        self.insert = tx.insert
+        self.execute_statement = tx.execute_statement
+        self.notify = tx.notify
 
     async def execute(self, query: str, /, **params: Param) -> int:
         """See `Transaction.execute`."""
         changed = await self.tx.execute(query, **params)
-        self._keep(query, [params])
+        if query in _EVENT_QUERIES:
+            self._keep(query, [params])
         return changed
 
     async def execute_many(self, query: str, rows: Sequence[Mapping[str, Scalar]], /) -> None:
         """See `Transaction.execute_many`."""
         await self.tx.execute_many(query, rows)
-        self._keep(query, rows)
-
-    async def insert(self, query: str, /, **params: Param) -> int:
-        """See `Transaction.insert`."""
-        return await self.tx.insert(query, **params)
-
-    async def execute_statement(self, statement: str, /) -> None:
-        """See `Transaction.execute_statement`."""
-        await self.tx.execute_statement(statement)
-
-    def notify(self, topic: str, /) -> None:
-        """See `Transaction.notify`."""
-        self.tx.notify(topic)
+        if query in _EVENT_QUERIES:
+            self._keep(query, rows)
 
     def _keep(self, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        if query in (EVENT_BY_ID, EVENT_BY_EXTERNAL_ID):
-            by_external_id = query == EVENT_BY_EXTERNAL_ID
-            self._kept.extend(
-                (by_external_id, r) for r in rows if _changes_state(r) or r.get("kind") in NOTED
-            )
+        by_external_id = query == EVENT_BY_EXTERNAL_ID
+        self._kept.extend((by_external_id, r) for r in rows if _changes_state(r) or r.get("kind") in NOTED)
 
     async def resolve(self) -> tuple[list[StateChange], list[OrderNote]]:
         """The kept events, in the order they were written (inside the transaction): the state changes, and

@@ -82,8 +82,7 @@ async def ingest(
     versions: list[dict[str, Scalar]] = []  # new versions of known orders (update_order_payload)
     received: dict[str, tuple[Order, str]] = {}  # new orders to route: external id -> (order, version)
     for ext_id, order in latest.items():
-        payload = order.model_dump_json()
-        content_hash = order.content_hash()
+        payload, content_hash = order.payload_and_hash()
         row = existing.get(ext_id)
         if row is None:
             new += 1
@@ -126,7 +125,9 @@ async def ingest(
                 }
             )
             continue
-        counts = await _apply_version(tx, row, order, now, events, versions=versions)
+        counts = await _apply_version(
+            tx, row, order, now, events, version=(payload, content_hash), versions=versions
+        )
         updated, requeued, cancelled = updated + counts[0], requeued + counts[1], cancelled + counts[2]
     await tx.execute_many("update_order_payload", versions)
     routed: tuple[RoutePlan, ...] = ()
@@ -192,14 +193,16 @@ async def _apply_version(  # noqa: PLR0911 - one early return per kind of versio
     now: float,
     events: list[EventRow],
     *,
+    version: tuple[str, str],
     versions: list[dict[str, Scalar]],
 ) -> tuple[int, int, int]:
-    """Apply one listed version of a known order (see `ingest`): its payload joins `versions` (written with
-    the page's others; nothing here reads it back). Returns (updated, requeued, cancelled)."""
+    """Apply one listed version of a known order (see `ingest`), `version` its `Order.payload_and_hash()`:
+    its payload joins `versions` (written with the page's others; nothing here reads it back). Returns
+    (updated, requeued, cancelled)."""
     stored_at = datetime.fromisoformat(row["source_updated_iso"])
     if order.updated_at < stored_at:
         return (0, 0, 0)  # an older version, listed late
-    content_hash = order.content_hash()
+    payload, content_hash = version
     stored_hash = row["content_hash"] or Order.model_validate_json(row["payload"]).content_hash()
     if content_hash == stored_hash:  # the stored version is not parsed: most listed versions are known
         if order.updated_at > stored_at:  # the same content, stamped later: keep the newest stamp
@@ -214,7 +217,7 @@ async def _apply_version(  # noqa: PLR0911 - one early return per kind of versio
     state = OrderState(row["state"])
     versions.append(
         {
-            "payload": order.model_dump_json(),
+            "payload": payload,
             "number": order.number,
             "source_updated_iso": order.updated_at.isoformat(),
             "content_hash": content_hash,
