@@ -26,6 +26,9 @@ _DETAIL_KEYS = ("reason", "cause", "factory", "factories", "reference", "trackin
 def log_state_changes(log: Any, changes: Sequence[StateChange], notes: Sequence[OrderNote] = ()) -> None:
     """Log each note as `order_event`, then each change as `order_state_changed` (see the module docstring):
     a transaction's notes were written before its state changes."""
+    # A lazy proxy (`structlog.get_logger()`, as the App's) looks its logger up on every method call;
+    # `bind()` with no values is that same logger (or, for a bound logger, one with the same context).
+    log = log.bind()
     for n in notes:
         log.info(
             "order_event",

@@ -169,6 +169,17 @@ class Metrics:
         )
         self.gauges = StoreGauges()
         r.register(self.gauges)
+        # (counter, label values) -> its child: `labels()` validates the values and takes a lock on every
+        # call (issue 15); the counters' label values are few (states, peers, reasons, outcomes).
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+
+    def _child(self, counter: Counter, *values: str) -> Counter:
+        """`counter.labels(*values)`, remembered."""
+        key = (counter, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*values)
+        return child
 
     def prepare(self, storefronts: Iterable[str], factories: Iterable[str]) -> None:
         """Create the per-peer counter series at 0, so `rate()` sees the first increment."""
@@ -182,19 +193,20 @@ class Metrics:
 
     def state_changes(self, changes: Sequence[StateChange]) -> None:
         """Count committed order state changes (`Store.observe`) and observe order ages."""
+        child = self._child
         for c in changes:
-            self.transitions.labels(c.from_state or "new", c.to_state).inc()
+            child(self.transitions, c.from_state or "new", c.to_state).inc()
             age = max(0.0, c.at - c.received_at)
             if c.from_state is None:
-                self.orders_polled.labels(c.storefront).inc()
+                child(self.orders_polled, c.storefront).inc()
             elif c.to_state == OrderState.ROUTED:
-                self.orders_routed.labels(c.storefront).inc()
+                child(self.orders_routed, c.storefront).inc()
             elif c.to_state == OrderState.HELD:
-                self.orders_held.labels(str(c.detail.get("reason") or "unknown")).inc()
+                child(self.orders_held, str(c.detail.get("reason") or "unknown")).inc()
             elif c.to_state == OrderState.PLACED:
                 self.age_at_placement.observe(age)
             elif c.to_state == OrderState.SHIPPED:
-                self.orders_shipped.labels(c.storefront).inc()
+                child(self.orders_shipped, c.storefront).inc()
             elif c.to_state == OrderState.COMPLETED:
                 self.age_at_push.observe(age)
 
@@ -209,9 +221,9 @@ class Metrics:
             if label is None:
                 continue
             code = status_class(out.status if label not in ("placed", "cancelled") else 200)
-            self.delivery_attempts.labels(out.job.factory, label, code).inc()
+            self._child(self.delivery_attempts, out.job.factory, label, code).inc()
             if label == "placed" and id(out) not in ignored:
-                self.orders_placed.labels(out.job.factory).inc()
+                self._child(self.orders_placed, out.job.factory).inc()
 
     def pushes_recorded(self, outcomes: Sequence[PushOutcome], stale: Sequence[PushOutcome]) -> None:
         """Count tracking push attempts whose outcomes were just committed (see `deliveries_recorded`)."""
@@ -221,9 +233,9 @@ class Metrics:
             if label is None:
                 continue
             code = status_class(out.status if label != "pushed" else 200)
-            self.push_attempts.labels(out.job.storefront, label, code).inc()
+            self._child(self.push_attempts, out.job.storefront, label, code).inc()
             if label == "pushed" and id(out) not in ignored:
-                self.orders_pushed.labels(out.job.storefront).inc()
+                self._child(self.orders_pushed, out.job.storefront).inc()
 
     def request_timer(self, role: str, peer: str) -> ClientMiddlewareType:
         """An aiohttp client middleware observing each request's latency into
@@ -233,13 +245,13 @@ class Metrics:
         request on a fresh connection (the peer had closed a kept-alive one), each attempt is observed.
         The session's outermost middleware; cheaper than a `TraceConfig`, whose signals cost a coroutine
         each per request (issue 15)."""
-        series: dict[str, Histogram] = {}  # status class -> the histogram's child (`labels` looks it up)
+        # status -> the histogram's child of its class (`labels` looks it up; statuses are few)
+        series: dict[int | None, Histogram] = {}
 
         def observe(status: int | None, seconds: float) -> None:
-            code = status_class(status)
-            child = series.get(code)
+            child = series.get(status)
             if child is None:
-                child = series[code] = self.http_latency.labels(role, peer, code)
+                child = series[status] = self.http_latency.labels(role, peer, status_class(status))
             child.observe(seconds)
 
         async def timer(request: aiohttp.ClientRequest, handler: ClientHandlerType) -> aiohttp.ClientResponse:
