@@ -32,8 +32,6 @@ import collections
 import fcntl
 import itertools
 import json
-import math
-import operator
 import os
 import socket
 import sqlite3
@@ -48,6 +46,7 @@ import orjson
 
 from relay.exceptions import DatabaseMissing, ReadOnlyStore, StoreError, StoreUnavailable
 from relay.store.connector import Migration, Param, Row, Scalar, Transaction, load_migrations, load_queries
+from relay.store.jsontext import ORJSON_OPTIONS, wrote_no_nan
 from relay.store.records import BackupResult
 from relay.store.sqlite.backup import backup_database
 
@@ -96,14 +95,6 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"database error: {exc}")
 
 
-# orjson (3-8x faster than `json` here) where SQLite's json functions read its text as they read `json`'s;
-# types `json` refuses but orjson would write (datetimes, dataclasses) pass through to its TypeError, so they
-# fail in `json` as before.
-_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-_NULL = b"null"
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
 def _bind(params: dict[str, Param]) -> dict[str, Param]:
     """Encode list parameters as the JSON arrays `json_each` reads. Changes `params` in place."""
     for name, value in params.items():
@@ -116,12 +107,12 @@ def _array_json(values: list[Any] | tuple[Any, ...]) -> str:
     """`json.dumps(list(values))` as `json_each` reads it. orjson writes non-ASCII as UTF-8 rather than
     `\\uXXXX` (the same strings to SQLite); it refuses integers beyond 64 bits and lone surrogates, and writes
     NaN and infinities as `null` where `json` writes `NaN` (malformed JSON to SQLite: an error): those go to
-    `json` (`_finite`)."""
+    `json` (`wrote_no_nan`)."""
     try:
-        text = orjson.dumps(values, option=_ORJSON)
+        text = orjson.dumps(values, option=ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
         return json.dumps(list(values))
-    if _NULL in text and not _finite(text, values):
+    if not wrote_no_nan(text, values):
         return json.dumps(list(values))
     return text.decode()
 
@@ -130,27 +121,15 @@ def _rows_json(rows: Sequence[Mapping[str, Scalar]]) -> str:
     """`json.dumps([dict(row) for row in rows], ensure_ascii=False)` as `json_each` reads it (see
     `_array_json`); rows orjson cannot take as they are (not dicts in a list or tuple) go to `json`."""
     try:
-        text = orjson.dumps(rows, option=_ORJSON)
+        text = orjson.dumps(rows, option=ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: also any row that is not a dict
         return json.dumps([dict(row) for row in rows], ensure_ascii=False)
-    if _NULL in text:
-        dicts = cast("Sequence[dict[str, Scalar]]", rows)  # orjson took each row: a dict
-        if not _finite(text, list(itertools.chain.from_iterable(map(dict.values, dicts)))):
-            return json.dumps([dict(row) for row in rows], ensure_ascii=False)
+    dicts = cast("Sequence[dict[str, Scalar]]", rows)  # orjson took each row: a dict
+    if b"null" in text and not wrote_no_nan(
+        text, list(itertools.chain.from_iterable(map(dict.values, dicts)))
+    ):
+        return json.dumps([dict(row) for row in rows], ensure_ascii=False)
     return text.decode()
-
-
-def _finite(text: bytes, values: list[Any] | tuple[Any, ...]) -> bool:
-    """Whether orjson's `text` of `values` holds no NaN or infinity (each written `null`): its `null`s are
-    just the None values (others may be in strings: counted where the values are short, counting is then
-    cheaper), or none of `values` is such a float, nor a container (which might hold one)."""
-    if len(text) < 64 * len(values) and text.count(_NULL) == values.count(None):
-        return True
-    kinds = list(map(type, values))  # each step in C: a few ns per value
-    floats = itertools.compress(values, map(operator.is_, kinds, itertools.repeat(float)))
-    if not math.isfinite(sum(floats)):  # or the sum overflowed: `json` then, to be sure
-        return False
-    return not any(issubclass(kind, list | tuple | dict) for kind in set(kinds) - _SCALARS)
 
 
 class SQLiteTransaction:

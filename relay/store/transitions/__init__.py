@@ -10,12 +10,12 @@ whole transaction) and queue its history event in the same transaction.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import orjson
 
 from relay.store.connector import Scalar
+from relay.store.jsontext import ORJSON_OPTIONS, wrote_no_nan
 
 EventRow = dict[str, Scalar]
 """The parameters of one `insert_event` row."""
@@ -35,10 +35,6 @@ def event(
     }
 
 
-# Datetimes and dataclasses reach `_str` as they reach `json`'s default (orjson would write its own form).
-_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
 def _str(value: Any) -> str:
     """orjson's default: `str`, as `json`'s, but for what `json` writes as it is and orjson does not (a float
     or tuple subclass, e.g. a named tuple): refused, so it goes to `json`."""
@@ -53,24 +49,9 @@ def detail_json(detail: dict[str, object]) -> str:
     that are not strings, lone surrogates) and NaN or infinities (orjson writes `null`, `json` `NaN`) go to
     `json`. Unlike `json`'s default, orjson writes a plain `Enum` member as its value (relay has none)."""
     try:
-        text = orjson.dumps(detail, default=_str, option=_ORJSON)
+        text = orjson.dumps(detail, default=_str, option=ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
         return json.dumps(detail, default=str)
-    if b"null" in text and not _finite(text, detail):
+    if not wrote_no_nan(text, list(detail.values())):
         return json.dumps(detail, default=str)
     return text.decode()
-
-
-def _finite(text: bytes, detail: dict[str, object]) -> bool:
-    """Whether orjson's `text` of `detail` holds no NaN or infinity (each written `null`): its `null`s are
-    only the None values (others may be in strings), or no value is such a float or a container."""
-    values = list(detail.values())
-    if text.count(b"null") == values.count(None):
-        return True
-    for value in values:
-        if type(value) is float:
-            if not math.isfinite(value):
-                return False
-        elif isinstance(value, list | tuple | dict):
-            return False
-    return True
