@@ -27,12 +27,17 @@ def context(sleeps: list[float]) -> AdapterContext:
     return make_context(sleeps)
 
 
-def make_context(sleeps: list[float], total_timeout_s: float = 2) -> AdapterContext:
+def make_context(
+    sleeps: list[float], total_timeout_s: float = 2, max_response_bytes: int = 1024 * 1024
+) -> AdapterContext:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     egress = EgressSettings(
-        allow_plain_http=True, allow_private_addresses=True, total_timeout_s=total_timeout_s
+        allow_plain_http=True,
+        allow_private_addresses=True,
+        total_timeout_s=total_timeout_s,
+        max_response_bytes=max_response_bytes,
     )
     return AdapterContext(
         new_session=functools.partial(relay.outbound.session.new_session, egress),

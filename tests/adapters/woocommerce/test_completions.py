@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections import Counter
 from collections.abc import Callable
 
-import structlog
-
-import relay.outbound.session
 from adapters.woocommerce import WooCommerceStorefront
 from adapters.woocommerce.completions import BATCH_SIZE
 from adapters.woocommerce.fake import FakeWooCommerce
-from relay.config import EgressSettings
-from relay.contracts import AdapterContext
 from relay.exceptions import FatalAdapterError
 from relay.testing.vendor import SeedLine
 
+from .conftest import make_context
 from .test_woocommerce import push_for
 
 Make = Callable[..., WooCommerceStorefront]
@@ -76,7 +71,7 @@ async def test_a_store_without_the_batch_route_gets_puts_from_then_on(make_adapt
     await fake.start()
     try:
         options = WooCommerceStorefront.Options.model_validate(fake.adapter_options())
-        adapter = WooCommerceStorefront("mywoo", options, _context())
+        adapter = WooCommerceStorefront("mywoo", options, make_context([], total_timeout_s=5))
         try:
             first = [fake.add_order([SeedLine("MUG-1")]) for _ in range(6)]
             await push_all(adapter, fake, first)
@@ -158,7 +153,9 @@ async def test_an_answer_over_the_response_cap_halves_the_batch_and_the_orders_g
     await fake.start()
     try:
         options = WooCommerceStorefront.Options.model_validate(fake.adapter_options())
-        adapter = WooCommerceStorefront("mywoo", options, _context(max_response_bytes=64 * 1024))
+        adapter = WooCommerceStorefront(
+            "mywoo", options, make_context([], total_timeout_s=5, max_response_bytes=64 * 1024)
+        )
         try:
             order_ids = [fake.add_order([SeedLine("MUG-1")]) for _ in range(10)]
             outcomes = await push_all(adapter, fake, order_ids)
@@ -186,24 +183,6 @@ async def test_a_cancelled_caller_leaves_the_others_waiting_for_their_outcome(
 
     assert isinstance(outcomes[2], asyncio.CancelledError)
     assert [o for i, o in enumerate(outcomes) if i != 2] == [None, None, None]
-
-
-def _context(*, max_response_bytes: int = 1024 * 1024) -> AdapterContext:
-    async def no_sleep(seconds: float) -> None:
-        return None
-
-    egress = EgressSettings(
-        allow_plain_http=True,
-        allow_private_addresses=True,
-        total_timeout_s=5,
-        max_response_bytes=max_response_bytes,
-    )
-    return AdapterContext(
-        new_session=functools.partial(relay.outbound.session.new_session, egress),
-        clock=time.time,
-        sleep=no_sleep,
-        log=structlog.get_logger(),
-    )
 
 
 async def test_a_batch_refused_as_a_whole_sends_those_orders_puts_and_no_more_batches(
