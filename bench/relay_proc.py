@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import multiprocessing as mp
+import os
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -73,9 +75,25 @@ async def _trace(connector: Any, callback: Callable[[str], None] | None) -> None
         await connector.db.set_trace_callback(callback)
 
 
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's live threads by thread name (Linux `/proc/self/task`; else empty).
+    Threads of one name (a pool's) are summed under the name without its number."""
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        name = thread.name.rstrip("0123456789").rstrip("_-") or thread.name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def _figures(counter: Counter, started: float) -> dict[str, Any]:
     return {
         "cpu_s": time.process_time(),
+        "cpu_s_by_thread": _thread_cpu_s(),
         "wall": time.time(),
         "commits": counter.commits,
         "statements": counter.statements,
@@ -215,6 +233,8 @@ def _summed(figures: list[dict[str, Any]]) -> dict[str, Any]:
         values = [f[key] for f in figures]
         if key in ("wall", "uptime_s"):
             out[key] = max(values)
+        elif all(isinstance(v, dict) for v in values):
+            out[key] = {k: sum(v.get(k, 0.0) for v in values) for k in {k for v in values for k in v}}
         elif all(isinstance(v, int | float) for v in values):
             out[key] = sum(values)
         else:

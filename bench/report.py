@@ -91,6 +91,14 @@ def table(result: dict[str, Any]) -> str:
                 "  CPU ms per order of the storefront and factory fakes (throughput; same cores): "
                 + ", ".join(f"{s['setting']} {f:.2f}" for s, f in zip(run["settings"], fakes, strict=True))
             )
+        threads = run["settings"][0]["throughput"].get("cpu_ms_per_order_by_thread") or {}
+        if threads:
+            out.append(
+                "  relay CPU ms per order by thread (fresh, throughput): "
+                + ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.005
+                )
+            )
         routes = run["settings"][0]["throughput"]["storefront_requests_by_route"]
         done = max(run["settings"][0]["throughput"]["completed"], 1)
         out.append(

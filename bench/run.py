@@ -355,6 +355,10 @@ class Bench:
             "cpu_s": cpu,
             "cpu_s_per_1000": cpu / max(done, 1) * 1000,
             "cpu_ms_per_order": cpu / max(done, 1) * 1000,
+            "cpu_ms_per_order_by_thread": {
+                name: (spent - before["cpu_s_by_thread"].get(name, 0.0)) / max(done, 1) * 1000
+                for name, spent in after["cpu_s_by_thread"].items()
+            },
             "commits": after["commits"] - before["commits"],
             "commits_per_order": (after["commits"] - before["commits"]) / max(done, 1),
             "statements_per_order": (
