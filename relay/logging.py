@@ -78,13 +78,16 @@ _PLAIN_TYPES: dict[type, bool] = {int: True, float: True, bool: True, type(None)
 def _is_plain(kind: type) -> bool:
     """Values of `kind` carry no text a secret could be in, or only text written in relay's code: numbers,
     None, and relay's own enums (`OrderState`, ...: fixed words). `_scrubbed` returns the first as they are;
-    the fast path skips both. Other `str` subclasses (and containers, exceptions) are scrubbed."""
+    the fast path skips both. Other `str` subclasses (and containers, exceptions) are scrubbed. A dict is
+    never plain, an enum of relay's included: `redact_and_scrub` asks before it looks for a dict."""
     plain = _PLAIN_TYPES.get(kind)
     if plain is None:
-        if issubclass(kind, enum.Enum) and kind.__module__.partition(".")[0] == "relay":
+        if issubclass(kind, dict):
+            plain = False
+        elif issubclass(kind, enum.Enum) and kind.__module__.partition(".")[0] == "relay":
             plain = True
         else:
-            plain = not issubclass(kind, str | dict | list | tuple | BaseException)
+            plain = not issubclass(kind, str | list | tuple | BaseException)
         if len(_PLAIN_TYPES) < _MEMO_SIZE:
             _PLAIN_TYPES[kind] = plain
     return plain
@@ -102,6 +105,7 @@ def redact_and_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
     they are without a look at their text."""
     memo = _memo if len(exceptions._known) == _memo_secrets else None  # None: refilled on the next miss
     secret_keys = _secret_keys
+    plain_types = _PLAIN_TYPES
     for key, value in event.items():  # values are replaced, keys stay: iterating the items is safe
         secret = secret_keys.get(key)
         if secret is None:
@@ -113,6 +117,8 @@ def redact_and_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
         if kind is str:
             done = memo.get(value) if memo is not None else None
             event[key] = done if done is not None else _scrub_text(value)
+        elif plain_types.get(kind):  # known to be plain (`_is_plain`): left as it is, without a call
+            continue
         elif isinstance(value, dict):  # credential-named keys one level down, then the values
             event[key] = _scrubbed({k: (REDACTED if _is_secret_key(str(k)) else v) for k, v in value.items()})
         elif not _is_plain(kind):
@@ -219,6 +225,51 @@ def render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
     return _encode(event)
 
 
+class LineWriter(structlog.WriteLogger):
+    """The logger `configure` sets up: structlog's `WriteLogger` (one write of a line and its newline, then a
+    flush), by which `LinesAtOnce` knows a bound logger writes relay's lines through relay's processors."""
+
+
+class _LineWriterFactory(structlog.WriteLoggerFactory):
+    """`structlog.WriteLoggerFactory`, making `LineWriter`s."""
+
+    def __call__(self, *args: Any) -> LineWriter:
+        return LineWriter(self._file)
+
+
+class _HeldLines(list[str]):
+    """The lines a bound logger wrote into it, in order: every log method appends."""
+
+    msg = log = debug = info = warn = warning = list.append
+    fatal = failure = err = error = critical = exception = list.append
+
+
+class LinesAtOnce:
+    """`with LinesAtOnce(log) as held_log:` (one block) the bound logger `log` for the block, its lines held
+    and written to its stream when the block ends (also by an exception) in one write and one flush: the
+    same lines, in the same order, as a write and flush each would give. Only `held_log`'s lines are held: a
+    line logged meanwhile elsewhere (`log` itself, another logger or thread) is written at once, ahead of
+    them. A logger that `configure` did not set up (no `LineWriter`) is used as it is."""
+
+    __slots__ = ("_held", "_log")
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._held = _HeldLines()
+
+    def __enter__(self) -> Any:
+        log = self._log
+        if type(getattr(log, "_logger", None)) is not LineWriter:
+            return log
+        # The same wrapper class (level filter), processors and context, writing into `_held`. Relay's
+        # processors do not look at the logger they are given.
+        return type(log)(self._held, processors=log._processors, context=log._context)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._held:
+            self._log._logger.msg("\n".join(self._held))
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Set up structlog for the process. `fmt` is auto (console on a TTY, else JSON), json or console."""
     stream = stream or sys.stderr
@@ -235,8 +286,9 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        # One write of the line and its newline, then a flush (`PrintLogger` prints them apart).
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        # One write of the line and its newline, then a flush (`PrintLogger` prints them apart); one write of
+        # them all for the lines of a `LinesAtOnce` block.
+        logger_factory=_LineWriterFactory(file=stream),
         # A `get_logger()` proxy assembles its logger once, not on every call (no logger is made at import
         # time in relay, so each is assembled under the configuration of its process or test).
         cache_logger_on_first_use=True,
