@@ -41,7 +41,9 @@ class DemoClient:
         self._auth = {"Authorization": f"Bearer {token}"}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = self._auth | kwargs.pop("headers", {})
+        extra = kwargs.pop("headers", None)
+        # aiohttp copies the headers into the request's own; the shared `_auth` dict is never changed.
+        headers = self._auth if extra is None else self._auth | extra
         async with self._session.request(
             method, self._base + path, headers=headers, allow_redirects=False, **kwargs
         ) as resp:

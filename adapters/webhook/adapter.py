@@ -12,6 +12,7 @@ is also sent as `Idempotency-Key`, and the body is byte-identical on every attem
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -50,7 +51,9 @@ def order_created_body(order: FactoryOrder) -> bytes:
     `timestamp` and `data.created_at` are the storefront order's creation time (docs/factory-api.md §2).
     `data.factory_skus` (line id -> your SKU, from relay's catalogue) is left out when the catalogue names none.
     """
-    data = order.model_dump(mode="json", exclude={"factory_skus"} if not order.factory_skus else None)
+    data = order.model_dump(mode="json")
+    if not order.factory_skus:
+        del data["factory_skus"]  # dropped after the dump: cheaper than pydantic's `exclude`
     created = order.created_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     data["created_at"] = created
     message = {"type": "order.created", "timestamp": created, "data": data}
@@ -142,9 +145,25 @@ class WebhookFactory:
         await self._session.close()
 
 
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+"""19 digits in a row: an integer orjson may read as a float (beyond 64 bits), or a long mantissa."""
+
+
+def _loads(body: str) -> Any:
+    """`json.loads(body)`: the same value, the same errors; by orjson (~10x faster) when it accepts the
+    text and no number in it may be read differently (`_LONG_DIGITS`). What orjson refuses (NaN, ±Infinity,
+    lone surrogates, numbers out of range, invalid JSON) goes to `json.loads`."""
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
+
+
 def _reference(body: str) -> str | None:
     try:
-        data: Any = json.loads(body)
+        data: Any = _loads(body)
     except ValueError:
         return None
     if isinstance(data, dict):
@@ -155,14 +174,14 @@ def _reference(body: str) -> str | None:
 
 def _out_of_stock_lines(body: str) -> list[str]:
     """The line ids a 409 `out_of_stock` answer names (strings, at most 100), or []."""
-    data: Any = json.loads(body)  # `_error_code` read it already
+    data: Any = _loads(body)  # `_error_code` read it already
     lines = data.get("lines") if isinstance(data, dict) else None
     return [str(line)[:100] for line in lines[:100]] if isinstance(lines, list) else []
 
 
 def _error_code(body: str) -> str | None:
     try:
-        data: Any = json.loads(body)
+        data: Any = _loads(body)
     except ValueError:
         return None
     return str(data.get("error")) if isinstance(data, dict) else None

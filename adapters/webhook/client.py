@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from relay.signing import signed_headers
 
@@ -25,7 +26,7 @@ class WebhookClient:
 
     def __init__(self, session: aiohttp.ClientSession, url: str, secret: str) -> None:
         self._session = session
-        self._url = url
+        self._url = URL(url)  # parsed once, as aiohttp would parse the string on every post
         self._secret = secret
 
     def headers(self, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:

@@ -105,7 +105,10 @@ class WooCommerceClient:
         self._secret = consumer_secret
         self._query_string_auth = query_string_auth
         token = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode("ascii")
-        self._authorization = f"Basic {token}"
+        # The request headers without and with a JSON body, built once: aiohttp copies them into each
+        # request's own headers and never changes these.
+        self._headers: dict[str, str] = {} if query_string_auth else {"Authorization": f"Basic {token}"}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
 
     async def request(
         self,
@@ -120,11 +123,11 @@ class WooCommerceClient:
         query = dict(params or {})
         if self._query_string_auth:
             query.update(consumer_key=self._key, consumer_secret=self._secret)
-        headers = {"Authorization": self._authorization} if not self._query_string_auth else {}
+        headers = self._headers
         data = None
         if body is not None:
             data = orjson.dumps(body)
-            headers["Content-Type"] = "application/json"
+            headers = self._json_headers
         async with self._session.request(
             method,
             f"{self._root}/{namespace}/{path}",

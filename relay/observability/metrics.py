@@ -248,21 +248,19 @@ class Metrics:
         # status -> the histogram's child of its class (`labels` looks it up; statuses are few)
         series: dict[int | None, Histogram] = {}
 
-        def observe(status: int | None, seconds: float) -> None:
-            child = series.get(status)
-            if child is None:
-                child = series[status] = self.http_latency.labels(role, peer, status_class(status))
-            child.observe(seconds)
-
         async def timer(request: aiohttp.ClientRequest, handler: ClientHandlerType) -> aiohttp.ClientResponse:
             started = time.monotonic()
+            status: int | None = None  # stays None when the handler raises: no HTTP answer
             try:
                 response = await handler(request)
-            except BaseException:
-                observe(None, time.monotonic() - started)
-                raise
-            observe(response.status, time.monotonic() - started)
-            return response
+                status = response.status
+                return response
+            finally:
+                seconds = time.monotonic() - started
+                child = series.get(status)
+                if child is None:
+                    child = series[status] = self.http_latency.labels(role, peer, status_class(status))
+                child.observe(seconds)
 
         return timer
 
