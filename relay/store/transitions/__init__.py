@@ -10,7 +10,9 @@ whole transaction) and queue its history event in the same transaction.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, TypeVar
 
 import orjson
 
@@ -19,6 +21,21 @@ from relay.store.jsontext import ORJSON_OPTIONS, wrote_no_nan
 
 EventRow = dict[str, Scalar]
 """The parameters of one `insert_event` row."""
+
+E = TypeVar("E", bound=Enum)
+
+
+def member_of(kind: type[E]) -> Callable[[Any], E]:
+    """`kind(value)` for the values read from rows, as a dict lookup (~5x faster than `Enum`'s call, which
+    shows in the per-row loops); a value that is no member's goes to `kind`, which raises as before."""
+    members: dict[object, E] = {m.value: m for m in kind}
+    lookup = members.get
+
+    def of(value: Any) -> E:
+        found = lookup(value)
+        return kind(value) if found is None else found
+
+    return of
 
 
 def event(
@@ -52,6 +69,6 @@ def detail_json(detail: dict[str, object]) -> str:
         text = orjson.dumps(detail, default=_str, option=ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
         return json.dumps(detail, default=str)
-    if not wrote_no_nan(text, list(detail.values())):
+    if b"null" in text and not wrote_no_nan(text, list(detail.values())):  # no `null`: no NaN either
         return json.dumps(detail, default=str)
     return text.decode()

@@ -24,7 +24,7 @@ from relay.domain.models import (
 from relay.store import wakeups
 from relay.store.connector import Row, Scalar, Transaction
 from relay.store.records import IngestResult, RouteHook, RouteJob, RoutePlan, RoutingSnapshot
-from relay.store.transitions import EventRow, event
+from relay.store.transitions import EventRow, event, member_of
 
 _DERIVED_STATES = frozenset(
     {
@@ -36,6 +36,11 @@ _DERIVED_STATES = frozenset(
         OrderState.FAILED,
     }
 )
+
+# `OrderState(value)` and the others for the states read in the per-row loops, as dict lookups.
+order_state = member_of(OrderState)
+factory_order_state = member_of(FactoryOrderState)
+push_state = member_of(PushState)
 
 # --- poll: cursors and ingest ------------------------------------------------------------------------
 
@@ -503,7 +508,7 @@ async def _states_and_versions(
     states: dict[int, OrderState] = {}
     versions: dict[int, str] = {}
     for row in await tx.fetch("order_versions", order_ids=order_ids):
-        states[row["id"]] = OrderState(row["state"])
+        states[row["id"]] = order_state(row["state"])
         versions[row["id"]] = row["content_hash"] or Order.model_validate_json(row["payload"]).content_hash()
     return states, versions
 
@@ -585,29 +590,33 @@ async def refresh_orders(
     ids = sorted(set(order_ids))
     if not ids:
         return
-    states = {row["id"]: OrderState(row["state"]) for row in await tx.fetch("order_states", order_ids=ids)}
-    fos: dict[int, list[tuple[FactoryOrderState, str | None]]] = defaultdict(list)
+    states = {row["id"]: order_state(row["state"]) for row in await tx.fetch("order_states", order_ids=ids)}
+    # Each order's factory order and push states, and beside them their dead reasons, in the rows' order.
+    fo_states: dict[int, list[FactoryOrderState]] = defaultdict(list)
+    fo_reasons: dict[int, list[str | None]] = defaultdict(list)
     for row in await tx.fetch("factory_orders_of_orders", order_ids=ids):
-        fos[row["order_id"]].append((FactoryOrderState(row["state"]), row["dead_reason"]))
+        fo_states[row["order_id"]].append(factory_order_state(row["state"]))
+        fo_reasons[row["order_id"]].append(row["dead_reason"])
     totals: dict[int, tuple[int, int]] = {
         row["order_id"]: (row["total"], row["shipped"])
         for row in await tx.fetch("line_totals_of_orders", order_ids=ids)
     }
-    pushes: dict[int, list[tuple[PushState, str | None]]] = defaultdict(list)
+    push_states: dict[int, list[PushState]] = defaultdict(list)
+    push_reasons: dict[int, list[str | None]] = defaultdict(list)
     for row in await tx.fetch("push_states_of_orders", order_ids=ids):
-        pushes[row["order_id"]].append((PushState(row["state"]), row["dead_reason"]))
+        push_states[row["order_id"]].append(push_state(row["state"]))
+        push_reasons[row["order_id"]].append(row["dead_reason"])
     updates: list[dict[str, Scalar]] = []
     for order_id in ids:
         current = states[order_id]
         cancelling = cause == "cancelled" and current in (OrderState.RECEIVED, OrderState.HELD)
-        if current not in _DERIVED_STATES and not cancelling:
-            continue
-        total, shipped = totals.get(order_id, (0, 0))
-        target = derive_order_state(
-            [s for s, _ in fos[order_id]], total, shipped, [s for s, _ in pushes[order_id]]
-        )
         if cancelling:
             target = OrderState.CANCELLED
+        elif current in _DERIVED_STATES:
+            total, shipped = totals.get(order_id, (0, 0))
+            target = derive_order_state(fo_states[order_id], total, shipped, push_states[order_id])
+        else:
+            continue
         if target is current:
             continue
         if current in TERMINAL_ORDER_STATES:
@@ -617,7 +626,7 @@ async def refresh_orders(
         check_transition(ORDER_TRANSITIONS, current, target, subject=f"order {order_id}")
         reason = None
         if target is OrderState.FAILED:
-            reasons = [r for _, r in fos[order_id] + pushes[order_id] if r]
+            reasons = [r for r in fo_reasons[order_id] + push_reasons[order_id] if r]
             reason = reasons[0] if reasons else None
         updates.append({"state": target, "reason": reason, "detail": None, "now": now, "order_id": order_id})
         events.append(event(order_id, now, target.value, current, target, cause=cause, reason=reason))

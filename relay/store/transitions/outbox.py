@@ -31,7 +31,12 @@ from relay.store.records import (
 )
 from relay.store.transitions import EventRow, event
 from relay.store.transitions import catalogue as catalogue_tx
-from relay.store.transitions.orders import cancel_unshipped_rest, refresh_orders
+from relay.store.transitions.orders import (
+    cancel_unshipped_rest,
+    factory_order_state,
+    push_state,
+    refresh_orders,
+)
 
 # --- forward: messages to factories --------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ async def _record_creates(
         fo_id: int = row["id"]
         order_id: int = row["order_id"]
         factory: str = row["factory"]
-        current = FactoryOrderState(row["state"])
+        current = factory_order_state(row["state"])
         attempt: int = row["attempts"] + 1
         if current is not FactoryOrderState.PENDING or not out.attempted:
             releases.append({"id": fo_id})
@@ -403,7 +408,7 @@ async def record_pushes(tx: Transaction, outcomes: Sequence[PushOutcome], now: f
         push_id: int = row["id"]
         order_id: int = row["order_id"]
         attempts: int = row["attempts"]
-        current = PushState(row["state"])
+        current = push_state(row["state"])
         if current is not PushState.PENDING:
             updates.append(
                 {

@@ -23,7 +23,7 @@ from relay.store import wakeups
 from relay.store.connector import Row, Scalar, Transaction
 from relay.store.records import ShipmentResult, ShipmentVerdict
 from relay.store.transitions import EventRow, event
-from relay.store.transitions.orders import refresh_orders
+from relay.store.transitions.orders import factory_order_state, refresh_orders
 
 
 class ShipmentCallback(NamedTuple):
@@ -78,7 +78,7 @@ async def record_shipments(tx: Transaction, batch: Sequence[ShipmentCallback]) -
                 r["quantity"], r["shipped_quantity"], r["cancelled_quantity"], r["factory_order_id"]
             )
         for r in await tx.fetch("factory_orders_of_orders", order_ids=order_ids):
-            fo_states[r["id"]] = FactoryOrderState(r["state"])
+            fo_states[r["id"]] = factory_order_state(r["state"])
             fos_of[r["order_id"]].append(r["id"])
     state = _Batch(found, seen, parcels, lines, fo_states, fos_of)
     results = [state.judge(c) for c in batch]
