@@ -352,7 +352,8 @@ class FakeWooCommerce:
         if fields is not None and isinstance(response, web.Response) and response.text is not None:
             # WordPress's `_fields` (rest_filter_response_fields): every successful answer, each item of a
             # collection, keeps only the named top-level fields; errors are left whole.
-            body = _only_fields(json.loads(response.text), fields)
+            answer = response[_BODY] if _BODY in response else json.loads(response.text)
+            body = _only_fields(answer, fields)
             return _json(body, status=response.status, headers=_kept_headers(response))
         return response
 
@@ -663,14 +664,20 @@ class FakeWooCommerce:
 # --- module helpers -------------------------------------------------------------------------------
 
 
+_BODY = "relay.fake.body"
+"""Where `_json` keeps the value it serialised on its response, for `_fields` to filter without parsing it."""
+
+
 def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
+    response = web.Response(
         status=status,
         text=json.dumps(body),
         content_type="application/json",
         charset="UTF-8",
         headers=headers,
     )
+    response[_BODY] = body
+    return response
 
 
 def _json_number(amount: Decimal) -> float | int:
