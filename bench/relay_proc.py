@@ -75,18 +75,25 @@ async def _trace(connector: Any, callback: Callable[[str], None] | None) -> None
         await connector.db.set_trace_callback(callback)
 
 
+def stat_cpu_s(path: str) -> float:
+    """User + system CPU seconds in a Linux `/proc/.../stat` file (a process's or a thread's); `OSError` or
+    `IndexError` when there is none."""
+    with open(path, encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _thread_cpu_s() -> dict[str, float]:
     """CPU seconds of this process's live threads by thread name (Linux `/proc/self/task`; else empty).
     Threads of one name (a pool's) are summed under the name without its number."""
     out: dict[str, float] = {}
     for thread in threading.enumerate():
         try:
-            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+            spent = stat_cpu_s(f"/proc/self/task/{thread.native_id}/stat")
         except (OSError, IndexError):
             continue
         name = thread.name.rstrip("0123456789").rstrip("_-") or thread.name
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + spent
     return out
 
 

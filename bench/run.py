@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 
 from bench import limits, seed
-from bench.relay_proc import Fleet
+from bench.relay_proc import Fleet, stat_cpu_s
 from bench.report import exchanges_per_order
 from bench.servers import FACTORIES, SKU_MAP, ServerProcess, order_lines
 from relay.config import DaemonSettings
@@ -174,11 +174,9 @@ def process_cpu_s(*pids: int | None) -> float | None:
     total = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+            total += stat_cpu_s(f"/proc/{pid}/stat")
         except (OSError, IndexError):
             return None
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
