@@ -12,7 +12,6 @@ is also sent as `Idempotency-Key`, and the body is byte-identical on every attem
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ import orjson
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from adapters.webhook.client import WebhookClient, WebhookResponse
+from relay import json_exact
 from relay.config import Secret
 from relay.contracts import AdapterContext, NeedsAttention
 from relay.domain.models import AttentionReason, FactoryOrder, Placement
@@ -145,25 +145,9 @@ class WebhookFactory:
         await self._session.close()
 
 
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-"""19 digits in a row: an integer orjson may read as a float (beyond 64 bits), or a long mantissa."""
-
-
-def _loads(body: str) -> Any:
-    """`json.loads(body)`: the same value, the same errors; by orjson (~10x faster) when it accepts the
-    text and no number in it may be read differently (`_LONG_DIGITS`). What orjson refuses (NaN, ±Infinity,
-    lone surrogates, numbers out of range, invalid JSON) goes to `json.loads`."""
-    if _LONG_DIGITS.search(body) is None:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
-
-
 def _reference(body: str) -> str | None:
     try:
-        data: Any = _loads(body)
+        data: Any = json_exact.loads(body)
     except ValueError:
         return None
     if isinstance(data, dict):
@@ -174,14 +158,14 @@ def _reference(body: str) -> str | None:
 
 def _out_of_stock_lines(body: str) -> list[str]:
     """The line ids a 409 `out_of_stock` answer names (strings, at most 100), or []."""
-    data: Any = _loads(body)  # `_error_code` read it already
+    data: Any = json_exact.loads(body)  # `_error_code` read it already
     lines = data.get("lines") if isinstance(data, dict) else None
     return [str(line)[:100] for line in lines[:100]] if isinstance(lines, list) else []
 
 
 def _error_code(body: str) -> str | None:
     try:
-        data: Any = _loads(body)
+        data: Any = json_exact.loads(body)
     except ValueError:
         return None
     return str(data.get("error")) if isinstance(data, dict) else None

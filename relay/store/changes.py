@@ -11,13 +11,11 @@ to its observer only once the COMMIT succeeded.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
+from relay import json_exact
 from relay.store.connector import Param, Row, Scalar, Transaction
 from relay.store.records import OrderNote, StateChange
 
@@ -36,35 +34,6 @@ NOTED = {
 def _changes_state(row: Mapping[str, Any]) -> bool:
     to_state = row.get("to_state")
     return to_state is not None and to_state != row.get("from_state")
-
-
-_EXACT = frozenset({str, int, bool, type(None)})
-"""What orjson reads from JSON exactly as `json` does. A float may be an integer beyond 64 bits, which orjson
-reads as a float (`json` as an int)."""
-
-
-def _no_float(values: Iterable[Any]) -> bool:
-    """Whether `values` (a JSON array's items, an object's values) hold no float, however deep."""
-    for value in values:
-        kind = type(value)
-        if kind is float:
-            return False
-        if (kind is dict and not _no_float(value.values())) or (kind is list and not _no_float(value)):
-            return False
-    return True
-
-
-def _detail(text: str) -> Any:
-    """`json.loads(text)`, read by orjson (~4x faster) when that reads the same objects: nothing orjson
-    refuses (NaN, infinities, lone surrogates, malformed text) and no float (which may be an integer beyond
-    64 bits); otherwise by `json`, errors included."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-    if type(value) is dict and _EXACT.issuperset(map(type, value.values())):  # most details: flat
-        return value
-    return value if _no_float([value]) else json.loads(text)
 
 
 class EventTap:
@@ -148,7 +117,7 @@ def _carry(
     carried: set[int] = set()
     for r, ref in reversed(noted):
         order_id = int(ref["id"])
-        detail = _detail(str(r["detail"])) if r.get("detail") else {}
+        detail = json_exact.loads(str(r["detail"])) if r.get("detail") else {}
         fields = {k: detail[k] for k in NOTED[str(r["kind"])] if detail.get(k) is not None}
         change = last.get(order_id)
         if change is not None and order_id not in carried:
@@ -173,5 +142,5 @@ def _change(event: Mapping[str, Any], ref: Row) -> StateChange:
         kind=str(event["kind"]),
         at=float(event["at"]),
         received_at=float(ref["created_at"]),
-        detail=_detail(detail) if isinstance(detail, str) else {},
+        detail=json_exact.loads(detail) if isinstance(detail, str) else {},
     )

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.demo.client import DemoClient
-from adapters.webhook.adapter import _error_code, _loads, _reference
+from adapters.webhook.adapter import _error_code, _reference
 from adapters.woocommerce.client import WooCommerceClient
 from relay.config import EgressSettings
+from relay.json_exact import loads as _loads
 from relay.outbound.session import new_session
 
 LOOPBACK = EgressSettings(allow_plain_http=True, allow_private_addresses=True)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.domain.models import AttentionReason, CancelState, FactoryOrderState, OrderState, PushState
-from relay.store.changes import _detail
+from relay.json_exact import loads as _detail
 from relay.store.transitions import detail_json, member_of
 from tests.unit.test_store_fast_paths import json_values, odd_values
 
