@@ -199,7 +199,7 @@ class OrderPoller(LeasedPoller):
                     listed = seen
             result = await self._ingest(orders, malformed, newest if self.adapter.is_sorted else None, lease)
             crash_point("after_ingest")
-            for bad in malformed:
+            for bad in (*malformed, *result.unstorable):
                 self.log.warning("order_quarantined", external_id=bad.external_id, reason=bad.reason)
             changed += self._hand_on(result)
             self.lease.check()  # before the next page is asked for

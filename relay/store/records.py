@@ -18,6 +18,7 @@ from relay.domain.models import (
     CancelState,
     FactoryOrder,
     FactoryOrderState,
+    Malformed,
     Order,
     OrderState,
     PushState,
@@ -42,6 +43,8 @@ class IngestResult:
     routed: tuple[RoutePlan, ...] = ()
     claimed: tuple[DeliveryJob, ...] = ()
     """Deliveries claimed for the forwarder in the same transaction (`Store.ingest(claim=...)`)."""
+    unstorable: tuple[Malformed, ...] = ()
+    """Orders the store quarantined itself (counted in `quarantined`): their text cannot be stored."""
 
 
 @dataclass(frozen=True, slots=True)

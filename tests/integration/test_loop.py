@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import aiohttp
@@ -12,6 +13,7 @@ from adapters.webhook.fake import Fault
 from relay.domain.models import factory_order_key
 from relay.signing import signed_headers
 from relay.store import OrderQuery
+from relay.store.transitions.orders import UNSTORABLE_TEXT
 from relay.testing.harness import Harness, ManualClock
 from relay.testing.vendor import SeedLine
 
@@ -255,6 +257,24 @@ async def test_malformed_storefront_order_is_quarantined_and_the_rest_flow(tmp_p
         assert stats.quarantined == 1
         assert stats.orders == {"placed": 1}
         assert bad not in {o.payload["order_id"] for o in h.factories["acme"].orders.values()}
+
+
+async def test_order_whose_text_cannot_be_stored_is_quarantined_and_the_rest_flow(tmp_path):
+    # A JSON parser reads a lone surrogate from its escape ("\\ud800"); UTF-8, and so the database, cannot
+    # hold it. Written as it came, it failed the whole page's transaction on every pass.
+    async with Harness(tmp_path) as h:
+        bad = h.storefront.add_order([SeedLine("TEE-\ud800")])
+        h.storefront.add_order([SeedLine("TEE-RED-M")])
+        async with h.app() as app:
+            await app.run_once()
+            await app.run_once()
+            stats = await app.store.stats()
+        assert stats.quarantined == 1
+        assert stats.orders == {"placed": 1}
+        with sqlite3.connect(tmp_path / "relay.db") as db:
+            ((external_id, reason, raw),) = db.execute("SELECT external_id, reason, raw FROM quarantine")
+        assert (external_id, reason) == (bad, UNSTORABLE_TEXT)
+        assert json.loads(raw)["lines"][0]["sku"] == "TEE-\ud800"
 
 
 async def test_metrics_and_health_endpoints(tmp_path):

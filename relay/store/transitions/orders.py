@@ -75,10 +75,12 @@ async def ingest(
         seen = latest.get(order.external_id)
         if seen is None or _newer(order, seen):
             latest[order.external_id] = order
+    stored, unstorable = _as_text(latest)
+    malformed = [*malformed, *unstorable]
     new = updated = requeued = cancelled = 0
     existing = {
         row["external_id"]: row
-        for row in await tx.fetch("orders_by_external_ids", storefront=storefront, external_ids=list(latest))
+        for row in await tx.fetch("orders_by_external_ids", storefront=storefront, external_ids=list(stored))
     }
     inserts: list[dict[str, Scalar]] = []
     lines: list[dict[str, Scalar]] = []
@@ -86,8 +88,7 @@ async def ingest(
     events: list[EventRow] = []
     versions: list[dict[str, Scalar]] = []  # new versions of known orders (update_order_payload)
     received: dict[str, tuple[Order, str]] = {}  # new orders to route: external id -> (order, version)
-    for ext_id, order in latest.items():
-        payload, content_hash = order.payload_and_hash()
+    for ext_id, (order, (payload, content_hash)) in stored.items():
         row = existing.get(ext_id)
         if row is None:
             new += 1
@@ -150,8 +151,8 @@ async def ingest(
             [
                 {
                     "storefront": storefront,
-                    "external_id": m.external_id or "",
-                    "reason": m.reason,
+                    "external_id": _storable(m.external_id or ""),
+                    "reason": _storable(m.reason),
                     "raw": json.dumps(m.raw, default=str)[:65536],
                     "now": now,
                 }
@@ -162,7 +163,32 @@ async def ingest(
         await tx.execute_many("insert_event", events)
     if cursor is not None:
         await tx.execute("set_cursor", storefront=storefront, cursor_iso=cursor.isoformat(), now=now)
-    return IngestResult(new, updated, requeued, cancelled, len(malformed), routed)
+    return IngestResult(
+        new, updated, requeued, cancelled, len(malformed), routed, unstorable=tuple(unstorable)
+    )
+
+
+UNSTORABLE_TEXT = "text UTF-8 cannot hold (a lone surrogate)"
+"""The quarantine reason of an order whose text no database can store (`ingest`)."""
+
+
+def _as_text(orders: dict[str, Order]) -> tuple[dict[str, tuple[Order, tuple[str, str]]], list[Malformed]]:
+    """Each order with its `payload_and_hash()`, and as `Malformed` those whose text UTF-8 cannot hold: a
+    lone surrogate, which a JSON parser reads from a `\\ud800` escape. The database would refuse the whole
+    page for it, and the poller would meet that page again on every pass: it is quarantined instead."""
+    stored: dict[str, tuple[Order, tuple[str, str]]] = {}
+    unstorable: list[Malformed] = []
+    for ext_id, order in orders.items():
+        try:
+            stored[ext_id] = (order, order.payload_and_hash())
+        except ValueError:  # pydantic's serialisation error wraps the UnicodeEncodeError
+            unstorable.append(Malformed(external_id=ext_id, reason=UNSTORABLE_TEXT, raw=order.model_dump()))
+    return stored, unstorable
+
+
+def _storable(text: str) -> str:
+    """`text` as UTF-8 can hold it: a lone surrogate becomes its `\\ud800` escape (quarantine rows only)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _route_new(
