@@ -33,7 +33,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class Daemon:
         self.port = port
         self.started_at = time.monotonic()
         self.ended_at: float | None = None
+        self.killed_at: float | None = None  # when `kill` sent SIGKILL: it does nothing after that
         self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -117,6 +118,7 @@ class Daemon:
     async def kill(self) -> int:
         if self.alive():
             self.killed_by_us = True
+            self.killed_at = time.monotonic()
             self.proc.send_signal(signal.SIGKILL)
         return await self.proc.wait()
 
@@ -702,6 +704,26 @@ class World:
         if not started or (len(started) > 1 and hit.start - started[-1].started_at < FRESH_S):
             return None
         return started[-1]
+
+    def sender_of(self, hit: Hit) -> Daemon | None:
+        """The daemon process that sent `hit`: the slot's last one started before it, or the one before
+        that when the last started less than `FRESH_S` before it (`process_of`)."""
+        started = [d for d in self.daemons if d.slot == hit.slot and d.started_at <= hit.start]
+        if len(started) > 1 and hit.start - started[-1].started_at < FRESH_S:
+            return started[-2]
+        return started[-1] if started else None
+
+    def while_alive(self, hits: list[Hit]) -> list[Hit]:
+        """`hits`, each ending no later than its sender's end (the SIGKILL `kill` sent, else its exit as the
+        watcher saw it). A fake goes on handling a request whose
+        sender was killed (a listing's delay runs out after a standby took the database over), but no
+        process acts on that answer any more: the request no longer overlaps anything."""
+        cut = []
+        for hit in hits:
+            sender = self.sender_of(hit)
+            died = None if sender is None else min(sender.killed_at or sender.ended_at or hit.end, hit.end)
+            cut.append(hit if died is None else replace(hit, end=max(hit.start, died)))
+        return cut
 
     def co_active(self, hits: list[Hit]) -> int:
         """Pairs of daemon processes that were both alive while each of them made one of `hits` (use hits

@@ -296,7 +296,7 @@ async def test_daemons_random_kills_cancellations_and_edits(
             world, rng, multi_active, per_order_s=1.5 if storefront == "shopify" else 0.1
         )
         verdict = world.oracle()
-        overlaps = overlapping(world.storefront_hits("list"))
+        overlaps = overlapping(world.while_alive(world.storefront_hits("list")))
         pushes = world.co_active(world.storefront_hits("push"))
         delivered = Counter(h.slot for h in world.factory_hits())
 
