@@ -128,7 +128,9 @@ class Connector(Protocol):
 
     async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /, *, urgent: bool = False) -> T:
         """`await fn(tx)` in one write transaction (SQLite: `BEGIN IMMEDIATE` ... `COMMIT`, all on the
-        writer's thread) and its result; rolled back, and the error raised, if it raises. `urgent`: the
+        writer's thread) and its result once committed; rolled back, and the error raised, if it raises.
+        A connector may run other units in the same transaction (SQLite: those queued behind it, each in
+        a savepoint, ADR 17) as long as each is undone alone when it raises. `urgent`: the
         unit is on an order's way to its factory; a connector may take it ahead of other waiting writes
         (SQLite takes the two kinds in turn), never so that the others starve."""
         ...

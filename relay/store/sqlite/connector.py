@@ -13,8 +13,12 @@ caller's loop.
 
 Transactions cannot nest, by construction (issue 11, item 13): a thread runs its units one at a time, in
 submission order (urgent writes, on an order's way to its factory, are taken in turn with the rest, so
-they do not queue behind a backlog of outcomes and callbacks: `_Jobs`), and a unit ends its transaction
-(COMMIT, or ROLLBACK on any error) before the thread takes the next. A caller cancelled while its unit waits in the queue withdraws it (it never starts); one
+they do not queue behind a backlog of outcomes and callbacks: `_Jobs`). Write units queued behind a
+running one share its transaction (ADR 17): one `BEGIN IMMEDIATE`, one `COMMIT` and so one fsync for as
+many as are waiting, for at most `SHARED_COMMIT_S`. Each is still all or nothing: every unit after the
+first runs in a savepoint and one that raises is rolled back alone; the first one's failure rolls the
+transaction back before any other joined it. No caller is answered before the COMMIT. A caller cancelled
+while its unit waits in the queue withdraws it (it never starts); one
 cancelled while its unit runs waits for the unit's end (commit or rollback) before the cancellation goes on,
 so nothing of a cancelled caller's transaction is left running when it returns. A unit that waited longer
 than the busy timeout for the writer (another process held the database long enough for work to queue up
@@ -59,6 +63,9 @@ _UNAVAILABLE = (
     "SQLITE_CANTOPEN",
     "SQLITE_READONLY",
 )
+
+SHARED_COMMIT_S = 0.005
+"""A write transaction takes in the units queued behind it (one COMMIT for all) for at most this long."""
 
 _CACHED_STATEMENTS = 512
 """Prepared statements kept per connection: every named query stays prepared (there are ~180)."""
@@ -201,12 +208,20 @@ def _rollback(db: sqlite3.Connection) -> None:
 
 
 class _Job(Generic[T]):
-    """One call handed to a connection's thread, and the caller's future for its outcome."""
+    """One call handed to a connection's thread, and the caller's future for its outcome: a plain call
+    (`call(connection)`), or a write unit (`unit(tx)`) the thread runs inside a transaction it may share
+    with the write units queued behind it (`_Connection._run_units`)."""
 
-    __slots__ = ("abandoned", "call", "done", "loop", "queued_at")
+    __slots__ = ("abandoned", "call", "done", "loop", "queued_at", "unit")
 
-    def __init__(self, call: Callable[[sqlite3.Connection], T], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        call: Callable[[sqlite3.Connection], T] | None,
+        loop: asyncio.AbstractEventLoop,
+        unit: Callable[[Transaction], Awaitable[T]] | None = None,
+    ) -> None:
         self.call = call
+        self.unit = unit
         self.loop = loop
         self.done: asyncio.Future[T] = loop.create_future()
         self.queued_at = time.monotonic()
@@ -252,11 +267,20 @@ class _Jobs:
         with self._ready:
             while not (self._urgent or self._rest or self._closed):
                 self._ready.wait()
-            if self._urgent and (self._urgent_next or not self._rest):
-                self._urgent_next = not self._rest
-                return self._urgent.popleft()
-            self._urgent_next = True
-            return self._rest.popleft() if self._rest else None
+            return self._take()
+
+    def next_unit(self) -> _Job[Any] | None:
+        """The job whose turn it is if it is a write unit, without waiting; else None (it stays queued)."""
+        with self._ready:
+            queue = self._urgent if self._urgent and (self._urgent_next or not self._rest) else self._rest
+            return self._take() if queue and queue[0].unit is not None else None
+
+    def _take(self) -> _Job[Any] | None:
+        if self._urgent and (self._urgent_next or not self._rest):
+            self._urgent_next = not self._rest
+            return self._urgent.popleft()
+        self._urgent_next = True
+        return self._rest.popleft() if self._rest else None
 
 
 class _Connection:
@@ -278,31 +302,83 @@ class _Connection:
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             result: Any = None
-            error: BaseException | None = None
-            if job.abandoned:
-                error = asyncio.CancelledError()
-            elif self._wait_limit_s is not None and time.monotonic() - job.queued_at > self._wait_limit_s:
-                error = StoreUnavailable("database unavailable: the writer is busy")
-            else:
+            error = self._refusal(job)
+            if error is None:
                 try:
                     if self._db is None:
                         self._db = self._connect()
+                    if job.unit is not None:
+                        self._run_units(self._db, job)
+                        continue
+                    assert job.call is not None
                     result = job.call(self._db)
                 except BaseException as exc:  # handed to the caller, whatever it is
                     error = exc
-            with suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
-                job.loop.call_soon_threadsafe(_settle, job.done, result, error)
+            _answer(job, result, error)
             del job, result, error
         if self._db is not None:
             self._db.close()
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
-        """`fn(connection)` on the connection's thread (the first call connects); `urgent`: taken in turn
-        with the rest (`_Jobs`). Cancelled while it waits in the queue, it is withdrawn; cancelled while
-        it runs, it is awaited to its end first."""
+    def _refusal(self, job: _Job[Any]) -> BaseException | None:
+        """Why `job` must not start: its caller was cancelled, or it waited past the busy limit."""
+        if job.abandoned:
+            return asyncio.CancelledError()
+        if self._wait_limit_s is not None and time.monotonic() - job.queued_at > self._wait_limit_s:
+            return StoreUnavailable("database unavailable: the writer is busy")
+        return None
+
+    def _run_units(self, db: sqlite3.Connection, first: _Job[Any]) -> None:
+        """Run `first`, and the write units whose turn comes next, in shared transactions: one
+        `BEGIN IMMEDIATE` and one `COMMIT` (one fsync) for as many units as are queued when each one
+        ends, for at most `SHARED_COMMIT_S`. Each unit runs in a savepoint: one that raises is rolled
+        back alone, and its caller gets the error. Callers are answered after the COMMIT, so none sees
+        a result that is not durable, and a crash anywhere in the transaction loses only unanswered
+        work. If the transaction itself is lost (a failed COMMIT, SQLite rolling back on disk full),
+        every unit it held fails (`StoreUnavailable` for those that did nothing wrong): none of them
+        happened."""
+        began = time.monotonic()
+        ran: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        job: _Job[Any] | None = first
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            while job is not None:
+                ran.append(_run_unit(db, job, first=not ran))
+                if not db.in_transaction:  # rolled back whole: the first unit failed, or SQLite did it
+                    if len(ran) == 1:
+                        break
+                    raise _Lost(ran[-1][2])
+                job = None
+                while time.monotonic() - began < SHARED_COMMIT_S and (queued := self._jobs.next_unit()):
+                    if (refused := self._refusal(queued)) is None:
+                        job = queued
+                        break
+                    _answer(queued, None, refused)
+            if db.in_transaction:
+                db.execute("COMMIT")
+        except (sqlite3.Error, _Lost) as exc:
+            _rollback(db)  # a failed COMMIT (disk full, I/O) may leave the transaction open
+            cause = exc.cause if isinstance(exc, _Lost) else _translated(exc)
+            lost = StoreUnavailable(f"database unavailable: the shared transaction was lost ({cause})")
+            last = ran[-1][0] if ran else first
+            ran = [(j, None, error or (cause if j is last else lost)) for j, _, error in ran] or [
+                (first, None, cause)
+            ]
+        for done, result, error in ran:
+            _answer(done, result, error)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(connection)` on the connection's thread (the first call connects). Cancelled while it waits
+        in the queue, it is withdrawn; cancelled while it runs, it is awaited to its end first."""
+        return await self._handed_over(_Job(fn, asyncio.get_running_loop()), urgent=False)
+
+    async def write(self, unit: Callable[[Transaction], Awaitable[T]], *, urgent: bool = False) -> T:
+        """`unit(tx)` in a write transaction on the connection's thread, which it may share with other
+        units (`_run_units`); `urgent`: taken in turn with the rest (`_Jobs`). Cancellation as `call`."""
+        return await self._handed_over(_Job(None, asyncio.get_running_loop(), unit), urgent=urgent)
+
+    async def _handed_over(self, job: _Job[T], *, urgent: bool) -> T:
         if self._stopped:
             raise StoreError("store is not open")
-        job = _Job(fn, asyncio.get_running_loop())
         self._jobs.put(job, urgent=urgent)
         try:
             return await asyncio.shield(job.done)
@@ -474,13 +550,14 @@ class SQLiteConnector:
             await writer.stop()
 
     async def run_write(self, fn: Callable[[Transaction], Awaitable[T]], /, *, urgent: bool = False) -> T:
-        """See `Connector.run_write`: `BEGIN IMMEDIATE`, `fn(tx)`, `COMMIT` in one call on the writer's
-        thread; `ROLLBACK` if anything raises (driver errors translated). An `urgent` unit is taken in
+        """See `Connector.run_write`: `BEGIN IMMEDIATE`, `fn(tx)`, `COMMIT` on the writer's thread, in a
+        transaction shared with the units queued behind it (`_Connection._run_units`); undone alone if it
+        raises (driver errors translated). An `urgent` unit is taken in
         turn with the others waiting for the writer (`_Jobs`). Raises `ReadOnlyStore` on a store opened
         read-only."""
         if self.read_only:
             raise ReadOnlyStore(f"database {self.path} was opened read-only: no change was made")
-        return await self._open(self._writer).call(lambda db: _transaction(db, fn), urgent=urgent)
+        return await self._open(self._writer).write(fn, urgent=urgent)
 
     async def run_read(self, fn: Callable[[Transaction], Awaitable[T]], /) -> T:
         """See `Connector.run_read`: `fn(tx)` on the read connection's thread, autocommit (each statement
@@ -539,20 +616,50 @@ def _connected(db: sqlite3.Connection) -> None:
     """The first call on a connection's thread: connecting (and its pragmas) is all it does."""
 
 
-def _transaction(db: sqlite3.Connection, fn: Callable[[Transaction], Awaitable[T]]) -> T:
-    """One write transaction, on the writer's thread."""
+class _Lost(Exception):
+    """The shared transaction was rolled back by SQLite itself while a unit ran (`cause`: its error)."""
+
+    def __init__(self, cause: BaseException | None) -> None:
+        super().__init__(cause)
+        self.cause = cause or StoreUnavailable("database unavailable: the transaction was rolled back")
+
+
+def _run_unit(
+    db: sqlite3.Connection, job: _Job[T], *, first: bool
+) -> tuple[_Job[T], T | None, BaseException | None]:
+    """`job`'s unit in the open transaction: its result, or its error (driver errors translated) with its
+    writes undone. The transaction's `first` unit is undone by rolling the transaction back (out of it
+    then); the others run in a savepoint, so that undoing one keeps the units before it."""
+    assert job.unit is not None
+    if not first:
+        db.execute("SAVEPOINT unit")
     try:
-        db.execute("BEGIN IMMEDIATE")
+        result = drive(job.unit(SQLiteTransaction(db)))
+        if not first:
+            db.execute("RELEASE unit")
+    except BaseException as exc:  # handed to the caller, whatever it is
         try:
-            result = drive(fn(SQLiteTransaction(db)))
-        except BaseException:
-            _rollback(db)
-            raise
-        db.execute("COMMIT")
-    except sqlite3.Error as exc:
-        _rollback(db)  # a failed COMMIT (disk full, I/O) may leave the transaction open
-        raise translate(exc) from exc
-    return result
+            if first:
+                raise sqlite3.OperationalError("first unit: the whole transaction is undone")
+            db.execute("ROLLBACK TO unit")
+            db.execute("RELEASE unit")
+        except sqlite3.Error:
+            _rollback(db)  # not undone alone: nothing else is kept
+        return job, None, _translated(exc) if isinstance(exc, sqlite3.Error) else exc
+    return job, result, None
+
+
+def _translated(exc: sqlite3.Error) -> StoreError:
+    """`translate(exc)`, caused by `exc` (as `raise ... from exc` would leave it)."""
+    error = translate(exc)
+    error.__cause__ = exc
+    return error
+
+
+def _answer(job: _Job[T], result: T | None, error: BaseException | None) -> None:
+    """Wake `job`'s caller with its outcome (from the connection's thread)."""
+    with suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
+        job.loop.call_soon_threadsafe(_settle, job.done, result, error)
 
 
 def _read(db: sqlite3.Connection, fn: Callable[[Transaction], Awaitable[T]]) -> T:
