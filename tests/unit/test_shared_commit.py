@@ -139,6 +139,21 @@ async def test_a_lost_shared_transaction_fails_every_unit_in_it_and_keeps_nothin
         assert await w.cursors() == {"c": "c"}
 
 
+async def test_a_first_unit_whose_transaction_was_rolled_back_under_it_does_not_succeed(
+    tmp_path: Path,
+) -> None:
+    async with Writer(tmp_path / "relay.db") as w:
+
+        async def writes_then_loses_it(tx: Transaction) -> str:
+            await tx.execute("set_factory_cursor", name="a", cursor="a", now=1.0)
+            await tx.execute_statement("ROLLBACK")
+            return "done"
+
+        (result,) = await w.queued_behind_a_held_writer([writes_then_loses_it])
+        assert isinstance(result, StoreUnavailable), result
+        assert await w.cursors() == {}
+
+
 async def test_a_unit_cancelled_while_queued_is_left_out_of_the_shared_transaction(tmp_path: Path) -> None:
     async with Writer(tmp_path / "relay.db") as w:
         await w.connector.on_writer(lambda db: db.set_trace_callback(w.traced.append))

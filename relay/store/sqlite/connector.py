@@ -344,7 +344,7 @@ class _Connection:
             while job is not None:
                 ran.append(_run_unit(db, job, first=not ran))
                 if not db.in_transaction:  # rolled back whole: the first unit failed, or SQLite did it
-                    if len(ran) == 1:
+                    if len(ran) == 1 and ran[0][2] is not None:
                         break
                     raise _Lost(ran[-1][2])
                 job = None
